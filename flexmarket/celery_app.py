@@ -1,0 +1,60 @@
+"""The one Celery application. Workers on any number of hosts share one Redis and one PostgreSQL:
+tasks carry ids only and read their state from the database, so any worker can run any task.
+
+Start a worker with `flexmarket worker`, the scheduler of periodic tasks with `flexmarket beat`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from flexmarket.config import get_settings
+
+# Each participant's Celery tasks live in its own `tasks.py` (domain layout).
+TASK_MODULES = ["beckn.tasks", "gateway.tasks", "bap.tasks", "bpp.tasks", "ledger.tasks"]
+
+BEAT_SCHEDULE = {
+    # Re-enqueue outbox rows stuck in PENDING (worker crash, Redis restart) — ../shared/DESIGN.md.
+    "outbox-sweep": {"task": "beckn.sweep_outboxes", "schedule": timedelta(seconds=10)},
+    # Signed checkpoint of the ledger's chain head.
+    "ledger-checkpoint": {"task": "ledger.checkpoint", "schedule": timedelta(minutes=5)},
+    # Expire Compute Flex Tokens whose validity window has ended.
+    "ledger-expire-cfts": {"task": "ledger.expire_cfts", "schedule": timedelta(minutes=1)},
+    # Settle delivery windows that have closed (idempotent: re-running is a no-op).
+    "ledger-settle-due": {"task": "ledger.settle_due", "schedule": timedelta(minutes=5)},
+}
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    broker = settings.redis_url or "redis://127.0.0.1:6379/0"
+    app = Celery("flexmarket", broker=broker, include=TASK_MODULES)
+    app.conf.update(
+        task_default_queue=settings.celery_queue,
+        task_ignore_result=True,
+        task_acks_late=True,  # a task whose worker dies is redelivered, not lost
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 300},
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule=BEAT_SCHEDULE,
+    )
+    return app
+
+
+celery_app = make_celery()
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: object) -> None:
+    # Pooled DB connections must not be shared across forked worker processes.
+    from flexmarket.db import dispose_engines
+
+    dispose_engines()

