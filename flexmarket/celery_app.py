@@ -18,7 +18,8 @@ TASK_MODULES = ["beckn.tasks", "gateway.tasks", "bap.tasks", "bpp.tasks", "ledge
 
 BEAT_SCHEDULE = {
     # Re-enqueue outbox rows stuck in PENDING (worker crash, Redis restart) — ../shared/DESIGN.md.
-    "outbox-sweep": {"task": "beckn.sweep_outboxes", "schedule": timedelta(seconds=10)},
+    "outbox-sweep": {"task": "beckn.sweep_outboxes",
+                     "schedule": timedelta(seconds=get_settings().sweep_interval_s)},
     # Signed checkpoint of the ledger's chain head.
     "ledger-checkpoint": {"task": "ledger.checkpoint", "schedule": timedelta(minutes=5)},
     # Expire Compute Flex Tokens whose validity window has ended.
@@ -26,6 +27,30 @@ BEAT_SCHEDULE = {
     # Settle delivery windows that have closed (idempotent: re-running is a no-op).
     "ledger-settle-due": {"task": "ledger.settle_due", "schedule": timedelta(minutes=5)},
 }
+
+
+PARTICIPANT_QUEUES = ("registry", "gateway", "bap", "bpp", "ledger")
+
+
+def queue_for(participant: str | None = None) -> str:
+    """Each participant's tasks have a queue of their own, so each organisation can run its own
+    workers (`flexmarket worker --participants bpp`); one worker may also consume them all."""
+    base = get_settings().celery_queue
+    return f"{base}.{participant}" if participant else base
+
+
+def all_queues() -> list[str]:
+    return [queue_for(None)] + [queue_for(p) for p in PARTICIPANT_QUEUES]
+
+
+def route_task(name: str, args: tuple, kwargs: dict, options: dict, task: object = None, **_: object) -> dict:
+    # beckn.* tasks serve every participant: their first argument names the participant's schema.
+    if name.startswith("beckn.") and args and args[0] in PARTICIPANT_QUEUES:
+        return {"queue": queue_for(str(args[0]))}
+    prefix = name.split(".", 1)[0]
+    if prefix in PARTICIPANT_QUEUES:
+        return {"queue": queue_for(prefix)}
+    return {"queue": queue_for(None)}
 
 
 def make_celery() -> Celery:
@@ -45,6 +70,7 @@ def make_celery() -> Celery:
         timezone="UTC",
         enable_utc=True,
         beat_schedule=BEAT_SCHEDULE,
+        task_routes=(route_task,),
     )
     return app
 

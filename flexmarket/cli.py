@@ -1,24 +1,269 @@
-"""The `flexmarket` command line (typer + rich)."""
+"""The `flexmarket` command line (typer + rich). Every command is documented in README.md."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(help="flexmarket: a Beckn flexibility marketplace with a hash-chained settlement ledger.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+console = Console()
 
 db_app = typer.Typer(help="Database migrations (alembic).", no_args_is_help=True)
+registry_app = typer.Typer(help="Registry operator commands (onboarding, approval).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(registry_app, name="registry")
+
+APPS = {
+    "registry": "registry.main:create_app",
+    "gateway": "gateway.main:create_app",
+    "bap": "bap.main:create_app",
+    "bpp": "bpp.main:create_app",
+    "ledger": "ledger.main:create_app",
+}
 
 
+def _services() -> None:
+    from flexmarket.embedded import ensure_services
+    from flexmarket.logging import configure_logging
+
+    configure_logging()
+    ensure_services()
+
+
+# -- database --------------------------------------------------------------------------------------
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
-    """Migrate the database (DATABASE_URL, or the embedded server) to REVISION."""
+    """Migrate the database (DATABASE_URL, or the embedded server) up to REVISION."""
     from flexmarket import db
-    from flexmarket.embedded import ensure_services
 
-    ensure_services()
+    _services()
     db.upgrade(revision=revision)
+    console.print(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument("base")) -> None:
+    """Migrate the database down to REVISION (default: base, i.e. drop everything)."""
+    from flexmarket import db
+
+    _services()
+    db.downgrade(revision=revision)
+    console.print(f"database at {revision}")
+
+
+# -- processes -------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    participant: Annotated[str, typer.Argument(help="registry | gateway | bap | bpp | ledger")],
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+) -> None:
+    """Run one participant's HTTP service (uvicorn)."""
+    import uvicorn
+
+    if participant not in APPS:
+        raise typer.BadParameter(f"participant must be one of {', '.join(APPS)}")
+    _services()
+    os.environ["FLEXMARKET_PARTICIPANT"] = participant
+    uvicorn.run(APPS[participant], factory=True, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
+
+
+@app.command()
+def worker(
+    participants: Annotated[str, typer.Option(help="comma-separated queues to consume: registry,gateway,bap,bpp,"
+                                                   "ledger (default all)")] = "all",
+    concurrency: Annotated[int, typer.Option(help="worker threads")] = 16,
+    beat: Annotated[bool, typer.Option(help="also run the periodic scheduler (only ONE process may)")] = False,
+    hostname: Annotated[str | None, typer.Option(help="Celery node name (unique per worker)")] = None,
+) -> None:
+    """Run a Celery worker. Start as many as you like, on as many hosts as you like, against the same
+    Redis and PostgreSQL: tasks carry ids and read their state from the database."""
+    _services()
+    from flexmarket.celery_app import PARTICIPANT_QUEUES, celery_app, queue_for
+
+    chosen = PARTICIPANT_QUEUES if participants == "all" else tuple(p.strip() for p in participants.split(","))
+    unknown = set(chosen) - set(PARTICIPANT_QUEUES)
+    if unknown:
+        raise typer.BadParameter(f"unknown participants: {', '.join(sorted(unknown))}")
+    queues = [queue_for(None)] + [queue_for(p) for p in chosen]
+    argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "-Q", ",".join(queues),
+            "--loglevel", os.environ.get("FLEXMARKET_LOG_LEVEL", "INFO"), "--without-mingle", "--without-gossip"]
+    if beat:
+        argv += ["--beat", "--schedule", str(Path(os.environ.get("FLEXMARKET_HOME", ".flexmarket")) / "celerybeat")]
+    if hostname:
+        argv += ["--hostname", hostname]
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat on its own (outbox sweeps, order transitions, ledger checkpoints, CFT expiry)."""
+    _services()
+    from flexmarket.celery_app import celery_app
+
+    home = Path(os.environ.get("FLEXMARKET_HOME", ".flexmarket"))
+    home.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", "--schedule", str(home / "celerybeat"), "--loglevel", "INFO"])
+
+
+@app.command()
+def up(
+    providers: Annotated[int, typer.Option(help="number of data-centre providers the BPP hosts")] = 3,
+    base_port: Annotated[int, typer.Option(help="registry on P, gateway P+1, BAP P+2, BPP P+3, ledger P+4")] = 8000,
+    manifest: Annotated[Path, typer.Option(help="where to write the JSON manifest")] = Path("flexmarket-manifest.json"),
+    platforms: Annotated[int, typer.Option(help="spread the providers over this many BPP subscribers")] = 1,
+    providers_file: Annotated[Path | None, typer.Option(help="catalog file (default: generated)")] = None,
+) -> None:
+    """Start registry, gateway, BAP, BPP, ledger and a Celery worker on loopback; run until interrupted."""
+    from flexmarket.config import get_settings
+    from flexmarket.runner import prepare_network
+
+    _services()
+    net = prepare_network(home=get_settings().home, base_port=base_port, providers=providers, platforms=platforms,
+                          providers_file=providers_file)
+    with console.status("starting processes…"):
+        net.start()
+    manifest.write_text(json.dumps(net.manifest, indent=2))
+    console.print(f"[bold green]flexmarket is up[/] — {providers} providers; manifest: {manifest}")
+    for name, info in net.manifest["participants"].items():
+        console.print(f"  {name:9s} {info['base_url']}")
+    console.print(f"  API docs  {net.manifest['participants']['bap']['docs']}\n  logs      {net.manifest['logs']}")
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop["now"]:
+            dead = [n for n, p in net.processes.items() if not p.alive()]
+            if dead:
+                console.print(f"[red]{', '.join(dead)} exited[/]; see {net.manifest['logs']}")
+                break
+            time.sleep(0.5)
+    finally:
+        with console.status("stopping…"):
+            net.stop()
+
+
+@app.command()
+def demo(
+    providers: Annotated[int, typer.Option(help="providers hosted by the BPP (≥ 3)")] = 4,
+    target_kw: Annotated[float, typer.Option(help="load reduction the orchestrator wants")] = 1500.0,
+    base_port: Annotated[int | None, typer.Option(help="first port (default: a free range)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: $FLEXMARKET_HOME/demo)")] = None,
+) -> None:
+    """Run the whole marketplace on embedded services and walk one load-reduction purchase through it."""
+    from flexmarket.demo import run_demo
+
+    if providers < 3:
+        raise typer.BadParameter("the demo needs at least 3 providers")
+    _services()
+    raise typer.Exit(run_demo(console, providers=providers, target_kw=target_kw, base_port=base_port, out=out))
+
+
+# -- registry operator -----------------------------------------------------------------------------
+@registry_app.command("add")
+def registry_add(
+    subscriber_id: Annotated[str, typer.Option("--subscriber-id", help="e.g. dc-north.bpp.example.com")],
+    type: Annotated[str, typer.Option("--type", help="BAP | BPP | BG")],
+    url: Annotated[str, typer.Option("--url", help="the subscriber's Beckn base URL")],
+    signing_public_key: Annotated[str, typer.Option("--signing-public-key", help="Ed25519 public key, base64")],
+    domain: Annotated[str, typer.Option("--domain")] = "deg:flexibility",
+    city: Annotated[list[str] | None, typer.Option("--city", help="region/city code; repeat for several")] = None,
+    country: Annotated[str, typer.Option("--country")] = "GBR",
+    key_id: Annotated[str | None, typer.Option("--key-id", help="unique key id (default: a new UUID)")] = None,
+    encr_public_key: Annotated[str | None, typer.Option("--encr-public-key")] = None,
+    valid_days: Annotated[int, typer.Option("--valid-days", help="key validity")] = 365,
+) -> None:
+    """Onboard a participant as the registry operator: it is SUBSCRIBED at once."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from flexmarket.db import session_scope
+    from registry import service
+
+    _services()
+    from flexmarket import db
+
+    db.upgrade()
+    now = datetime.now(UTC)
+    key_id = key_id or str(uuid.uuid4())
+    try:
+        with session_scope("registry") as s:
+            service.upsert(s, service.NewSubscriber(
+                subscriber_id=subscriber_id, type=type.upper(), url=url, domain=domain, cities=city or [],
+                country_code=country, unique_key_id=key_id, signing_public_key=signing_public_key,
+                encr_public_key=encr_public_key, valid_from=now, valid_until=now + timedelta(days=valid_days)),
+                status="SUBSCRIBED")
+    except service.RegistryRequestError as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"{subscriber_id} SUBSCRIBED as {type.upper()} with key {key_id}")
+
+
+@registry_app.command("approve")
+def registry_approve(subscriber_id: Annotated[str, typer.Option("--subscriber-id")]) -> None:
+    """Approve a subscription that arrived through /subscribe (UNDER_SUBSCRIPTION → SUBSCRIBED)."""
+    from flexmarket.db import session_scope
+    from registry import service
+
+    _services()
+    try:
+        with session_scope("registry") as s:
+            service.approve(s, subscriber_id)
+    except service.RegistryRequestError as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"{subscriber_id} SUBSCRIBED")
+
+
+@registry_app.command("list")
+def registry_list() -> None:
+    """Every subscriber with its status, coverage and keys."""
+    from rich.table import Table
+
+    from flexmarket.db import session_scope
+    from registry import service
+
+    _services()
+    table = Table("subscriber", "type", "status", "url", "coverage", "keys")
+    with session_scope("registry") as s:
+        for sub in service.list_subscribers(s):
+            table.add_row(sub.subscriber_id, sub.type, sub.status, sub.url,
+                          ", ".join(f"{c.domain}@{c.city_code}/{c.country_code}" for c in sub.coverage),
+                          ", ".join(f"{k.unique_key_id[:8]}…({k.status})" for k in sub.keys))
+    console.print(table)
+
+
+@registry_app.command("operator-token")
+def registry_operator_token() -> None:
+    """Print the operator token (approves /subscribe requests over HTTP)."""
+    from registry import service
+
+    typer.echo(service.operator_token())
+
+
+# -- ledger (ledger/cli.py) ------------------------------------------------------------------------
+def _mount_ledger() -> None:
+    from ledger.cli import ledger_app, metering_app, statement
+
+    app.add_typer(ledger_app, name="ledger")
+    app.add_typer(metering_app, name="metering")
+    app.command("statement")(statement)
+
+
+_mount_ledger()
 
 
 def main() -> None:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     registry_cache_ttl_s: int = Field(default=60, alias="FLEXMARKET_REGISTRY_CACHE_TTL_S")
     message_ttl_s: int = Field(default=30, alias="FLEXMARKET_MESSAGE_TTL_S")
     delivery_ttl_s: int = Field(default=600, alias="FLEXMARKET_DELIVERY_TTL_S")
+    # The beat sweep re-enqueues outbox/inbox rows overdue by this long (lost task, crashed worker).
+    redeliver_after_s: float = Field(default=5.0, alias="FLEXMARKET_REDELIVER_AFTER_S")
+    sweep_interval_s: float = Field(default=10.0, alias="FLEXMARKET_SWEEP_INTERVAL_S")
 
     @property
     def keys_dir(self) -> Path:

@@ -17,7 +17,7 @@ def configure_logging(participant: str | None = None) -> None:
     renderer = (
         structlog.processors.JSONRenderer()
         if settings.log_json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[
@@ -30,5 +30,7 @@ def configure_logging(participant: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    for noisy in ("httpx", "httpcore"):  # one line per request drowns the useful lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if participant:
         structlog.contextvars.bind_contextvars(participant=participant)

@@ -1,0 +1,74 @@
+"""A small HTTP client for the BAP's aggregator API (/api/v1), used by `flexmarket demo`, the
+end-to-end tests and the benchmarks — and an example of how an aggregator talks to the BAP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+
+class BapApiError(RuntimeError):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"BAP API answered {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class BapClient:
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/") + "/api/v1", timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post(path, json=body)
+        if r.status_code >= 400:
+            raise BapApiError(r.status_code, r.json() if r.content else None)
+        return r.json()
+
+    def search(self, window_start: datetime, window_end: datetime, power_kw: float, **kw: Any) -> dict[str, Any]:
+        return self._post("/search", {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
+                                      "power_kw": power_kw, **kw})
+
+    def order(self, action: str, transaction_id: str, bpp_id: str, provider_id: str, **kw: Any) -> dict[str, Any]:
+        body = {"transaction_id": transaction_id, "bpp_id": bpp_id, "provider_id": provider_id}
+        body.update({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in kw.items() if v is not None})
+        return self._post(f"/{action}", body)
+
+    def plan(self, transaction_id: str, target_kw: float, objective: str = "cost") -> dict[str, Any]:
+        return self._post("/plan", {"transaction_id": transaction_id, "target_kw": target_kw, "objective": objective})
+
+    def transaction(self, transaction_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/transactions/{transaction_id}")
+        if r.status_code >= 400:
+            raise BapApiError(r.status_code, r.json())
+        return r.json()
+
+    def wait(self, transaction_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
+             interval: float = 0.02) -> dict[str, Any]:
+        """Poll the transaction until `done(view)`; raise TimeoutError with the last view otherwise."""
+        deadline = time.monotonic() + timeout
+        view = self.transaction(transaction_id)
+        while not done(view):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transaction {transaction_id} did not get there in {timeout:g} s: {view}")
+            time.sleep(interval)
+            view = self.transaction(transaction_id)
+        return view
+
+
+def order_of(view: dict[str, Any], provider_id: str) -> dict[str, Any] | None:
+    return next((o for o in view["orders"] if o["provider_id"] == provider_id), None)
+
+
+def order_in(provider_id: str, *states: str) -> Callable[[dict[str, Any]], bool]:
+    def done(view: dict[str, Any]) -> bool:
+        o = order_of(view, provider_id)
+        return o is not None and (o["state"] in states or bool(o["last_error"]))
+
+    return done

@@ -1,0 +1,38 @@
+"""The BAP's FastAPI app (`flexmarket serve bap`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from bap import service
+from bap.router import api, beckn_router
+from beckn.errors import Role
+from beckn.identity import load_or_create_identity
+from beckn.pipeline import BecknPipeline
+from beckn.registry_client import RegistryClient
+from flexmarket.config import get_settings
+from flexmarket.web import create_base_app
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    if not settings.subscriber_id or not settings.subscriber_url or not settings.gateway_url:
+        raise RuntimeError(
+            "the BAP needs FLEXMARKET_SUBSCRIBER_ID, FLEXMARKET_SUBSCRIBER_URL and FLEXMARKET_GATEWAY_URL")
+    app = create_base_app(
+        "bap", "flexmarket BAP (grid orchestrator)",
+        "Client API for aggregators: search the Beckn network for data-centre flexibility, choose offers, "
+        "and order and track load reduction. Every call becomes a signed Beckn message; callbacks arrive at "
+        "/beckn/on_*.",
+    )
+    app.state.identity = load_or_create_identity(settings.home, settings.subscriber_id, Role.BAP,
+                                                 settings.subscriber_url, settings.city_code, settings.country_code)
+    app.state.gateway_url = settings.gateway_url
+    app.state.pipeline = BecknPipeline(
+        participant="bap", role=Role.BAP, schema="bap", handlers=service.HANDLERS,
+        registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
+        clock_skew_s=settings.clock_skew_s,
+    )
+    app.include_router(api)
+    app.include_router(beckn_router)
+    return app

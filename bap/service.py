@@ -1,0 +1,297 @@
+"""BAP use cases: the aggregator-facing operations (each becomes one signed Beckn message, written to
+the outbox in the same transaction as the state it announces) and the on_* callback handlers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from bap.models import BapOrder, CatalogOffer, Transaction
+from bap.selection import Candidate, Choice, select_offers
+from beckn import envelope, outbox
+from beckn.errors import BecknError
+from beckn.identity import Identity
+from beckn.models import inbox
+from beckn.models import outbox as outbox_table
+from beckn.pipeline import Accepted, Handler, Inbound
+from schemas.flex import (
+    FlexFormatError,
+    FlexRequest,
+    OrderSpec,
+    item_to_offer,
+    order_spec_to_order,
+    order_state,
+    request_to_intent,
+)
+from schemas.messages import OnSearchMessage, OrderMessage
+
+log = structlog.get_logger(__name__)
+
+
+class ClientError(ValueError):
+    """An aggregator request the BAP cannot turn into a message (HTTP 4xx with this message)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Sent:
+    transaction_id: str
+    message_id: str
+    outbox_id: int
+
+
+# -- client operations ----------------------------------------------------------------------------
+def search(session: Session, me: Identity, gateway_url: str, req: FlexRequest, city_code: str,
+           country_code: str) -> Sent:
+    if req.window_end <= req.window_start:
+        raise ClientError("window_end must be after window_start")
+    if req.power_kw <= 0:
+        raise ClientError("power_kw must be positive")
+    tx = envelope.new_id()
+    body = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(req).items()}
+    session.add(Transaction(id=tx, request=body, city_code=city_code, country_code=country_code))
+    ctx = envelope.context("search", bap_id=me.subscriber_id, bap_uri=me.url, transaction_id=tx,
+                           city_code=city_code, country_code=country_code)
+    payload = {"context": ctx, "message": {"intent": request_to_intent(req).dump()}}
+    oid = outbox.enqueue(session, sender_id=me.subscriber_id, receiver_url=outbox.endpoint(gateway_url, "search"),
+                         action="search", payload=payload)
+    return Sent(tx, ctx["message_id"], oid)
+
+
+def _transaction(session: Session, tx: str) -> Transaction:
+    t = session.get(Transaction, tx)
+    if t is None:
+        raise ClientError(f"unknown transaction {tx}", 404)
+    return t
+
+
+def _order(session: Session, tx: str, bpp_id: str, provider_id: str) -> BapOrder | None:
+    return session.get(BapOrder, (tx, bpp_id, provider_id))
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    transaction_id: str
+    bpp_id: str
+    provider_id: str
+    item_id: str | None = None
+    power_kw: float | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    meter_id: str | None = None
+    settlement_method: str | None = None
+    reason: str | None = None
+
+
+def _send(session: Session, me: Identity, t: Transaction, o: BapOrder, action: str, message: dict[str, Any]) -> Sent:
+    ctx = envelope.context(action, bap_id=me.subscriber_id, bap_uri=me.url, transaction_id=t.id,
+                           bpp_id=o.bpp_id, bpp_uri=o.bpp_uri, city_code=t.city_code, country_code=t.country_code)
+    oid = outbox.enqueue(session, sender_id=me.subscriber_id, receiver_url=outbox.endpoint(o.bpp_uri, action),
+                         action=action, payload={"context": ctx, "message": message})
+    return Sent(t.id, ctx["message_id"], oid)
+
+
+def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -> Sent:
+    """select / init / confirm / status / cancel / update for one provider's order in a transaction.
+
+    Fields left out default to what the previous step established (the offer's window at select,
+    the selected quantity at init, …)."""
+    t = _transaction(session, r.transaction_id)
+    o = _order(session, t.id, r.bpp_id, r.provider_id)
+    if action == "select":
+        item_id = r.item_id or (o.item_id if o else None)
+        if not item_id:
+            raise ClientError("item_id is required to select")
+        offer = session.get(CatalogOffer, (t.id, r.bpp_id, r.provider_id, item_id))
+        if offer is None:
+            raise ClientError(f"no offer {item_id} from {r.provider_id} at {r.bpp_id} in transaction {t.id}", 404)
+        if o is None:
+            o = BapOrder(transaction_id=t.id, bpp_id=r.bpp_id, provider_id=r.provider_id, bpp_uri=offer.bpp_uri,
+                         settlement_method="P415")
+            session.add(o)
+        o.item_id = item_id
+        o.power_kw = r.power_kw or (o.power_kw if o.power_kw else offer.available_kw)
+        o.window_start = r.window_start or o.window_start or offer.window_start
+        o.window_end = r.window_end or o.window_end or offer.window_end
+        o.state = "SELECTING"
+    elif o is None:
+        raise ClientError(f"no order with {r.provider_id} at {r.bpp_id} in transaction {t.id}: select first", 409)
+    if action in ("init", "update"):
+        o.power_kw = r.power_kw or o.power_kw
+        o.window_start = r.window_start or o.window_start
+        o.window_end = r.window_end or o.window_end
+        o.meter_id = r.meter_id or o.meter_id
+        o.settlement_method = r.settlement_method or o.settlement_method
+    if action in ("status", "cancel", "update") and not o.order_id:
+        raise ClientError(f"{action} needs the order id the BPP assigns at init; init first", 409)
+    if action == "confirm" and o.state not in ("CREATED", "ACCEPTED"):
+        raise ClientError(f"order is {o.state}; confirm needs an initialised order (CREATED)", 409)
+    spec = OrderSpec(provider_id=o.provider_id, item_id=o.item_id, power_kw=o.power_kw, window_start=o.window_start,
+                     window_end=o.window_end, meter_id=o.meter_id, settlement_method=o.settlement_method,
+                     order_id=o.order_id)
+    if action in ("select", "init", "confirm"):
+        message: dict[str, Any] = {"order": order_spec_to_order(spec).dump()}
+    elif action == "update":
+        message = {"update_target": "item,fulfillment", "order": order_spec_to_order(spec).dump()}
+    elif action == "status":
+        message = {"order_id": o.order_id}
+    elif action == "cancel":
+        message = {"order_id": o.order_id, "descriptor": {"name": r.reason or "cancelled by the grid orchestrator"}}
+    else:
+        raise ClientError(f"unknown action {action}", 404)
+    o.last_error = None
+    return _send(session, me, t, o, action, message)
+
+
+def plan(session: Session, tx: str, target_kw: float, objective: str,
+         start: datetime | None = None, end: datetime | None = None) -> list[Choice]:
+    """The cheapest (or lowest-carbon) set of received offers that meets `target_kw` (bap/selection.py)."""
+    t = _transaction(session, tx)
+    start = start or datetime.fromisoformat(t.request["window_start"])
+    end = end or datetime.fromisoformat(t.request["window_end"])
+    cands = [
+        Candidate(
+            key=(c.bpp_id, c.provider_id, c.item_id),
+            min_kw=float(c.spec.get("min_kw", 0)),
+            max_kw=float(c.spec.get("max_kw", c.available_kw)),
+            price_gbp_per_mwh=c.price_gbp_per_mwh,
+            carbon_g_per_kwh=c.spec.get("expected_carbon_g_per_kwh"),
+            window_start=c.window_start,
+            window_end=c.window_end,
+        )
+        for c in session.scalars(select(CatalogOffer).where(CatalogOffer.transaction_id == tx))
+    ]
+    return select_offers(cands, target_kw, start, end, objective)
+
+
+def transaction_view(session: Session, tx: str) -> dict[str, Any]:
+    t = _transaction(session, tx)
+    offers = session.scalars(select(CatalogOffer).where(CatalogOffer.transaction_id == tx)
+                             .order_by(CatalogOffer.price_gbp_per_mwh, CatalogOffer.provider_id)).all()
+    orders = session.scalars(select(BapOrder).where(BapOrder.transaction_id == tx)
+                             .order_by(BapOrder.provider_id)).all()
+    received = session.execute(select(inbox.c.action, inbox.c.sender_id, inbox.c.gateway_id, inbox.c.message_id,
+                                      inbox.c.signature_verified, inbox.c.received_at)
+                               .where(inbox.c.transaction_id == tx).order_by(inbox.c.id)).all()
+    sent = session.execute(select(outbox_table.c.action, outbox_table.c.receiver_url, outbox_table.c.message_id,
+                                  outbox_table.c.status, outbox_table.c.attempts, outbox_table.c.last_error)
+                           .where(outbox_table.c.transaction_id == tx).order_by(outbox_table.c.id)).all()
+    return {
+        "transaction_id": t.id,
+        "request": t.request,
+        "created_at": t.created_at.isoformat(),
+        "offers": [
+            {"bpp_id": c.bpp_id, "bpp_uri": c.bpp_uri, "provider_id": c.provider_id, "provider_name": c.provider_name,
+             "item_id": c.item_id, "price_gbp_per_mwh": c.price_gbp_per_mwh, "available_kw": c.available_kw,
+             "window_start": c.window_start.isoformat(), "window_end": c.window_end.isoformat(), **{
+                 k: c.spec.get(k) for k in ("min_kw", "max_kw", "resource_type", "expected_carbon_g_per_kwh",
+                                            "marginal_cost_gbp_per_mwh", "response_time_s")}}
+            for c in offers
+        ],
+        "orders": [order_json(o) for o in orders],
+        "callbacks": [{"action": r.action, "from": r.sender_id, "via": r.gateway_id, "message_id": r.message_id,
+                       "signature_verified": r.signature_verified, "received_at": r.received_at.isoformat()}
+                      for r in received],
+        "sent": [{"action": r.action, "to": r.receiver_url, "message_id": r.message_id, "status": r.status,
+                  "attempts": r.attempts, "last_error": r.last_error} for r in sent],
+    }
+
+
+def order_json(o: BapOrder) -> dict[str, Any]:
+    return {"bpp_id": o.bpp_id, "provider_id": o.provider_id, "item_id": o.item_id, "order_id": o.order_id,
+            "state": o.state, "power_kw": o.power_kw, "window_start": o.window_start.isoformat(),
+            "window_end": o.window_end.isoformat(), "meter_id": o.meter_id, "price_gbp_per_mwh": o.price_gbp_per_mwh,
+            "quote_gbp": o.quote_gbp, "settlement_method": o.settlement_method, "last_error": o.last_error,
+            "updated_at": o.updated_at.isoformat() if o.updated_at else None}
+
+
+# -- callbacks (synchronous: storing them is all the work there is) --------------------------------
+def _known_tx(session: Session, msg: Inbound) -> Transaction:
+    t = session.get(Transaction, msg.context.transaction_id)
+    if t is None:
+        raise BecknError("not_found", f"unknown transaction {msg.context.transaction_id}", http_status=200,
+                         paths="context.transaction_id")
+    return t
+
+
+def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    _known_tx(session, msg)
+    if msg.error is not None:
+        log.info("on_search error", bpp=msg.context.bpp_id, code=msg.error.code, message=msg.error.message)
+        return Accepted(process_async=False)
+    assert isinstance(msg.message, OnSearchMessage)
+    rows = []
+    for i, prov in enumerate(msg.message.catalog.providers or []):
+        if not prov.id:
+            raise BecknError("invalid_response", f"message.catalog.providers[{i}].id is required", http_status=400)
+        for j, item in enumerate(prov.items or []):
+            try:
+                offer = item_to_offer(item, prov.id, f"message.catalog.providers[{i}].items[{j}]")
+            except FlexFormatError as exc:
+                raise BecknError("invalid_response", str(exc), http_status=400, paths=exc.path) from exc
+            spec = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(offer).items()}
+            rows.append(dict(
+                transaction_id=msg.context.transaction_id, bpp_id=msg.context.bpp_id, provider_id=prov.id,
+                item_id=offer.item_id, bpp_uri=msg.context.bpp_uri,
+                provider_name=prov.descriptor.name if prov.descriptor else None,
+                price_gbp_per_mwh=offer.price_gbp_per_mwh, available_kw=offer.available_kw,
+                window_start=offer.window_start, window_end=offer.window_end, spec=spec,
+            ))
+    for row in rows:
+        keys = ("transaction_id", "bpp_id", "provider_id", "item_id")
+        session.execute(insert(CatalogOffer).values(**row).on_conflict_do_update(
+            index_elements=list(keys), set_={k: v for k, v in row.items() if k not in keys}))
+    return Accepted(process_async=False)
+
+
+def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    """on_select / on_init / on_confirm / on_status / on_cancel / on_update."""
+    _known_tx(session, msg)
+    order = msg.message.order if isinstance(msg.message, OrderMessage) else None
+    provider_id = order.provider.id if order and order.provider else None
+    if provider_id is None:
+        # An error callback without an order: attribute it to the (single) order of this BPP in flight.
+        cands = session.scalars(select(BapOrder).where(BapOrder.transaction_id == msg.context.transaction_id,
+                                                       BapOrder.bpp_id == msg.context.bpp_id)).all()
+        o = cands[0] if len(cands) == 1 else None
+    else:
+        o = _order(session, msg.context.transaction_id, str(msg.context.bpp_id), provider_id)
+    if o is None:
+        raise BecknError("invalid_response", f"{msg.action} for an order this BAP never placed", http_status=200)
+    if order is not None:
+        state = order_state(order)
+        if msg.action == "on_select":
+            state = "QUOTED"
+        if state:
+            o.state = state
+        if order.id:
+            o.order_id = order.id
+        if order.quote and order.quote.price and order.quote.price.value:
+            o.quote_gbp = float(order.quote.price.value)
+        if order.items and order.items[0].price and order.items[0].price.value:
+            o.price_gbp_per_mwh = float(order.items[0].price.value)
+        o.order = order.dump()
+    o.last_error = f"{msg.error.code}: {msg.error.message}" if msg.error else None
+    o.updated_at = datetime.now(UTC)
+    return Accepted(process_async=False)
+
+
+HANDLERS: dict[str, Handler] = {"on_search": on_search, **{
+    a: on_order for a in ("on_select", "on_init", "on_confirm", "on_status", "on_cancel", "on_update")}}
+
+
+def delivery_failures(session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    rows = session.execute(select(outbox_table).where(outbox_table.c.status == "FAILED")
+                           .order_by(outbox_table.c.id.desc()).limit(limit)).all()
+    return [{"id": r.id, "action": r.action, "to": r.receiver_url, "transaction_id": r.transaction_id,
+             "attempts": r.attempts, "last_error": r.last_error} for r in rows]
+

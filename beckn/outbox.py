@@ -1,0 +1,225 @@
+"""Durable outbound delivery (the outbox). See beckn/models.py for the row life cycle.
+
+`enqueue` runs inside the caller's transaction; `deliver` runs in a Celery task after commit:
+claim rows (a short lease so two workers never send the same row at once), sign, send concurrently,
+record the outcome. Retry: connection errors, timeouts, HTTP 5xx/429/401 (a key may not have reached
+the receiver's registry cache yet). Final: an ACK (DELIVERED) or a NACK to a well-formed request
+(FAILED, the receiver's error recorded). After `expires_at` a row is FAILED with its last error.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from beckn import http, signing
+from beckn.envelope import dumps
+from beckn.identity import load_identity
+from beckn.models import outbox
+from flexmarket.config import get_settings
+from flexmarket.db import session_scope
+
+log = structlog.get_logger(__name__)
+
+DELIVERIES = Counter("beckn_outbox_deliveries_total", "Outbox delivery attempts by outcome", ["schema", "outcome"])
+
+LEASE = timedelta(seconds=60)
+RETRYABLE_STATUS = {401, 408, 425, 429, 500, 502, 503, 504}
+
+
+def backoff_s(attempts: int) -> float:
+    """0.5 s, 1 s, 2 s … capped at 30 s, with ±20% jitter so retries from many rows spread out."""
+    base = min(0.5 * 2 ** max(attempts - 1, 0), 30.0)
+    return base * random.uniform(0.8, 1.2)
+
+
+def enqueue(
+    session: Session,
+    *,
+    sender_id: str,
+    receiver_url: str,
+    action: str,
+    payload: dict[str, Any] | bytes,
+    forwarded_authorization: str | None = None,
+    ttl_s: int | None = None,
+) -> int:
+    """Record one outbound message in the caller's transaction; returns its id."""
+    if isinstance(payload, bytes):  # relays pass the exact bytes they received
+        body, ctx = payload, json.loads(payload).get("context", {})
+    else:
+        body, ctx = dumps(payload), payload.get("context", {})
+    ttl = ttl_s if ttl_s is not None else get_settings().delivery_ttl_s
+    now = datetime.now(UTC)
+    return int(
+        session.execute(
+            outbox.insert()
+            .values(
+                sender_id=sender_id,
+                receiver_url=receiver_url,
+                action=action,
+                message_id=ctx.get("message_id", ""),
+                transaction_id=ctx.get("transaction_id", ""),
+                body=body,
+                forwarded_authorization=forwarded_authorization,
+                status="PENDING",
+                next_attempt_at=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+            .returning(outbox.c.id)
+        ).scalar_one()
+    )
+
+
+def endpoint(base_url: str, action: str) -> str:
+    return f"{base_url.rstrip('/')}/{action}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outbox_id: int
+    status: str  # DELIVERED | PENDING (will retry) | FAILED
+    retry_in_s: float | None = None
+
+
+def _classify(result: http.HttpResult) -> tuple[str, str | None]:
+    """('ack'|'nack'|'retry', error text)."""
+    if result.status is None:
+        return "retry", result.error
+    ack_status, err = None, None
+    try:
+        data = result.json()
+        ack_status = data.get("message", {}).get("ack", {}).get("status")
+        err = data.get("error")
+    except (ValueError, AttributeError):
+        pass
+    if result.status == 200 and ack_status == "ACK":
+        return "ack", None
+    detail = f"HTTP {result.status}" + (f" {err.get('code')}: {err.get('message')}" if isinstance(err, dict) else "")
+    if result.status in RETRYABLE_STATUS:
+        return "retry", detail
+    return "nack", detail
+
+
+def deliver(schema: str, ids: list[int]) -> list[Outcome]:
+    """Send the given PENDING rows (those not leased by another worker) concurrently."""
+    now = datetime.now(UTC)
+    with session_scope(schema) as s:
+        rows = s.execute(
+            update(outbox)
+            .where(
+                outbox.c.id.in_(ids),
+                outbox.c.status == "PENDING",
+                or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+            )
+            .values(lease_until=now + LEASE)
+            .returning(outbox)
+        ).all()
+    if not rows:
+        return []
+    home = get_settings().home
+    validity = get_settings().signature_validity_s
+    requests, live = [], []
+    outcomes: list[Outcome] = []
+    for row in rows:
+        if row.expires_at < now:
+            outcomes.append(_finish(schema, row, "FAILED", None, f"TTL expired before attempt {row.attempts + 1}"))
+            continue
+        ident = load_identity(home, row.sender_id)
+        auth = signing.authorization_header(
+            row.body, ident.keys.signing_private_key, ident.subscriber_id, ident.unique_key_id, validity_s=validity
+        )
+        headers = (
+            {"Authorization": row.forwarded_authorization, "X-Gateway-Authorization": auth}
+            if row.forwarded_authorization
+            else {"Authorization": auth}
+        )
+        requests.append((row.receiver_url, row.body, headers))
+        live.append((row, auth))
+    t0 = time.perf_counter()
+    results = http.post_many_sync(requests) if requests else []
+    elapsed = time.perf_counter() - t0
+    for (row, auth), result in zip(live, results, strict=True):
+        kind, err = _classify(result)
+        DELIVERIES.labels(schema, kind).inc()
+        if kind == "ack":
+            outcomes.append(_finish(schema, row, "DELIVERED", result, None, auth))
+        elif kind == "nack":
+            outcomes.append(_finish(schema, row, "FAILED", result, err, auth))
+            log.warning("delivery refused", schema=schema, outbox_id=row.id, url=row.receiver_url, error=err)
+        else:
+            outcomes.append(_retry(schema, row, result, err or "unknown error", auth))
+    log.debug("delivered", schema=schema, n=len(live), seconds=round(elapsed, 4))
+    return outcomes
+
+
+def _finish(schema: str, row: Any, status: str, result: http.HttpResult | None, error: str | None,
+            auth: str | None = None) -> Outcome:
+    now = datetime.now(UTC)
+    with session_scope(schema) as s:
+        s.execute(
+            update(outbox)
+            .where(outbox.c.id == row.id)
+            .values(
+                status=status,
+                attempts=outbox.c.attempts + (1 if result is not None else 0),
+                lease_until=None,
+                last_status_code=result.status if result else None,
+                last_error=error,
+                last_authorization=auth,
+                response_body=result.body.decode("utf-8", "replace")[:4000] if result else None,
+                delivered_at=now if status == "DELIVERED" else None,
+            )
+        )
+    return Outcome(row.id, status)
+
+
+def _retry(schema: str, row: Any, result: http.HttpResult, error: str, auth: str) -> Outcome:
+    now = datetime.now(UTC)
+    attempts = row.attempts + 1
+    delay = backoff_s(attempts)
+    if now + timedelta(seconds=delay) > row.expires_at:
+        log.warning("delivery failed after TTL", schema=schema, outbox_id=row.id, url=row.receiver_url,
+                    attempts=attempts, error=error)
+        return _finish(schema, row, "FAILED", result, f"TTL expired after {attempts} attempts; last: {error}", auth)
+    with session_scope(schema) as s:
+        s.execute(
+            update(outbox)
+            .where(outbox.c.id == row.id)
+            .values(
+                attempts=attempts,
+                lease_until=None,
+                next_attempt_at=now + timedelta(seconds=delay),
+                last_status_code=result.status,
+                last_error=error,
+                last_authorization=auth,
+            )
+        )
+    return Outcome(row.id, "PENDING", delay)
+
+
+def due_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:
+    """PENDING rows whose next attempt is overdue by `older_than_s` and that nobody holds."""
+    now = datetime.now(UTC)
+    return list(
+        session.scalars(
+            select(outbox.c.id)
+            .where(
+                and_(
+                    outbox.c.status == "PENDING",
+                    outbox.c.next_attempt_at < now - timedelta(seconds=older_than_s),
+                    or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
+                )
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+    )

@@ -1,0 +1,330 @@
+"""The Beckn request pipeline, written once for every participant:
+
+    parse → verify signature → validate → dispatch → ACK
+
+Each step either returns what the next needs or raises BecknError, which becomes a NACK carrying the
+receiver role's Beckn error code (beckn/errors.py): 400 for malformed input, 401 +
+WWW-Authenticate for signature failures, 200 + NACK for business refusals. Dispatch records the
+message in the inbox and runs the participant's handler in ONE database transaction, so a refused
+message leaves no row behind; work that produces a callback runs later in a Celery task
+(beckn/tasks.py), never in the request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from beckn import signing
+from beckn.envelope import DOMAIN, PROTOCOL_VERSION
+from beckn.errors import BecknError, Role, code_for
+from beckn.identity import Identity
+from beckn.models import inbox
+from beckn.registry_client import KeyRecord, RegistryClient, RegistryError
+from flexmarket.db import session_scope
+from schemas.core import AckResponse, Context, Error
+from schemas.messages import message_model
+
+log = structlog.get_logger(__name__)
+
+INBOUND = Counter("beckn_inbound_total", "Beckn messages received", ["participant", "action", "result"])
+VERIFICATIONS = Counter("beckn_signature_verifications_total", "Signature checks", ["participant", "header", "result"])
+LATENCY = Histogram("beckn_inbound_seconds", "Time to ACK/NACK", ["participant", "action"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+
+# Which role may send each action (requests come from BAPs, callbacks from BPPs).
+SENDER_ROLE = {a: Role.BAP for a in ("search", "select", "init", "confirm", "status", "cancel", "update")}
+SENDER_ROLE.update({f"on_{a}": Role.BPP for a in ("search", "select", "init", "confirm", "status", "cancel", "update")})
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Who signed: always the original sender; plus the gateway when the message was relayed."""
+
+    sender_id: str
+    sender_key_id: str
+    sender_url: str
+    gateway_id: str | None = None
+    gateway_key_id: str | None = None
+
+
+@dataclass
+class Inbound:
+    action: str
+    raw: bytes
+    payload: dict[str, Any]
+    context: Context
+    message: BaseModel | None
+    error: Error | None
+    receiver: Identity
+    verified: Verified
+    authorization: str
+    gateway_authorization: str | None
+
+    @property
+    def ctx(self) -> dict[str, Any]:
+        return self.payload["context"]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A handler's verdict: whether a Celery task must still process the message."""
+
+    process_async: bool
+
+
+Handler = Callable[[Session, Inbound, int], Accepted]
+
+
+def _iso_duration_s(text: str | None, default: float) -> float:
+    """The ttl of a context: ISO 8601 durations like PT30S, PT5M, P1D."""
+    if not text:
+        return default
+    m = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", text)
+    if not m or not any(m.groups()):
+        raise BecknError("invalid_request", f"context.ttl {text!r} is not an ISO 8601 duration", paths="context.ttl")
+    d, h, mi, s = m.groups()
+    return int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
+
+
+class BecknPipeline:
+    def __init__(
+        self,
+        *,
+        participant: str,
+        role: Role,
+        schema: str,
+        handlers: dict[str, Handler],
+        registry: RegistryClient,
+        clock_skew_s: int = 5,
+        default_ttl_s: float = 30.0,
+        enqueue_processing: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.participant = participant
+        self.role = role
+        self.schema = schema
+        self.handlers = handlers
+        self.registry = registry
+        self.clock_skew_s = clock_skew_s
+        self.default_ttl_s = default_ttl_s
+        self.enqueue_processing = enqueue_processing
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    async def handle(self, request: Request, action: str, receiver: Identity) -> JSONResponse:
+        t0 = time.perf_counter()
+        result = "ack"
+        try:
+            if action not in self.handlers:
+                raise BecknError(
+                    "action_not_applicable",
+                    f"unknown action {action!r}: this {self.role.value} serves {', '.join(sorted(self.handlers))}",
+                    http_status=404,
+                )
+            raw = await request.body()
+            payload = self.parse(raw)
+            verified = await self.verify(request.app.state.http, request.headers, raw, action)
+            msg = self.validate(action, raw, payload, receiver, verified, request.headers)
+            duplicate = await run_in_threadpool(self.dispatch, msg)
+            if duplicate:
+                result = "duplicate"
+            return JSONResponse(AckResponse.ack().dump())
+        except BecknError as exc:
+            result = exc.kind
+            return self.nack(exc)
+        finally:
+            INBOUND.labels(self.participant, action if action in self.handlers else "unknown", result).inc()
+            LATENCY.labels(self.participant, action if action in self.handlers else "unknown").observe(
+                time.perf_counter() - t0
+            )
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BecknError("invalid_request", f"malformed JSON: {exc}") from exc
+        if not isinstance(payload, dict) or not isinstance(payload.get("context"), dict):
+            raise BecknError("invalid_request", "body must be a JSON object with a context object", paths="context")
+        return payload
+
+    async def verify(self, client: httpx.AsyncClient, headers: Any, raw: bytes, action: str) -> Verified:
+        sender = await self._verify_header(client, headers.get("authorization"), raw, "Authorization",
+                                           SENDER_ROLE[action])
+        gateway = None
+        if headers.get("x-gateway-authorization") is not None:
+            gateway = await self._verify_header(client, headers.get("x-gateway-authorization"), raw,
+                                                "X-Gateway-Authorization", Role.BG)
+        return Verified(sender.subscriber_id, sender.unique_key_id, sender.url,
+                        gateway.subscriber_id if gateway else None, gateway.unique_key_id if gateway else None)
+
+    async def _verify_header(
+        self, client: httpx.AsyncClient, header: str | None, raw: bytes, name: str, role: Role
+    ) -> KeyRecord:
+        def refuse(reason: str, message: str) -> BecknError:
+            VERIFICATIONS.labels(self.participant, name, reason).inc()
+            return BecknError("invalid_signature", f"{name}: {message}", http_status=401)
+
+        try:
+            params = signing.parse_authorization(header)
+        except signing.SignatureError as exc:
+            raise refuse(exc.reason, str(exc)) from exc
+        try:
+            record = await self.registry.key_for(client, params.subscriber_id, params.unique_key_id)
+        except RegistryError as exc:
+            VERIFICATIONS.labels(self.participant, name, "registry_unavailable").inc()
+            raise BecknError("invalid_signature", f"cannot verify {name}: {exc}", http_status=503) from exc
+        if record is None:
+            raise refuse("unknown_key", f"key {params.unique_key_id} of {params.subscriber_id} is not subscribed")
+        if record.type != role.value:
+            raise refuse("wrong_role", f"{params.subscriber_id} is a {record.type}, expected a {role.value}")
+        if not record.valid_at(datetime.now(UTC)):
+            raise refuse("key_not_valid", f"key {params.unique_key_id} is outside its validity window")
+        try:
+            signing.verify(params, raw, record.public_key, clock_skew_s=self.clock_skew_s)
+        except signing.SignatureError as exc:
+            raise refuse(exc.reason, str(exc)) from exc
+        VERIFICATIONS.labels(self.participant, name, "ok").inc()
+        return record
+
+    def validate(
+        self, action: str, raw: bytes, payload: dict[str, Any], receiver: Identity, verified: Verified, headers: Any
+    ) -> Inbound:
+        try:
+            context = Context.model_validate(payload["context"])
+        except ValidationError as exc:
+            raise _schema_error(exc, "context") from exc
+        if context.action != action:
+            raise BecknError("invalid_request", f"context.action {context.action!r} does not match /{action}",
+                             paths="context.action")
+        if context.version != PROTOCOL_VERSION:
+            raise BecknError("invalid_request",
+                             f"context.version must be {PROTOCOL_VERSION!r}, got {context.version!r}",
+                             paths="context.version")
+        if context.domain != DOMAIN:
+            raise BecknError("invalid_request", f"unsupported domain {context.domain!r}; this network serves {DOMAIN}",
+                             paths="context.domain")
+        is_callback = action.startswith("on_")
+        required = ["bap_id", "bap_uri", "transaction_id", "message_id", "timestamp"]
+        if is_callback or action != "search":
+            required += ["bpp_id", "bpp_uri"]
+        missing = [f for f in required if getattr(context, f) in (None, "")]
+        if missing:
+            raise BecknError("invalid_request", f"context lacks {', '.join(missing)}", paths="context")
+        if not context.city_code or not context.country_code:
+            raise BecknError("invalid_request", "context.location.city.code and country.code are required",
+                             paths="context.location")
+        ttl = _iso_duration_s(context.ttl, self.default_ttl_s)
+        assert context.timestamp is not None
+        ts = context.timestamp if context.timestamp.tzinfo else context.timestamp.replace(tzinfo=UTC)
+        if ts + timedelta(seconds=ttl + self.clock_skew_s) < datetime.now(UTC):
+            raise BecknError("stale", f"message expired: timestamp {context.timestamp.isoformat()} + ttl {ttl:g} s")
+        # The signer must be the participant the context names as sender.
+        claimed = context.bpp_id if is_callback else context.bap_id
+        if verified.sender_id != claimed:
+            raise BecknError("invalid_signature",
+                             f"signed by {verified.sender_id} but context names {claimed} as sender",
+                             http_status=401)
+        # Callbacks go to the URL the registry holds for the sender, never to an unchecked one.
+        claimed_uri = context.bpp_uri if is_callback else context.bap_uri
+        if claimed_uri is not None and claimed_uri.rstrip("/") != verified.sender_url.rstrip("/"):
+            raise BecknError("invalid_request",
+                             f"{'bpp_uri' if is_callback else 'bap_uri'} {claimed_uri} is not the URL registered "
+                             f"for {claimed}", paths="context")
+        addressed = context.bap_id if is_callback else context.bpp_id
+        if self.role != Role.BG and addressed is not None and addressed != receiver.subscriber_id:
+            raise BecknError("invalid_request", f"message is addressed to {addressed}, not {receiver.subscriber_id}",
+                             paths="context")
+        error = None
+        if payload.get("error") is not None:
+            try:
+                error = Error.model_validate(payload["error"])
+            except ValidationError as exc:
+                raise _schema_error(exc, "error") from exc
+        message = None
+        if payload.get("message") is not None or not (is_callback and error is not None):
+            if not isinstance(payload.get("message"), dict):
+                raise BecknError("invalid_request", "message object is required", paths="message")
+            try:
+                message = message_model(action).model_validate(payload["message"])
+            except ValidationError as exc:
+                raise _schema_error(exc, "message") from exc
+        return Inbound(
+            action=action,
+            raw=raw,
+            payload=payload,
+            context=context,
+            message=message,
+            error=error,
+            receiver=receiver,
+            verified=verified,
+            authorization=headers.get("authorization"),
+            gateway_authorization=headers.get("x-gateway-authorization"),
+        )
+
+    def dispatch(self, msg: Inbound) -> bool:
+        """Inbox + handler in one transaction. Returns True when the message is a duplicate."""
+        with session_scope(self.schema) as s:
+            inbox_id = s.execute(
+                insert(inbox)
+                .values(
+                    receiver_id=msg.receiver.subscriber_id,
+                    sender_id=msg.verified.sender_id,
+                    sender_key_id=msg.verified.sender_key_id,
+                    gateway_id=msg.verified.gateway_id,
+                    gateway_key_id=msg.verified.gateway_key_id,
+                    signature_verified=True,
+                    action=msg.action,
+                    message_id=msg.context.message_id,
+                    transaction_id=msg.context.transaction_id,
+                    body=msg.raw,
+                    authorization=msg.authorization,
+                    gateway_authorization=msg.gateway_authorization,
+                    status="RECEIVED",
+                )
+                .on_conflict_do_nothing(constraint="inbox_dedup")
+                .returning(inbox.c.id)
+            ).scalar_one_or_none()
+            if inbox_id is None:
+                log.info("duplicate message ignored", action=msg.action, message_id=msg.context.message_id,
+                         sender=msg.verified.sender_id)
+                return True
+            verdict = self.handlers[msg.action](s, msg, inbox_id)
+            if not verdict.process_async:
+                s.execute(update(inbox).where(inbox.c.id == inbox_id)
+                          .values(status="PROCESSED", processed_at=datetime.now(UTC)))
+        if verdict.process_async and self.enqueue_processing:
+            try:
+                self.enqueue_processing(self.schema, inbox_id)
+            except Exception:  # the row is committed: the sweep will enqueue it again
+                log.exception("could not enqueue processing; the sweep will retry", inbox_id=inbox_id)
+        return False
+
+    def nack(self, exc: BecknError) -> JSONResponse:
+        code = code_for(self.role, exc.kind)
+        body = AckResponse.nack(code.code, exc.message, exc.paths).dump()
+        headers = {}
+        if exc.http_status == 401:
+            headers["WWW-Authenticate"] = 'Signature realm="flexmarket",headers="(created) (expires) digest"'
+        log.info("nack", participant=self.participant, code=code.code, reason=exc.message)
+        return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
+def _schema_error(exc: ValidationError, root: str) -> BecknError:
+    first = exc.errors()[0]
+    path = ".".join([root, *(str(p) for p in first.get("loc", ()))])
+    return BecknError("invalid_request", f"{path}: {first.get('msg')}", paths=path)

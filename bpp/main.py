@@ -1,0 +1,59 @@
+"""The BPP's FastAPI app (`flexmarket serve bpp`): hosts one or more BPP platforms read from
+FLEXMARKET_PROVIDERS_FILE; each platform has its own subscriber id, key and URL path."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from beckn.errors import Role
+from beckn.identity import Identity, load_or_create_identity
+from beckn.pipeline import BecknPipeline
+from beckn.registry_client import RegistryClient
+from beckn.tasks import send_processing
+from bpp import service
+from bpp.catalog import PlatformConfig, load_config
+from bpp.router import router
+from flexmarket.config import get_settings
+from flexmarket.db import session_scope
+from flexmarket.web import create_base_app
+
+
+def platform_identity(platform: PlatformConfig, base_url: str) -> Identity:
+    settings = get_settings()
+    return load_or_create_identity(
+        settings.home, platform.subscriber_id, Role.BPP, f"{base_url.rstrip('/')}/{platform.slug}",
+        city_code=platform.city_codes[0], country_code=platform.country_code,
+    )
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    if settings.providers_file is None:
+        raise RuntimeError("FLEXMARKET_PROVIDERS_FILE must name the providers catalog file")
+    if not settings.subscriber_url:
+        raise RuntimeError("FLEXMARKET_SUBSCRIBER_URL must be the BPP's public base URL")
+    platforms = load_config(settings.providers_file)
+
+    def startup(app: FastAPI) -> None:
+        with session_scope("bpp") as s:
+            for p in platforms:
+                service.sync_platform(s, p)
+
+    app = create_base_app(
+        "bpp", "flexmarket BPP",
+        "Beckn provider platform hosting data-centre flexibility providers. Beckn actions are served at "
+        "`/{platform}/{search|select|init|confirm|status|cancel|update}`.",
+        on_startup=startup,
+    )
+    app.state.platforms = {p.slug: platform_identity(p, settings.subscriber_url) for p in platforms}
+    app.state.pipeline = BecknPipeline(
+        participant="bpp",
+        role=Role.BPP,
+        schema="bpp",
+        handlers=service.HANDLERS,
+        registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
+        clock_skew_s=settings.clock_skew_s,
+        enqueue_processing=send_processing,
+    )
+    app.include_router(router)
+    return app

@@ -1,0 +1,102 @@
+"""BPP tables (schema `bpp`). Inbox/outbox come from beckn/models.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class BppBase(DeclarativeBase):
+    pass
+
+
+class Offer(BppBase):
+    """A published flexibility offer (catalog item). Rows are upserted from the providers file (or the
+    compute agent); the row is also the lock taken when committing capacity against it."""
+
+    __tablename__ = "offers"
+
+    bpp_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    location_id: Mapped[str] = mapped_column(String(255))
+    region: Mapped[str] = mapped_column(String(64))
+    meter_id: Mapped[str] = mapped_column(String(255))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    available_kw: Mapped[float] = mapped_column(Float)
+    price_gbp_per_mwh: Mapped[float] = mapped_column(Float)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # every FlexOfferSpec field, ISO times
+    active: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class Provider(BppBase):
+    __tablename__ = "providers"
+
+    bpp_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    sites: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+
+class Order(BppBase):
+    """One load-reduction order. State machine in bpp/service.py (TRANSITIONS)."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("bpp_id", "bap_id", "transaction_id", "provider_id", name="orders_one_per_provider_per_tx"),
+        Index("orders_offer", "bpp_id", "provider_id", "item_id", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: str(uuid.uuid4()))
+    bpp_id: Mapped[str] = mapped_column(String(255))
+    bap_id: Mapped[str] = mapped_column(String(255))
+    bap_uri: Mapped[str] = mapped_column(String(1024))
+    transaction_id: Mapped[str] = mapped_column(String(255))
+    provider_id: Mapped[str] = mapped_column(String(255))
+    item_id: Mapped[str] = mapped_column(String(255))
+    power_kw: Mapped[float] = mapped_column(Float)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    meter_id: Mapped[str] = mapped_column(String(255))
+    settlement_method: Mapped[str] = mapped_column(String(16))
+    price_gbp_per_mwh: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(32))
+    cancellation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    city_code: Mapped[str] = mapped_column(String(64))
+    country_code: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+
+class OrderEvent(BppBase):
+    """Append-only audit trail of order transitions."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,44 @@
+"""BPP HTTP: every hosted platform serves the Beckn actions under its own path
+(`<BPP base URL>/<platform slug>/<action>`), all through the one pipeline in beckn/pipeline.py."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from beckn.errors import BecknError
+
+router = APIRouter(tags=["beckn"])
+
+
+@router.post("/{slug}/{action}", summary="Beckn action of one hosted BPP platform")
+async def beckn_action(slug: str, action: str, request: Request) -> JSONResponse:
+    pipeline = request.app.state.pipeline
+    identity = request.app.state.platforms.get(slug)
+    if identity is None:
+        return pipeline.nack(BecknError("not_found", f"no BPP platform {slug!r} is hosted here", http_status=404))
+    return await pipeline.handle(request, action, identity)
+
+
+@router.get("/{slug}/orders/{order_id}", tags=["ops"], summary="An order's current state and history")
+def get_order(slug: str, order_id: str, request: Request) -> JSONResponse:
+    from sqlalchemy import select
+
+    from bpp.models import Order, OrderEvent
+    from flexmarket.db import session_scope
+
+    identity = request.app.state.platforms.get(slug)
+    with session_scope("bpp") as s:
+        order = s.get(Order, order_id)
+        if identity is None or order is None or order.bpp_id != identity.subscriber_id:
+            return JSONResponse({"error": {"code": "not_found", "message": f"order {order_id} not found"}},
+                                status_code=404)
+        events = s.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)).all()
+        return JSONResponse({
+            "order_id": order.id, "state": order.state, "provider_id": order.provider_id, "item_id": order.item_id,
+            "power_kw": order.power_kw, "window_start": order.window_start.isoformat(),
+            "window_end": order.window_end.isoformat(), "meter_id": order.meter_id,
+            "transaction_id": order.transaction_id, "bap_id": order.bap_id,
+            "events": [{"from": e.from_state, "to": e.to_state, "reason": e.reason, "at": e.at.isoformat()}
+                       for e in events],
+        })

@@ -1,0 +1,463 @@
+"""BPP use cases: accept Beckn requests (synchronous checks) and process them (Celery) into
+on_search / on_select / on_init / on_confirm / on_status / on_cancel / on_update callbacks.
+
+Order state machine (../shared/DESIGN.md): CREATED (on_init) → ACCEPTED (on_confirm) → IN-PROGRESS
+(window open) → COMPLETED | PARTIALLY-DELIVERED (metered) → SETTLED; CANCELLED from CREATED or
+ACCEPTED before the window opens. Invariant, checked under a row lock on the offer at confirm and
+update: in every 30-minute slot, Σ kW of ACCEPTED/IN-PROGRESS orders on an offer ≤ its available kW.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from beckn import envelope, outbox
+from beckn.errors import BecknError, Role, code_for
+from beckn.identity import load_identity
+from beckn.pipeline import Accepted, Handler, Inbound
+from beckn.registry_client import url_of_sync
+from bpp.catalog import (
+    Commitment,
+    CommitmentError,
+    PlatformConfig,
+    check_capacity,
+    check_order_fits_offer,
+    matching_offers,
+)
+from bpp.models import Offer, Order, OrderEvent, Provider
+from flexmarket.config import get_settings
+from schemas.core import Catalog, Descriptor, Fulfillment, Location
+from schemas.core import Order as BecknOrder
+from schemas.core import Provider as BecknProvider
+from schemas.flex import (
+    FULFILLMENT_TYPE,
+    FlexFormatError,
+    FlexOfferSpec,
+    OrderSpec,
+    OrderView,
+    intent_to_request,
+    offer_to_item,
+    order_to_spec,
+    order_view_to_order,
+    quote_gbp,
+)
+from schemas.messages import CancelMessage, OrderMessage, SearchMessage, StatusMessage, UpdateMessage
+
+log = structlog.get_logger(__name__)
+
+COMMITTED_STATES = ("ACCEPTED", "IN-PROGRESS")
+CANCELLABLE_STATES = ("CREATED", "ACCEPTED")
+UPDATE_TARGETS = {"item", "items", "fulfillment", "fulfillments"}
+TRANSITIONS = {
+    None: {"CREATED"},
+    "CREATED": {"CREATED", "ACCEPTED", "CANCELLED"},
+    "ACCEPTED": {"IN-PROGRESS", "CANCELLED"},
+    "IN-PROGRESS": {"COMPLETED", "PARTIALLY-DELIVERED"},
+    "COMPLETED": {"SETTLED"},
+    "PARTIALLY-DELIVERED": {"SETTLED"},
+}
+
+
+# -- catalog sync (web process start-up, agent re-plans) ------------------------------------------
+def offer_to_json(o: FlexOfferSpec) -> dict[str, Any]:
+    d = asdict(o)
+    d["window_start"] = o.window_start.isoformat()
+    d["window_end"] = o.window_end.isoformat()
+    return d
+
+
+def offer_from_row(row: Offer) -> FlexOfferSpec:
+    d = dict(row.spec)
+    d["window_start"] = datetime.fromisoformat(d["window_start"])
+    d["window_end"] = datetime.fromisoformat(d["window_end"])
+    return FlexOfferSpec(**d)
+
+
+def sync_platform(session: Session, platform: PlatformConfig) -> int:
+    """Upsert the platform's providers and offers; offers no longer published become inactive."""
+    n = 0
+    keep: set[tuple[str, str]] = set()
+    for p in platform.providers:
+        session.execute(
+            insert(Provider)
+            .values(bpp_id=platform.subscriber_id, provider_id=p.id, name=p.name,
+                    sites=[asdict(s) for s in p.sites])
+            .on_conflict_do_update(index_elements=["bpp_id", "provider_id"],
+                                   set_={"name": p.name, "sites": [asdict(s) for s in p.sites]})
+        )
+        for o in p.offers:
+            site = p.site(o.location_id)
+            assert site is not None  # parse_config checked it
+            values = dict(
+                location_id=o.location_id, region=site.region, meter_id=site.meter_id,
+                window_start=o.window_start, window_end=o.window_end, available_kw=o.available_kw,
+                price_gbp_per_mwh=o.price_gbp_per_mwh, spec=offer_to_json(o), active=True,
+            )
+            session.execute(
+                insert(Offer)
+                .values(bpp_id=platform.subscriber_id, provider_id=p.id, item_id=o.item_id, **values)
+                .on_conflict_do_update(index_elements=["bpp_id", "provider_id", "item_id"], set_=values)
+            )
+            keep.add((p.id, o.item_id))
+            n += 1
+    for row in session.scalars(select(Offer).where(Offer.bpp_id == platform.subscriber_id, Offer.active)):
+        if (row.provider_id, row.item_id) not in keep:
+            row.active = False
+    return n
+
+
+# -- synchronous acceptance (inside the pipeline's dispatch transaction) --------------------------
+def _flex_error(exc: FlexFormatError) -> BecknError:
+    return BecknError("invalid_request", str(exc), paths=exc.path)
+
+
+def _offer_for(session: Session, bpp_id: str, spec: OrderSpec) -> Offer:
+    if session.get(Provider, (bpp_id, spec.provider_id)) is None:
+        raise BecknError("provider_not_found", f"provider {spec.provider_id!r} is not hosted here",
+                         http_status=200, paths="message.order.provider.id")
+    offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
+    if offer is None or not offer.active:
+        raise BecknError("item_not_found", f"item {spec.item_id!r} is not offered by {spec.provider_id}",
+                         http_status=200, paths="message.order.items[0].id")
+    return offer
+
+
+def _order_for_tx(session: Session, msg: Inbound, provider_id: str) -> Order | None:
+    return session.scalars(
+        select(Order).where(
+            Order.bpp_id == msg.receiver.subscriber_id,
+            Order.bap_id == msg.context.bap_id,
+            Order.transaction_id == msg.context.transaction_id,
+            Order.provider_id == provider_id,
+        )
+    ).first()
+
+
+def _order_by_id(session: Session, msg: Inbound, order_id: str) -> Order:
+    order = session.get(Order, order_id)
+    if order is None or order.bpp_id != msg.receiver.subscriber_id or order.bap_id != msg.context.bap_id:
+        raise BecknError("order_not_found", f"order {order_id!r} not found", http_status=200,
+                         paths="message.order_id")
+    return order
+
+
+def accept_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    assert isinstance(msg.message, SearchMessage)
+    try:
+        intent_to_request(msg.message.intent)
+    except FlexFormatError as exc:
+        raise _flex_error(exc) from exc
+    return Accepted(process_async=True)
+
+
+def accept_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    """select / init / confirm: the order must name a hosted provider and item; confirm needs init."""
+    assert isinstance(msg.message, OrderMessage)
+    try:
+        spec = order_to_spec(msg.message.order, need_window=msg.action != "confirm")
+    except FlexFormatError as exc:
+        raise _flex_error(exc) from exc
+    _offer_for(session, msg.receiver.subscriber_id, spec)
+    if msg.action == "confirm":
+        order = _order_for_tx(session, msg, spec.provider_id)
+        if order is None:
+            raise BecknError("order_not_found",
+                             f"no order was initialised for transaction {msg.context.transaction_id} with provider "
+                             f"{spec.provider_id}; send init first", http_status=200)
+    return Accepted(process_async=True)
+
+
+def accept_status(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    assert isinstance(msg.message, StatusMessage)
+    _order_by_id(session, msg, msg.message.order_id)
+    return Accepted(process_async=True)
+
+
+def accept_cancel(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    assert isinstance(msg.message, CancelMessage)
+    _order_by_id(session, msg, msg.message.order_id)
+    return Accepted(process_async=True)
+
+
+def accept_update(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    assert isinstance(msg.message, UpdateMessage)
+    targets = {t.strip() for t in msg.message.update_target.split(",") if t.strip()}
+    if not targets or not targets <= UPDATE_TARGETS:
+        raise BecknError("invalid_update_target",
+                         f"update_target must name {', '.join(sorted(UPDATE_TARGETS))}; "
+                         f"got {msg.message.update_target!r}",
+                         paths="message.update_target")
+    if not msg.message.order.id:
+        raise BecknError("invalid_request", "message.order.id is required", paths="message.order.id")
+    _order_by_id(session, msg, msg.message.order.id)
+    try:
+        order_to_spec(msg.message.order)
+    except FlexFormatError as exc:
+        raise _flex_error(exc) from exc
+    return Accepted(process_async=True)
+
+
+HANDLERS: dict[str, Handler] = {
+    "search": accept_search,
+    "select": accept_order,
+    "init": accept_order,
+    "confirm": accept_order,
+    "status": accept_status,
+    "cancel": accept_cancel,
+    "update": accept_update,
+}
+
+
+# -- asynchronous processing (Celery: beckn.process_inbox → process) -------------------------------
+def _callback(session: Session, bpp_id: str, req_ctx: dict[str, Any], action: str, *,
+              message: dict[str, Any] | None = None, error: BecknError | None = None,
+              to_url: str | None = None) -> int:
+    ident = load_identity(get_settings().home, bpp_id)
+    ctx = envelope.callback_context(req_ctx, action)
+    ctx["bpp_id"], ctx["bpp_uri"] = ident.subscriber_id, ident.url
+    payload: dict[str, Any] = {"context": ctx}
+    if message is not None:
+        payload["message"] = message
+    if error is not None:
+        code = code_for(Role.BPP, error.kind)
+        payload["error"] = {"code": code.code, "message": error.message}
+    return outbox.enqueue(
+        session, sender_id=bpp_id, receiver_url=outbox.endpoint(to_url or ctx["bap_uri"], action),
+        action=action, payload=payload,
+    )
+
+
+def _view(order: Order) -> dict[str, Any]:
+    spec = OrderSpec(provider_id=order.provider_id, item_id=order.item_id, power_kw=order.power_kw,
+                     window_start=order.window_start, window_end=order.window_end, meter_id=order.meter_id,
+                     settlement_method=order.settlement_method, order_id=order.id)
+    v = OrderView(spec=spec, state=order.state, price_gbp_per_mwh=order.price_gbp_per_mwh,
+                  quote_gbp=quote_gbp(order.power_kw, order.window_start, order.window_end, order.price_gbp_per_mwh),
+                  updated_at=order.updated_at or datetime.now(UTC), cancellation_reason=order.cancellation_reason)
+    return {"order": order_view_to_order(v).dump()}
+
+
+def transition(session: Session, order: Order, to_state: str, reason: str | None = None,
+               message_id: str | None = None) -> None:
+    if to_state not in TRANSITIONS.get(order.state, set()):
+        raise CommitmentError("invalid_request", f"order {order.id} cannot go from {order.state} to {to_state}")
+    session.add(OrderEvent(order_id=order.id, from_state=order.state, to_state=to_state, reason=reason,
+                           message_id=message_id))
+    order.state = to_state
+    order.updated_at = datetime.now(UTC)
+
+
+def _committed(session: Session, offer: Offer, exclude: str | None = None) -> list[Commitment]:
+    q = select(Order).where(Order.bpp_id == offer.bpp_id, Order.provider_id == offer.provider_id,
+                            Order.item_id == offer.item_id, Order.state.in_(COMMITTED_STATES))
+    return [Commitment(o.power_kw, o.window_start, o.window_end) for o in session.scalars(q) if o.id != exclude]
+
+
+def _locked_offer(session: Session, bpp_id: str, provider_id: str, item_id: str) -> Offer | None:
+    # The offer row serialises concurrent commitments against it (no double-booking).
+    return session.scalars(
+        select(Offer).where(Offer.bpp_id == bpp_id, Offer.provider_id == provider_id, Offer.item_id == item_id)
+        .with_for_update()
+    ).first()
+
+
+def process(session: Session, row: Any) -> list[int]:
+    """Turn one accepted request into its callback (the beckn.processing contract)."""
+    payload = json.loads(row.body)
+    ctx = payload["context"]
+    bpp_id = row.receiver_id
+    on = f"on_{row.action}"
+    try:
+        with session.begin_nested():  # a refusal undoes any partial change before the error callback
+            return _process(session, bpp_id, row.action, ctx, payload, row)
+    except CommitmentError as exc:
+        # A well-formed request the BPP cannot honour: the callback carries the error; nothing else changes.
+        return [_callback(session, bpp_id, ctx, on, error=BecknError(exc.kind, str(exc)),
+                          message=_error_message(session, bpp_id, ctx, payload, row.action))]
+    except FlexFormatError as exc:
+        return [_callback(session, bpp_id, ctx, on, error=BecknError("invalid_request", str(exc)))]
+
+
+def _process(session: Session, bpp_id: str, action: str, ctx: dict[str, Any], payload: dict[str, Any],
+             row: Any) -> list[int]:
+    on = f"on_{action}"
+    if action == "search":
+        return [_on_search(session, bpp_id, payload, row)]
+    if action in ("status", "cancel"):
+        order = session.get(Order, payload["message"]["order_id"])
+        assert order is not None  # checked at acceptance; orders are never deleted
+        if action == "cancel":
+            if order.state not in CANCELLABLE_STATES or datetime.now(UTC) >= order.window_start:
+                raise CommitmentError("cancellation_not_possible",
+                                      f"order {order.id} is {order.state}; cancellation is possible only "
+                                      "before the window opens")
+            reason = (payload["message"].get("descriptor") or {}).get("name") or \
+                payload["message"].get("cancellation_reason_id") or "cancelled by buyer"
+            order.cancellation_reason = reason
+            transition(session, order, "CANCELLED", reason, ctx["message_id"])
+        return [_callback(session, bpp_id, ctx, on, message=_view(order))]
+    spec = order_to_spec(BecknOrder.model_validate(payload["message"]["order"]),
+                         need_window=action != "confirm")
+    if action == "select":
+        offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
+        assert offer is not None
+        check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
+        view = OrderView(spec=spec, state=None, price_gbp_per_mwh=offer.price_gbp_per_mwh,
+                         quote_gbp=quote_gbp(spec.power_kw, spec.window_start, spec.window_end,
+                                             offer.price_gbp_per_mwh),
+                         updated_at=datetime.now(UTC))
+        return [_callback(session, bpp_id, ctx, on, message={"order": order_view_to_order(view).dump()})]
+    if action == "init":
+        return [_callback(session, bpp_id, ctx, on, message=_view(_init(session, bpp_id, ctx, spec)))]
+    if action == "confirm":
+        order = session.scalars(select(Order).where(
+            Order.bpp_id == bpp_id, Order.bap_id == ctx["bap_id"], Order.transaction_id == ctx["transaction_id"],
+            Order.provider_id == spec.provider_id).with_for_update()).one()
+        if order.state == "CREATED":
+            offer = _locked_offer(session, bpp_id, order.provider_id, order.item_id)
+            assert offer is not None
+            check_capacity(offer_from_row(offer), _committed(session, offer),
+                           Commitment(order.power_kw, order.window_start, order.window_end))
+            transition(session, order, "ACCEPTED", "confirmed", ctx["message_id"])
+        elif order.state not in COMMITTED_STATES:
+            raise CommitmentError("invalid_request", f"order {order.id} is {order.state}; it cannot be confirmed")
+        return [_callback(session, bpp_id, ctx, on, message=_view(order))]
+    if action == "update":
+        return [_callback(session, bpp_id, ctx, on, message=_view(_update(session, spec)))]
+    raise CommitmentError("action_not_applicable", f"no processor for {action}")
+
+
+def _error_message(session: Session, bpp_id: str, ctx: dict[str, Any], payload: dict[str, Any],
+                   action: str) -> dict[str, Any] | None:
+    """The current order (if there is one) travels with the error so the buyer sees its true state."""
+    message = payload.get("message") or {}
+    order_id = message.get("order_id") or (message.get("order") or {}).get("id")
+    order = session.get(Order, order_id) if order_id else None
+    if order is None and action in ("confirm", "init"):
+        provider = ((payload.get("message") or {}).get("order") or {}).get("provider", {}).get("id")
+        order = session.scalars(select(Order).where(
+            Order.bpp_id == bpp_id, Order.bap_id == ctx["bap_id"], Order.transaction_id == ctx["transaction_id"],
+            Order.provider_id == provider)).first()
+    return _view(order) if order is not None else None
+
+
+def _init(session: Session, bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -> Order:
+    offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
+    assert offer is not None
+    check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
+    order = session.scalars(select(Order).where(
+        Order.bpp_id == bpp_id, Order.bap_id == ctx["bap_id"], Order.transaction_id == ctx["transaction_id"],
+        Order.provider_id == spec.provider_id).with_for_update()).first()
+    if order is not None and order.state != "CREATED":
+        raise CommitmentError("invalid_request", f"order {order.id} is already {order.state}")
+    previous = order.state if order is not None else None
+    if order is None:
+        order = Order(bpp_id=bpp_id, bap_id=ctx["bap_id"], bap_uri=ctx["bap_uri"],
+                      transaction_id=ctx["transaction_id"], provider_id=spec.provider_id, state="CREATED",
+                      city_code=ctx["location"]["city"]["code"], country_code=ctx["location"]["country"]["code"])
+        session.add(order)
+    order.item_id = spec.item_id
+    order.power_kw = spec.power_kw
+    order.window_start, order.window_end = spec.window_start, spec.window_end
+    order.meter_id = spec.meter_id or offer.meter_id
+    order.settlement_method = spec.settlement_method
+    order.price_gbp_per_mwh = offer.price_gbp_per_mwh
+    order.updated_at = datetime.now(UTC)
+    session.flush()
+    session.add(OrderEvent(order_id=order.id, from_state=previous, to_state="CREATED", reason="initialised",
+                           message_id=ctx["message_id"]))
+    return order
+
+
+def _update(session: Session, spec: OrderSpec) -> Order:
+    order = session.get(Order, spec.order_id, with_for_update=True)
+    assert order is not None
+    if order.state not in ("CREATED", "ACCEPTED") or datetime.now(UTC) >= order.window_start:
+        raise CommitmentError("update_not_possible",
+                              f"order {order.id} is {order.state}; it can change only before its window opens")
+    if spec.provider_id != order.provider_id or spec.item_id != order.item_id:
+        raise CommitmentError("update_inconsistency", "provider and item of an order cannot change")
+    offer = _locked_offer(session, order.bpp_id, order.provider_id, order.item_id)
+    assert offer is not None
+    flex = offer_from_row(offer)
+    try:
+        check_order_fits_offer(flex, spec.power_kw, spec.window_start, spec.window_end)
+        if order.state == "ACCEPTED":
+            check_capacity(flex, _committed(session, offer, exclude=order.id),
+                           Commitment(spec.power_kw, spec.window_start, spec.window_end))
+    except CommitmentError as exc:
+        raise CommitmentError("update_not_possible", str(exc)) from exc
+    order.power_kw = spec.power_kw
+    order.window_start, order.window_end = spec.window_start, spec.window_end
+    if spec.meter_id:
+        order.meter_id = spec.meter_id
+    session.add(OrderEvent(order_id=order.id, from_state=order.state, to_state=order.state,
+                           reason=f"updated to {spec.power_kw:g} kW {spec.window_start.isoformat()}–"
+                                  f"{spec.window_end.isoformat()}"))
+    order.updated_at = datetime.now(UTC)
+    return order
+
+
+def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any) -> int:
+    req = intent_to_request(SearchMessage.model_validate(payload["message"]).intent)
+    providers = []
+    for prov in session.scalars(select(Provider).where(Provider.bpp_id == bpp_id).order_by(Provider.provider_id)):
+        offers = [offer_from_row(o) for o in session.scalars(
+            select(Offer).where(Offer.bpp_id == bpp_id, Offer.provider_id == prov.provider_id, Offer.active)
+            .order_by(Offer.item_id))]
+        region_of = {s["id"]: s["region"] for s in prov.sites}
+        matched = matching_offers(offers, req, region_of)
+        if not matched:
+            continue
+        providers.append(BecknProvider(
+            id=prov.provider_id,
+            descriptor=Descriptor(name=prov.name),
+            locations=[Location(id=s["id"], descriptor=Descriptor(name=s.get("name") or s["id"]),
+                                city={"code": s["region"]}, country={"code": "GBR"}) for s in prov.sites],
+            fulfillments=[Fulfillment(id=FULFILLMENT_TYPE, type=FULFILLMENT_TYPE)],
+            items=[offer_to_item(o) for o in matched],
+        ))
+    ident = load_identity(get_settings().home, bpp_id)
+    catalog = Catalog(descriptor=Descriptor(name=ident.extra.get("name") or bpp_id), providers=providers)
+    # Answer through the gateway that relayed the search (Beckn: on_search goes back via the BG).
+    to_url = None
+    if row.gateway_id:
+        to_url = url_of_sync(row.gateway_id, type="BG")
+        if to_url is None:
+            raise RuntimeError(f"gateway {row.gateway_id} is not in the registry")
+    return _callback(session, bpp_id, payload["context"], "on_search", message={"catalog": catalog.dump()},
+                     to_url=to_url)
+
+
+# -- time-driven transitions (Celery beat: bpp.advance_orders) ------------------------------------
+def advance_orders(session: Session, now: datetime | None = None) -> list[int]:
+    """ACCEPTED → IN-PROGRESS when the window opens, IN-PROGRESS → COMPLETED when it closes; each
+    transition is announced to the buyer with an unsolicited on_status."""
+    now = now or datetime.now(UTC)
+    ids = []
+    q = select(Order).where(Order.state.in_(COMMITTED_STATES)).with_for_update(skip_locked=True)
+    for order in session.scalars(q):
+        target = None
+        if order.state == "ACCEPTED" and order.window_start <= now:
+            target = "IN-PROGRESS"
+        if (order.state == "IN-PROGRESS" or target) and order.window_end <= now:
+            if target:
+                transition(session, order, target, "window opened")
+            target = "COMPLETED"
+        if target is None:
+            continue
+        transition(session, order, target, "window opened" if target == "IN-PROGRESS" else "window closed")
+        ctx = envelope.context(
+            "on_status", bap_id=order.bap_id, bap_uri=order.bap_uri, transaction_id=order.transaction_id,
+            city_code=order.city_code, country_code=order.country_code,
+        )
+        ids.append(_callback(session, order.bpp_id, ctx, "on_status", message=_view(order)))
+    return ids

@@ -1,0 +1,228 @@
+"""Start a whole flexmarket network as real processes on loopback (used by `flexmarket up`, `demo`,
+the end-to-end tests and the benchmarks): registry, gateway, BAP, BPP (hosting the providers),
+ledger, and a Celery worker (with embedded beat). Identities are created and registered with the
+registry (operator path) before the processes start, so every process finds its keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from beckn.errors import Role
+from beckn.identity import Identity, load_or_create_identity
+from bpp.catalog import example_config, parse_config
+from flexmarket import db
+from flexmarket.config import get_settings
+from flexmarket.db import session_scope
+from registry import service as registry_service
+
+PARTICIPANTS = ("registry", "gateway", "bap", "bpp", "ledger")
+# The ledger service has no /health of its own yet; its OpenAPI document proves it serves.
+HEALTH_PATH = {"ledger": "/openapi.json"}
+GATEWAY_ID = "gateway.flexmarket.local"
+BAP_ID = "grid-orchestrator.bap.flexmarket.local"
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    health_url: str | None
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        assert self.popen is not None
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+@dataclass
+class Network:
+    home: Path
+    manifest: dict[str, Any]
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return str(self.manifest["participants"][name]["base_url"])
+
+    def start(self, names: list[str] | None = None, timeout: float = 60.0) -> None:
+        for name in names or list(self.processes):
+            self.processes[name].start()
+        self.wait_healthy(names, timeout)
+
+    def wait_healthy(self, names: list[str] | None = None, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for name in names or list(self.processes):
+            p = self.processes[name]
+            while True:
+                if not p.alive():
+                    raise RuntimeError(f"{name} exited during start-up; see {p.log_path}:\n{tail(p.log_path)}")
+                if p.health_url is None:
+                    if _worker_ready(p.log_path):
+                        break
+                else:
+                    try:
+                        if httpx.get(p.health_url, timeout=1.0).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not healthy after {timeout:g} s; see {p.log_path}:\n{tail(p.log_path)}")
+                time.sleep(0.1)
+
+    def stop(self, names: list[str] | None = None, sig: int = signal.SIGTERM) -> None:
+        # Stop the worker first so nothing sends to processes that are going away.
+        order = names or ["worker", *[n for n in self.processes if n != "worker"]]
+        for name in order:
+            if name in self.processes:
+                self.processes[name].stop(sig)
+
+
+def tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _worker_ready(log_path: Path) -> bool:
+    try:
+        return " ready." in log_path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def register(identity: Identity, cities: list[str]) -> None:
+    """Operator onboarding straight into the registry database (what `flexmarket registry add` does)."""
+    with session_scope("registry") as s:
+        registry_service.upsert(
+            s,
+            registry_service.NewSubscriber(
+                subscriber_id=identity.subscriber_id, type=identity.role.value, url=identity.url,
+                domain=identity.domain, cities=cities, country_code=identity.country_code,
+                unique_key_id=identity.unique_key_id, signing_public_key=identity.keys.signing_public_key_b64,
+                encr_public_key=identity.keys.encryption_public_key_b64,
+            ),
+            status="SUBSCRIBED",
+        )
+
+
+def prepare_network(
+    *,
+    home: Path,
+    base_port: int,
+    providers: int = 3,
+    platforms: int = 1,
+    providers_file: Path | None = None,
+    city_code: str = "GB-R13",
+    worker_concurrency: int = 16,
+    with_ledger: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> Network:
+    """Identities, registry entries, providers file and process definitions (nothing started yet).
+
+    Needs DATABASE_URL and REDIS_URL in the environment (the CLI's ensure_services() sets them)."""
+    settings = get_settings()
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    logs = home / "logs"
+    logs.mkdir(exist_ok=True)
+    db.upgrade()
+    ports = {name: base_port + i for i, name in enumerate(PARTICIPANTS)}
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+
+    if providers_file is None:
+        providers_file = home / "providers.json"
+        providers_file.write_text(json.dumps(example_config(providers, platforms=platforms, city_code=city_code),
+                                             indent=2))
+    config = parse_config(json.loads(providers_file.read_text()))
+
+    gateway = load_or_create_identity(home, GATEWAY_ID, Role.BG, base["gateway"], city_code)
+    bap = load_or_create_identity(home, BAP_ID, Role.BAP, f"{base['bap']}/beckn", city_code)
+    register(gateway, ["*"])
+    register(bap, [city_code])
+    bpps = []
+    for p in config:
+        ident = load_or_create_identity(home, p.subscriber_id, Role.BPP, f"{base['bpp']}/{p.slug}",
+                                        p.city_codes[0], p.country_code)
+        register(ident, list(p.city_codes))
+        bpps.append({"subscriber_id": p.subscriber_id, "url": ident.url, "unique_key_id": ident.unique_key_id,
+                     "providers": [pr.id for pr in p.providers], "cities": list(p.city_codes)})
+
+    common = {
+        **os.environ,
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "FLEXMARKET_HOME": str(home),
+        "FLEXMARKET_CELERY_QUEUE": settings.celery_queue,
+        "FLEXMARKET_REGISTRY_URL": base["registry"],
+        "FLEXMARKET_GATEWAY_URL": base["gateway"],
+        "FLEXMARKET_LEDGER_URL": base["ledger"],
+        "FLEXMARKET_CITY": city_code,
+        **(extra_env or {}),
+    }
+    py = sys.executable
+    own = {
+        "gateway": {"FLEXMARKET_SUBSCRIBER_ID": gateway.subscriber_id, "FLEXMARKET_SUBSCRIBER_URL": gateway.url},
+        "bap": {"FLEXMARKET_SUBSCRIBER_ID": bap.subscriber_id, "FLEXMARKET_SUBSCRIBER_URL": bap.url},
+        "bpp": {"FLEXMARKET_SUBSCRIBER_URL": base["bpp"], "FLEXMARKET_PROVIDERS_FILE": str(providers_file)},
+    }
+    net = Network(home, {})
+    names = [n for n in PARTICIPANTS if with_ledger or n != "ledger"]
+    for name in names:
+        net.processes[name] = Process(
+            name, [py, "-m", "flexmarket", "serve", name, "--host", "127.0.0.1", "--port", str(ports[name])],
+            {**common, "FLEXMARKET_PARTICIPANT": name, **own.get(name, {})}, logs / f"{name}.log",
+            f"{base[name]}{HEALTH_PATH.get(name, '/health')}",
+        )
+    net.processes["worker"] = Process(
+        "worker", [py, "-m", "flexmarket", "worker", "--beat", "--concurrency", str(worker_concurrency)],
+        {**common, "FLEXMARKET_PARTICIPANT": "worker"}, logs / "worker.log", None,
+    )
+    net.manifest = {
+        "home": str(home),
+        "database_url": os.environ["DATABASE_URL"],
+        "redis_url": os.environ["REDIS_URL"],
+        "celery_queue": settings.celery_queue,
+        "participants": {
+            "registry": {"base_url": base["registry"]},
+            "gateway": {"base_url": base["gateway"], "subscriber_id": gateway.subscriber_id,
+                        "unique_key_id": gateway.unique_key_id},
+            "bap": {"base_url": base["bap"], "subscriber_id": bap.subscriber_id, "url": bap.url,
+                    "unique_key_id": bap.unique_key_id, "api": f"{base['bap']}/api/v1", "docs": f"{base['bap']}/docs"},
+            "bpp": {"base_url": base["bpp"], "platforms": bpps, "providers_file": str(providers_file)},
+            **({"ledger": {"base_url": base["ledger"]}} if with_ledger else {}),
+        },
+        "logs": str(logs),
+    }
+    return net

@@ -1,0 +1,32 @@
+"""The gateway's FastAPI app (`flexmarket serve gateway`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from beckn.errors import Role
+from beckn.identity import load_or_create_identity
+from beckn.pipeline import BecknPipeline
+from beckn.registry_client import RegistryClient
+from beckn.tasks import send_processing
+from flexmarket.config import get_settings
+from flexmarket.web import create_base_app
+from gateway import service
+from gateway.router import router
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    if not settings.subscriber_id or not settings.subscriber_url:
+        raise RuntimeError("FLEXMARKET_SUBSCRIBER_ID and FLEXMARKET_SUBSCRIBER_URL must be set for the gateway")
+    app = create_base_app("gateway", "flexmarket gateway",
+                          "Beckn gateway: fans search out to matching BPPs and relays on_search to the BAP.")
+    app.state.identity = load_or_create_identity(settings.home, settings.subscriber_id, Role.BG,
+                                                 settings.subscriber_url, settings.city_code, settings.country_code)
+    app.state.pipeline = BecknPipeline(
+        participant="gateway", role=Role.BG, schema="gateway", handlers=service.HANDLERS,
+        registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
+        clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing,
+    )
+    app.include_router(router)
+    return app

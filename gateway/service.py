@@ -1,0 +1,65 @@
+"""Gateway use cases. Relays forward the exact bytes received with the original sender's
+Authorization unchanged and the gateway's own signature in X-Gateway-Authorization (BECKN-006)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from sqlalchemy.orm import Session
+
+from beckn import outbox
+from beckn.errors import BecknError
+from beckn.pipeline import Accepted, Handler, Inbound
+from beckn.registry_client import subscribers_sync
+
+log = structlog.get_logger(__name__)
+
+
+def accept_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    return Accepted(process_async=True)
+
+
+def accept_on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    if msg.verified.gateway_id is not None:
+        raise BecknError("invalid_request", "on_search already relayed by a gateway; refusing a second hop")
+    if not subscribers_sync(type="BAP", subscriber_id=msg.context.bap_id):
+        raise BecknError("not_found", f"BAP {msg.context.bap_id!r} is not subscribed to this network", http_status=200,
+                         paths="context.bap_id")
+    return Accepted(process_async=True)
+
+
+HANDLERS: dict[str, Handler] = {"search": accept_search, "on_search": accept_on_search}
+
+
+def fan_out(session: Session, row: Any) -> list[int]:
+    """One outbox row per SUBSCRIBED BPP serving the search's domain, city and country. The gateway
+    signs as the subscriber that received the message (row.receiver_id), so any worker can relay."""
+    ctx = json.loads(row.body)["context"]
+    loc = ctx.get("location", {})
+    bpps = subscribers_sync(type="BPP", domain=ctx.get("domain"), city=loc.get("city", {}).get("code"),
+                            country=loc.get("country", {}).get("code"))
+    if ctx.get("bpp_id"):  # a search addressed to one BPP goes only there
+        bpps = [b for b in bpps if b["subscriber_id"] == ctx["bpp_id"]]
+    log.info("fan-out", transaction_id=ctx.get("transaction_id"), bpps=len(bpps))
+    return [
+        outbox.enqueue(session, sender_id=row.receiver_id, receiver_url=outbox.endpoint(b["url"], "search"),
+                       action="search", payload=row.body, forwarded_authorization=row.authorization)
+        for b in bpps
+    ]
+
+
+def relay_on_search(session: Session, row: Any) -> list[int]:
+    ctx = json.loads(row.body)["context"]
+    baps = subscribers_sync(type="BAP", subscriber_id=ctx.get("bap_id"))
+    if not baps:
+        # Checked at acceptance; it can only vanish if the BAP unsubscribed since — retried, then FAILED.
+        raise LookupError(f"BAP {ctx.get('bap_id')!r} is not subscribed")
+    to = outbox.endpoint(baps[0]["url"], "on_search")
+    return [outbox.enqueue(session, sender_id=row.receiver_id, receiver_url=to,
+                           action="on_search", payload=row.body, forwarded_authorization=row.authorization)]
+
+
+def process(session: Session, row: Any) -> list[int]:
+    return fan_out(session, row) if row.action == "search" else relay_on_search(session, row)

@@ -1,0 +1,18 @@
+"""The registry's FastAPI app (`flexmarket serve registry`)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from flexmarket.web import create_base_app
+from registry.router import router
+
+
+def create_app() -> FastAPI:
+    app = create_base_app(
+        "registry",
+        "flexmarket registry",
+        "Beckn network registry: participants and their Ed25519 signing keys (core 1.1 /subscribe, /lookup).",
+    )
+    app.include_router(router)
+    return app
