@@ -27,6 +27,7 @@ from schemas.flex import (
     item_to_offer,
     order_spec_to_order,
     order_state,
+    order_to_spec,
     request_to_intent,
 )
 from schemas.messages import OnSearchMessage, OrderMessage
@@ -275,6 +276,14 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
             o.state = state
         if order.id:
             o.order_id = order.id
+        try:  # the BPP's view of quantity, window and meter is authoritative once it answers
+            spec = order_to_spec(order, need_window=False)
+            o.power_kw = spec.power_kw
+            if spec.window_start is not None:
+                o.window_start, o.window_end = spec.window_start, spec.window_end
+            o.meter_id = spec.meter_id or o.meter_id
+        except FlexFormatError as exc:
+            raise BecknError("invalid_response", str(exc), http_status=400, paths=exc.path) from exc
         if order.quote and order.quote.price and order.quote.price.value:
             o.quote_gbp = float(order.quote.price.value)
         if order.items and order.items[0].price and order.items[0].price.value:

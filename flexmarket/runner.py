@@ -43,6 +43,8 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        if self.health_url is None:  # a worker's readiness is read from its log: start a fresh one
+            self.log_path.unlink(missing_ok=True)
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
@@ -101,8 +103,8 @@ class Network:
                 time.sleep(0.1)
 
     def stop(self, names: list[str] | None = None, sig: int = signal.SIGTERM) -> None:
-        # Stop the worker first so nothing sends to processes that are going away.
-        order = names or ["worker", *[n for n in self.processes if n != "worker"]]
+        # Stop the workers first so nothing sends to processes that are going away.
+        order = names or sorted(self.processes, key=lambda n: not n.startswith("worker"))
         for name in order:
             if name in self.processes:
                 self.processes[name].stop(sig)
@@ -148,6 +150,7 @@ def prepare_network(
     worker_concurrency: int = 16,
     with_ledger: bool = True,
     extra_env: dict[str, str] | None = None,
+    workers: dict[str, str] | None = None,
 ) -> Network:
     """Identities, registry entries, providers file and process definitions (nothing started yet).
 
@@ -205,10 +208,15 @@ def prepare_network(
             {**common, "FLEXMARKET_PARTICIPANT": name, **own.get(name, {})}, logs / f"{name}.log",
             f"{base[name]}{HEALTH_PATH.get(name, '/health')}",
         )
-    net.processes["worker"] = Process(
-        "worker", [py, "-m", "flexmarket", "worker", "--beat", "--concurrency", str(worker_concurrency)],
-        {**common, "FLEXMARKET_PARTICIPANT": "worker"}, logs / "worker.log", None,
-    )
+    # One worker consuming every queue by default; `workers` splits them, e.g. {"worker": "registry,gateway,
+    # bap,ledger", "worker-bpp": "bpp"} — the first one named also runs beat (only one process may).
+    for i, (wname, queues) in enumerate((workers or {"worker": "all"}).items()):
+        argv = [py, "-m", "flexmarket", "worker", "--participants", queues, "--concurrency", str(worker_concurrency),
+                "--hostname", f"{wname}@%h"]
+        if i == 0:
+            argv.append("--beat")
+        net.processes[wname] = Process(wname, argv, {**common, "FLEXMARKET_PARTICIPANT": wname},
+                                       logs / f"{wname}.log", None)
     net.manifest = {
         "home": str(home),
         "database_url": os.environ["DATABASE_URL"],
