@@ -114,15 +114,18 @@ def test_wrong_key_refused() -> None:
         signing.verify(params, body, other, now=1_000_001)
 
 
+_HS = 'headers="(created) (expires) digest",signature="x"'
+
+
 @pytest.mark.parametrize(
     "header",
     [
         None,
         "Bearer abc",
         'Signature keyId="a|b|ed25519",algorithm="ed25519"',
-        'Signature keyId="a|b",algorithm="ed25519",created="1",expires="2",headers="(created) (expires) digest",signature="x"',
-        'Signature keyId="a|b|rsa",algorithm="rsa",created="1",expires="2",headers="(created) (expires) digest",signature="x"',
-        'Signature keyId="a|b|ed25519",algorithm="ed25519",created="x",expires="2",headers="(created) (expires) digest",signature="x"',
+        'Signature keyId="a|b",algorithm="ed25519",created="1",expires="2",' + _HS,
+        'Signature keyId="a|b|rsa",algorithm="rsa",created="1",expires="2",' + _HS,
+        'Signature keyId="a|b|ed25519",algorithm="ed25519",created="x",expires="2",' + _HS,
     ],
 )
 def test_malformed_headers_refused(header: str | None) -> None:

@@ -14,11 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from bap.client import BapClient, order_in
 from beckn import envelope, signing
 from beckn.identity import Identity, load_identity
 from bpp.catalog import example_config
 from flexmarket.config import reset_settings
 from flexmarket.runner import BAP_ID, Network, prepare_network
+from tests.e2e.helpers import tomorrow_window
 
 OTHER_CITY = "GB-R1"  # North Scotland: a second BPP platform that a London search must not reach
 
@@ -50,7 +52,9 @@ def two_city_config() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def network(db_url: str, redis_url: str, celery_queue: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+def network(
+    db_url: str, redis_url: str, celery_queue: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Network]:
     home = tmp_path_factory.mktemp("network")
     providers_file = home / "providers.json"
     providers_file.write_text(json.dumps(two_city_config()))
@@ -105,3 +109,23 @@ def bpp_platform(network: Network) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def bpp_signer(network: Network, bpp_platform: dict[str, Any]) -> Signer:
     return Signer(load_identity(Path(network.home), bpp_platform["subscriber_id"]))
+
+
+@pytest.fixture(scope="session")
+def flow(network: Network, db_url: str) -> dict[str, Any]:
+    """One complete purchase, shared by the assertions below."""
+    bap = BapClient(network.url("bap"))
+    start, end = tomorrow_window()
+    tx = bap.search(start, end, 1500, region="GB-R13")["transaction_id"]
+    view = bap.wait(tx, lambda v: len({o["provider_id"] for o in v["offers"]}) >= 3, timeout=30)
+    choices = bap.plan(tx, 1500)["choices"]
+    for action, states in [("select", ("QUOTED",)), ("init", ("CREATED",)), ("confirm", ("ACCEPTED",)),
+                           ("status", ("ACCEPTED",))]:
+        for c in choices:
+            bap.order(action, tx, c["bpp_id"], c["provider_id"], item_id=c["item_id"], power_kw=c["power_kw"],
+                      window_start=start, window_end=end, meter_id=None)
+        for c in choices:
+            view = bap.wait(tx, order_in(c["provider_id"], *states), timeout=30)
+    # on_status is the last callback: wait until every chosen provider's on_status is stored.
+    view = bap.wait(tx, lambda v: sum(1 for cb in v["callbacks"] if cb["action"] == "on_status") >= len(choices))
+    return {"tx": tx, "view": view, "choices": choices, "window": (start, end)}
