@@ -9,6 +9,8 @@ thread, so connections are pooled across tasks instead of being rebuilt per call
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -83,6 +85,16 @@ def _background() -> _LoopThread:
         if _loop is None:
             _loop = _LoopThread()
         return _loop
+
+
+def _close_at_exit() -> None:
+    bg = _loop
+    if bg is not None and bg.client is not None and bg.thread.is_alive():
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
+            bg.run(bg.client.aclose(), timeout=2.0)
+
+
+atexit.register(_close_at_exit)
 
 
 def _forget_after_fork() -> None:

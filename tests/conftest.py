@@ -120,3 +120,18 @@ def redis_url(_service_home: Path) -> str:
 def celery_queue() -> str:
     """A queue name of this session's own, so concurrent sessions sharing one Redis don't mix."""
     return f"fm-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture()
+def isolated_db(pg_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A database of the test's own, migrated to head and made the process's DATABASE_URL for the test
+    (for code paths that read settings), so nothing else running sees its rows."""
+    url = create_database(pg_server_url, "fm_iso")
+    db.upgrade(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    reset_settings()
+    db.dispose_engines()
+    yield url
+    db.dispose_engines()
+    drop_database(pg_server_url, url)
+    reset_settings()
