@@ -8,6 +8,7 @@ from bap import service
 from bap.router import api, beckn_router
 from beckn.errors import Role
 from beckn.identity import load_or_create_identity
+from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline
 from beckn.registry_client import RegistryClient
 from flexmarket.config import get_settings
@@ -28,6 +29,8 @@ def create_app() -> FastAPI:
     app.state.identity = load_or_create_identity(settings.home, settings.subscriber_id, Role.BAP,
                                                  settings.subscriber_url, settings.city_code, settings.country_code)
     app.state.gateway_url = settings.gateway_url
+    if settings.auto_subscribe:
+        subscribe(app.state.identity, settings.registry_url, [settings.city_code], settings.registry_operator_token)
     app.state.pipeline = BecknPipeline(
         participant="bap", role=Role.BAP, schema="bap", handlers=service.HANDLERS,
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),

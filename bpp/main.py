@@ -3,15 +3,18 @@ FLEXMARKET_PROVIDERS_FILE; each platform has its own subscriber id, key and URL 
 
 from __future__ import annotations
 
+import json
+
 from fastapi import FastAPI
 
 from beckn.errors import Role
 from beckn.identity import Identity, load_or_create_identity
+from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
 from bpp import service
-from bpp.catalog import PlatformConfig, load_config
+from bpp.catalog import PlatformConfig, example_config, load_config
 from bpp.router import router
 from flexmarket.config import get_settings
 from flexmarket.db import session_scope
@@ -32,6 +35,11 @@ def create_app() -> FastAPI:
         raise RuntimeError("FLEXMARKET_PROVIDERS_FILE must name the providers catalog file")
     if not settings.subscriber_url:
         raise RuntimeError("FLEXMARKET_SUBSCRIBER_URL must be the BPP's public base URL")
+    if not settings.providers_file.exists() and settings.example_providers:
+        settings.providers_file.parent.mkdir(parents=True, exist_ok=True)
+        settings.providers_file.write_text(json.dumps(example_config(
+            settings.example_providers, city_code=settings.city_code,
+            base_subscriber=settings.subscriber_id or "bpp.flexmarket.local"), indent=2))
     platforms = load_config(settings.providers_file)
 
     def startup(app: FastAPI) -> None:
@@ -46,6 +54,10 @@ def create_app() -> FastAPI:
         on_startup=startup,
     )
     app.state.platforms = {p.slug: platform_identity(p, settings.subscriber_url) for p in platforms}
+    if settings.auto_subscribe:
+        for p in platforms:
+            subscribe(app.state.platforms[p.slug], settings.registry_url, list(p.city_codes),
+                      settings.registry_operator_token)
     app.state.pipeline = BecknPipeline(
         participant="bpp",
         role=Role.BPP,

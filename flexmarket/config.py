@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # BPP: the provider catalog config file (JSON).
     providers_file: Path | None = Field(default=None, alias="FLEXMARKET_PROVIDERS_FILE")
 
+    # Subscribe this participant's identities with the registry at start-up (docker-compose).
+    auto_subscribe: bool = Field(default=False, alias="FLEXMARKET_AUTO_SUBSCRIBE")
+    # BPP: when the providers file does not exist, write an example catalog with this many providers.
+    example_providers: int | None = Field(default=None, alias="FLEXMARKET_EXAMPLE_PROVIDERS")
     # Registry operator key (approves /subscribe requests); unset → generated under FLEXMARKET_HOME.
     registry_operator_token: str | None = Field(default=None, alias="FLEXMARKET_REGISTRY_OPERATOR_TOKEN")
 

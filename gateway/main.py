@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from beckn.errors import Role
 from beckn.identity import load_or_create_identity
+from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
@@ -23,6 +24,8 @@ def create_app() -> FastAPI:
                           "Beckn gateway: fans search out to matching BPPs and relays on_search to the BAP.")
     app.state.identity = load_or_create_identity(settings.home, settings.subscriber_id, Role.BG,
                                                  settings.subscriber_url, settings.city_code, settings.country_code)
+    if settings.auto_subscribe:
+        subscribe(app.state.identity, settings.registry_url, ["*"], settings.registry_operator_token)
     app.state.pipeline = BecknPipeline(
         participant="gateway", role=Role.BG, schema="gateway", handlers=service.HANDLERS,
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
