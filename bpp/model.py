@@ -1,0 +1,623 @@
+"""Plain data for the compute/storage flexibility agents: jobs, sites, batteries, commitments, settings.
+
+Pure (numpy only). Everything the scheduler (:mod:`bpp.scheduler`) reads is here, with its units in
+its name and its meaning written where it is defined.
+
+Time: the planning horizon is ``n_slots`` consecutive 30-minute UTC slots from ``start_utc``
+(``../shared/DESIGN.md`` "Time"); slot ``t`` covers ``[start_utc + 30 min·t, start_utc + 30 min·(t+1))``.
+A job's ``release_slot`` is the first slot it may run in and ``deadline_slot`` is *exclusive*: the job
+must have finished by the start of slot ``deadline_slot`` (so it may run in slots ``< deadline_slot``).
+
+Energy and money per slot: a load of ``p`` kW held for one slot draws ``p · SLOT_HOURS`` kWh, i.e.
+``p · SLOT_HOURS / 1000`` MWh, which costs ``price_gbp_per_mwh`` per MWh and emits
+``carbon_g_per_kwh`` g per kWh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+SLOT_MINUTES = 30
+SLOT_HOURS = SLOT_MINUTES / 60.0
+SLOT = timedelta(minutes=SLOT_MINUTES)
+#: MWh drawn by 1 kW held for one slot
+MWH_PER_KW_SLOT = SLOT_HOURS / 1000.0
+#: Numerical tolerance for "equal" in plan checks (kW, fractions of a job, kWh)
+TOL = 1e-6
+
+
+class Priority(StrEnum):
+    """Job class. ``critical`` runs exactly at release at its home site (LS work in the traces);
+    ``flexible`` and ``batch`` may be shifted and migrated within their constraints (BE work)."""
+
+    CRITICAL = "critical"
+    FLEXIBLE = "flexible"
+    BATCH = "batch"
+
+
+class ObjectiveKind(StrEnum):
+    """What the scheduler minimises; all sum over sites s and slots t of the grid import energy
+    ``E[s,t]`` (MWh) times a per-MWh weight, plus money terms (migration, battery degradation):
+
+    - ``cost_x_carbon`` (default, the issue's ``Σ price_t · power_t · carbon_factor_t``): weight
+      ``price · carbon_factor`` with ``carbon_factor[r,t] = carbon[r,t] / carbon_reference_g_per_kwh``,
+      a dimensionless multiplier that is 1 at the reference intensity, so the objective is in
+      "carbon-adjusted £": a MWh bought at the reference intensity counts at its price, one at half the
+      intensity at half its price. The reference is a fixed constant (not the horizon mean) so that plans
+      made on different horizons, forecasts and actuals are scored on one scale.
+    - ``cost``: weight ``price`` → £.
+    - ``carbon``: weight ``carbon`` (g/kWh = kg/MWh) → kg CO2; money terms only break ties.
+    - ``weighted``: ``cost_weight · price + carbon_weight · carbon_price_gbp_per_tonne · carbon / 1000``
+      → £ with carbon valued at a shadow price.
+
+    With negative prices the ``cost`` and ``cost_x_carbon`` weights are negative: drawing energy then
+    earns money and the plan may curtail on-site solar to do so (a real option for the site)."""
+
+    COST_X_CARBON = "cost_x_carbon"
+    COST = "cost"
+    CARBON = "carbon"
+    WEIGHTED = "weighted"
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    kind: ObjectiveKind = ObjectiveKind.COST_X_CARBON
+    #: carbon_factor = carbon / this; 150 g/kWh ≈ GB's 2023 national mean
+    #: (152.1 gCO2/kWh, ../shared/data/grid/README.md "Quick statistics")
+    carbon_reference_g_per_kwh: float = 150.0
+    #: shadow carbon price for ``weighted`` (and to express a ``carbon`` objective in £ for offers)
+    carbon_price_gbp_per_tonne: float = 80.0
+    cost_weight: float = 1.0
+    carbon_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ObjectiveKind(self.kind))
+        if self.carbon_reference_g_per_kwh <= 0:
+            raise ValueError("carbon_reference_g_per_kwh must be > 0")
+
+    def weight_per_mwh(self, price_gbp_per_mwh: np.ndarray, carbon_g_per_kwh: np.ndarray) -> np.ndarray:
+        """Objective weight of one MWh of grid import, elementwise over slots."""
+        p = np.asarray(price_gbp_per_mwh, dtype=float)
+        c = np.asarray(carbon_g_per_kwh, dtype=float)
+        if self.kind is ObjectiveKind.COST_X_CARBON:
+            return p * (c / self.carbon_reference_g_per_kwh)
+        if self.kind is ObjectiveKind.COST:
+            return p.copy()
+        if self.kind is ObjectiveKind.CARBON:
+            return c.copy()  # g/kWh == kg/MWh
+        return self.cost_weight * p + self.carbon_weight * self.carbon_price_gbp_per_tonne * c / 1000.0
+
+    @property
+    def gbp_weight(self) -> float:
+        """Objective weight of £1 of migration or degradation cost (a tie-breaker for ``carbon``)."""
+        return 1e-6 if self.kind is ObjectiveKind.CARBON else 1.0
+
+    @property
+    def gbp_per_objective_unit(self) -> float:
+        """£ per unit of objective, to price flexibility (kg → £ at the shadow price for ``carbon``)."""
+        if self.kind is ObjectiveKind.CARBON:
+            return self.carbon_price_gbp_per_tonne / 1000.0
+        return 1.0
+
+
+@dataclass(frozen=True)
+class ControlActions:
+    """The scheduler's control actions; each one is a switch and shows in the decision log."""
+
+    #: move flexible/batch work later than its release, by at most ``max_deferral_min``
+    temporal_shifting: bool = True
+    #: bound on how much later than "start at release" a job may *finish* (4 h default); with
+    #: ``temporal_shifting`` off a job must run in its first ``duration`` slots from release
+    max_deferral_min: int = 240
+    #: run flexible/batch work at another of the provider's sites whose region the job allows
+    geographic_migration: bool = True
+    #: co-optimise the site battery (it may cover site load during committed reductions)
+    storage_coordination: bool = True
+    #: batch jobs run only in "green" slots, where on-site solar ≥ ``green_solar_fraction`` of capacity
+    renewable_gating: bool = False
+    green_solar_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.max_deferral_min < 0 or self.max_deferral_min % SLOT_MINUTES:
+            raise ValueError(f"max_deferral_min must be a non-negative multiple of {SLOT_MINUTES}")
+        if not 0.0 < self.green_solar_fraction <= 1.0:
+            raise ValueError("green_solar_fraction must be in (0, 1]")
+
+    @property
+    def max_deferral_slots(self) -> int:
+        return self.max_deferral_min // SLOT_MINUTES if self.temporal_shifting else 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of compute work.
+
+    ``power_kw`` is drawn in every slot the job runs; it needs ``duration_slots − work_done_slots``
+    slots of work. Preemption: a job is *preemptible* only if ``interruptible`` (its owner allows
+    pauses) **and** ``checkpointable`` (a pause keeps its progress); an interruptible job without a
+    checkpoint would lose its work when paused, so the scheduler runs it contiguously. A preemptible
+    job is modelled as malleable: in a slot it may draw any fraction of ``power_kw`` and progresses by
+    that fraction (running on fewer GPUs/cores), and may continue at another allowed site from its
+    checkpoint. ``allowed_regions`` None = any region of the provider's sites. ``site_id`` is the home
+    site (where it was submitted; "" = the first site). ``release_slot`` may be negative in a re-plan
+    (released before the horizon). ``running_at_site`` marks a non-preemptible job already running
+    there when a re-plan starts: its remaining slots are fixed from slot 0.
+    """
+
+    id: str
+    power_kw: float
+    duration_slots: int
+    release_slot: int
+    deadline_slot: int
+    priority: Priority = Priority.FLEXIBLE
+    carbon_threshold_g_per_kwh: float | None = None
+    interruptible: bool = False
+    checkpointable: bool = False
+    site_id: str = ""
+    allowed_regions: tuple[str, ...] | None = None
+    migration_cost_gbp: float = 0.0
+    work_done_slots: float = 0.0
+    running_at_site: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "priority", Priority(self.priority))
+        if self.allowed_regions is not None:
+            object.__setattr__(self, "allowed_regions", tuple(self.allowed_regions))
+        if not self.id:
+            raise ValueError("job id must be non-empty")
+        if not (self.power_kw > 0 and math.isfinite(self.power_kw)):
+            raise ValueError(f"job {self.id}: power_kw must be a positive number")
+        if self.duration_slots < 1:
+            raise ValueError(f"job {self.id}: duration_slots must be ≥ 1")
+        if not 0.0 <= self.work_done_slots < self.duration_slots:
+            raise ValueError(f"job {self.id}: work_done_slots must be in [0, duration_slots)")
+        if self.migration_cost_gbp < 0:
+            raise ValueError(f"job {self.id}: migration_cost_gbp must be ≥ 0")
+
+    @property
+    def preemptible(self) -> bool:
+        return self.interruptible and self.checkpointable and self.running_at_site is None
+
+    @property
+    def work_slots(self) -> float:
+        """Slots of full-power work still to do."""
+        return self.duration_slots - self.work_done_slots
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.power_kw * self.work_slots * SLOT_HOURS
+
+    @property
+    def movable(self) -> bool:
+        """May the scheduler choose when/where it runs? (critical and already-running work may not)"""
+        return self.priority is not Priority.CRITICAL and self.running_at_site is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "power_kw": self.power_kw,
+            "duration_slots": self.duration_slots,
+            "release_slot": self.release_slot,
+            "deadline_slot": self.deadline_slot,
+            "priority": str(self.priority),
+            "carbon_threshold_g_per_kwh": self.carbon_threshold_g_per_kwh,
+            "interruptible": self.interruptible,
+            "checkpointable": self.checkpointable,
+            "site_id": self.site_id,
+            "allowed_regions": list(self.allowed_regions) if self.allowed_regions is not None else None,
+            "migration_cost_gbp": self.migration_cost_gbp,
+            "work_done_slots": self.work_done_slots,
+            "running_at_site": self.running_at_site,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Job:
+        allowed = d.get("allowed_regions")
+        return cls(
+            id=str(d["id"]),
+            power_kw=float(d["power_kw"]),
+            duration_slots=int(d["duration_slots"]),
+            release_slot=int(d["release_slot"]),
+            deadline_slot=int(d["deadline_slot"]),
+            priority=Priority(d.get("priority", "flexible")),
+            carbon_threshold_g_per_kwh=(
+                None
+                if d.get("carbon_threshold_g_per_kwh") is None
+                else float(d["carbon_threshold_g_per_kwh"])
+            ),
+            interruptible=bool(d.get("interruptible", False)),
+            checkpointable=bool(d.get("checkpointable", False)),
+            site_id=str(d.get("site_id", "")),
+            allowed_regions=None if allowed is None else tuple(str(r) for r in allowed),
+            migration_cost_gbp=float(d.get("migration_cost_gbp", 0.0)),
+            work_done_slots=float(d.get("work_done_slots", 0.0)),
+            running_at_site=d.get("running_at_site"),
+        )
+
+
+@dataclass(frozen=True)
+class Battery:
+    """A site battery. Round-trip efficiency η is split as √η on charge and √η on discharge:
+    charging ``c`` kW for a slot stores ``√η · c · SLOT_HOURS`` kWh; discharging ``d`` kW for a slot
+    (delivered to the site) removes ``d · SLOT_HOURS / √η`` kWh. SoC is kept in
+    ``[soc_min_fraction, soc_max_fraction] · energy_kwh`` at the end of every slot, starts at
+    ``initial_soc_fraction`` and must end the horizon at ≥ ``terminal_soc_fraction`` (default: the
+    initial level, so a plan cannot sell energy it did not buy). Degradation is charged per MWh
+    discharged."""
+
+    energy_kwh: float
+    charge_power_kw: float
+    discharge_power_kw: float
+    round_trip_efficiency: float = 0.9
+    soc_min_fraction: float = 0.1
+    soc_max_fraction: float = 0.9
+    initial_soc_fraction: float = 0.5
+    terminal_soc_fraction: float | None = None
+    degradation_gbp_per_mwh: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.energy_kwh <= 0 or self.charge_power_kw < 0 or self.discharge_power_kw < 0:
+            raise ValueError("battery energy_kwh must be > 0 and power limits ≥ 0")
+        if not 0.0 < self.round_trip_efficiency <= 1.0:
+            raise ValueError("round_trip_efficiency must be in (0, 1]")
+        if not 0.0 <= self.soc_min_fraction <= self.initial_soc_fraction <= self.soc_max_fraction <= 1.0:
+            raise ValueError("need 0 ≤ soc_min ≤ initial ≤ soc_max ≤ 1")
+        t = self.terminal_soc_fraction
+        if t is not None and not self.soc_min_fraction <= t <= self.soc_max_fraction:
+            raise ValueError("terminal_soc_fraction must lie within the SoC bounds")
+        if self.degradation_gbp_per_mwh < 0:
+            raise ValueError("degradation_gbp_per_mwh must be ≥ 0")
+
+    @property
+    def one_way_efficiency(self) -> float:
+        return math.sqrt(self.round_trip_efficiency)
+
+    @property
+    def soc_min_kwh(self) -> float:
+        return self.soc_min_fraction * self.energy_kwh
+
+    @property
+    def soc_max_kwh(self) -> float:
+        return self.soc_max_fraction * self.energy_kwh
+
+    @property
+    def initial_soc_kwh(self) -> float:
+        return self.initial_soc_fraction * self.energy_kwh
+
+    @property
+    def terminal_soc_kwh(self) -> float:
+        frac = self.initial_soc_fraction if self.terminal_soc_fraction is None else self.terminal_soc_fraction
+        return frac * self.energy_kwh
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Battery:
+        known = cls.__dataclass_fields__
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"unknown battery fields: {sorted(unknown)}")
+        return cls(**{k: v for k, v in d.items()})
+
+
+def _profile(value: float | np.ndarray | list[float], n_slots: int, name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(n_slots, float(arr))
+    if arr.shape != (n_slots,):
+        raise ValueError(f"{name} must be a scalar or have {n_slots} slots, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN/inf")
+    arr = arr.copy()
+    arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Site:
+    """A data-centre site. ``capacity_kw[t]`` bounds the site's *load* (baseline + compute jobs) — the
+    data hall's electrical envelope. ``baseline_kw[t]`` is the inflexible load (cooling, storage,
+    services outside the scheduler). Grid import = load + battery charge − battery discharge − solar
+    used, is ≥ 0 (no export) and ≤ ``grid_import_limit_kw`` if given. ``solar_kw[t]`` is on-site PV
+    output available in slot t (may be curtailed); ``solar_capacity_kw`` its nameplate."""
+
+    id: str
+    region: str
+    capacity_kw: np.ndarray
+    baseline_kw: np.ndarray
+    solar_kw: np.ndarray
+    solar_capacity_kw: float = 0.0
+    battery: Battery | None = None
+    grid_import_limit_kw: float | None = None
+
+    @classmethod
+    def build(
+        cls,
+        id: str,
+        region: str,
+        n_slots: int,
+        capacity_kw: float | np.ndarray,
+        baseline_kw: float | np.ndarray = 0.0,
+        solar_kw: float | np.ndarray = 0.0,
+        solar_capacity_kw: float = 0.0,
+        battery: Battery | None = None,
+        grid_import_limit_kw: float | None = None,
+    ) -> Site:
+        return cls(
+            id=id,
+            region=region,
+            capacity_kw=_profile(capacity_kw, n_slots, f"site {id} capacity_kw"),
+            baseline_kw=_profile(baseline_kw, n_slots, f"site {id} baseline_kw"),
+            solar_kw=_profile(solar_kw, n_slots, f"site {id} solar_kw"),
+            solar_capacity_kw=float(solar_capacity_kw),
+            battery=battery,
+            grid_import_limit_kw=grid_import_limit_kw,
+        )
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.capacity_kw)
+
+    def green_mask(self, fraction: float) -> np.ndarray:
+        """Slots where on-site solar ≥ ``fraction`` × its capacity (no solar → never green)."""
+        if self.solar_capacity_kw <= 0:
+            return np.zeros(self.n_slots, dtype=bool)
+        return self.solar_kw >= fraction * self.solar_capacity_kw - TOL
+
+    def sliced(self, a: int, b: int) -> Site:
+        return replace(
+            self,
+            capacity_kw=self.capacity_kw[a:b],
+            baseline_kw=self.baseline_kw[a:b],
+            solar_kw=self.solar_kw[a:b],
+        )
+
+
+@dataclass(frozen=True)
+class CommittedReduction:
+    """An accepted order: reduce ``site_id``'s grid import by ``reduction_kw`` over
+    ``[start_utc, end_utc)``.
+
+    **Baseline, precisely:** ``baseline_kw[i]`` is the site's planned grid import in slot i of the
+    window in the plan that was current when the order was confirmed (the plan the offer was derived
+    from; frozen then, never recomputed). The scheduler enforces
+    ``grid_import[site, slot] ≤ baseline_kw[i] − reduction_kw`` in every slot of the window, i.e. the
+    reduction is measured at the meter, so the battery and solar may deliver it as well as compute.
+    (Settlement measures delivery against its own ``10_of_10`` metered baseline —
+    ../shared/reference/market/p415-settlement.md; this is the planning-side promise.)"""
+
+    order_id: str
+    site_id: str
+    start_utc: datetime
+    end_utc: datetime
+    reduction_kw: float
+    baseline_kw: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n = slots_between(self.start_utc, self.end_utc)
+        if n < 1:
+            raise ValueError(f"order {self.order_id}: window must cover at least one slot")
+        object.__setattr__(self, "baseline_kw", tuple(float(x) for x in self.baseline_kw))
+        if len(self.baseline_kw) != n:
+            raise ValueError(
+                f"order {self.order_id}: baseline_kw needs {n} values, got {len(self.baseline_kw)}"
+            )
+        if self.reduction_kw <= 0:
+            raise ValueError(f"order {self.order_id}: reduction_kw must be > 0")
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.baseline_kw)
+
+    def max_import_kw(self) -> np.ndarray:
+        return np.asarray(self.baseline_kw) - self.reduction_kw
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "site_id": self.site_id,
+            "start_utc": iso(self.start_utc),
+            "end_utc": iso(self.end_utc),
+            "reduction_kw": self.reduction_kw,
+            "baseline_kw": list(self.baseline_kw),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CommittedReduction:
+        return cls(
+            order_id=str(d["order_id"]),
+            site_id=str(d["site_id"]),
+            start_utc=parse_utc(d["start_utc"]),
+            end_utc=parse_utc(d["end_utc"]),
+            reduction_kw=float(d["reduction_kw"]),
+            baseline_kw=tuple(float(x) for x in d["baseline_kw"]),
+        )
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    time_limit_s: float = 60.0
+    #: HiGHS relative MIP gap at which it stops; the achieved gap is reported with every plan
+    mip_rel_gap: float = 1e-6
+    threads: int = 1
+
+
+@dataclass(eq=False)
+class Instance:
+    """Everything one solve needs. ``price_gbp_per_mwh`` and ``carbon_g_per_kwh`` map each site
+    region to an array of (at least) ``n_slots`` values from ``start_utc``: forecasts when planning,
+    actuals when settling."""
+
+    start_utc: datetime
+    n_slots: int
+    sites: tuple[Site, ...]
+    jobs: tuple[Job, ...]
+    price_gbp_per_mwh: dict[str, np.ndarray]
+    carbon_g_per_kwh: dict[str, np.ndarray]
+    commitments: tuple[CommittedReduction, ...] = ()
+    actions: ControlActions = field(default_factory=ControlActions)
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    solver: SolverSettings = field(default_factory=SolverSettings)
+
+    def __post_init__(self) -> None:
+        self.start_utc = to_utc(self.start_utc)
+        self.sites = tuple(self.sites)
+        self.jobs = tuple(self.jobs)
+        self.commitments = tuple(self.commitments)
+        if not self.sites:
+            raise ValueError("an instance needs at least one site")
+        ids = [s.id for s in self.sites]
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate site ids")
+        for s in self.sites:
+            if s.n_slots != self.n_slots:
+                raise ValueError(f"site {s.id} has {s.n_slots} slots, instance has {self.n_slots}")
+        job_ids = [j.id for j in self.jobs]
+        if len(set(job_ids)) != len(job_ids):
+            dup = sorted({x for x in job_ids if job_ids.count(x) > 1})
+            raise ValueError(f"duplicate job ids: {dup[:5]}")
+        site_set = set(ids)
+        fixed_jobs = []
+        for j in self.jobs:
+            if j.site_id and j.site_id not in site_set:
+                raise ValueError(f"job {j.id}: home site {j.site_id!r} is not one of {ids}")
+            if j.running_at_site is not None and j.running_at_site not in site_set:
+                raise ValueError(f"job {j.id}: running_at_site {j.running_at_site!r} is not a site")
+            if not j.site_id:
+                fixed_jobs.append(replace(j, site_id=ids[0]))
+            else:
+                fixed_jobs.append(j)
+        self.jobs = tuple(fixed_jobs)
+        for name, table in (
+            ("price_gbp_per_mwh", self.price_gbp_per_mwh),
+            ("carbon_g_per_kwh", self.carbon_g_per_kwh),
+        ):
+            clean: dict[str, np.ndarray] = {}
+            for s in self.sites:
+                if s.region not in table:
+                    raise ValueError(f"{name} has no series for region {s.region!r} (site {s.id})")
+            for region, arr in table.items():
+                a = np.asarray(arr, dtype=float)
+                if a.ndim != 1 or len(a) < self.n_slots:
+                    raise ValueError(f"{name}[{region}] needs ≥ {self.n_slots} slots, got shape {a.shape}")
+                a = a[: self.n_slots]
+                if not np.all(np.isfinite(a)):
+                    raise ValueError(f"{name}[{region}] contains NaN/inf")
+                clean[region] = a
+            setattr(self, name, clean)
+        for c in self.commitments:
+            if c.site_id not in site_set:
+                raise ValueError(f"order {c.order_id}: site {c.site_id!r} is not one of {ids}")
+
+    # -- lookups ---------------------------------------------------------------------------------
+    @property
+    def n_sites(self) -> int:
+        return len(self.sites)
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.jobs)
+
+    def site_index(self, site_id: str) -> int:
+        for k, s in enumerate(self.sites):
+            if s.id == site_id:
+                return k
+        raise KeyError(site_id)
+
+    def slot_start(self, t: int) -> datetime:
+        return self.start_utc + SLOT * t
+
+    def slot_of(self, t_utc: datetime) -> int:
+        return slots_between(self.start_utc, t_utc)
+
+    def price_matrix(self) -> np.ndarray:
+        """(n_sites, n_slots) £/MWh at each site's region."""
+        return np.stack([self.price_gbp_per_mwh[s.region] for s in self.sites])
+
+    def carbon_matrix(self) -> np.ndarray:
+        """(n_sites, n_slots) gCO2/kWh at each site's region."""
+        return np.stack([self.carbon_g_per_kwh[s.region] for s in self.sites])
+
+    def weight_matrix(self) -> np.ndarray:
+        """(n_sites, n_slots) objective weight per MWh of grid import."""
+        return self.objective.weight_per_mwh(self.price_matrix(), self.carbon_matrix())
+
+    def with_signals(
+        self, price_gbp_per_mwh: Mapping[str, np.ndarray], carbon_g_per_kwh: Mapping[str, np.ndarray]
+    ) -> Instance:
+        """The same instance on other signals (e.g. actuals, to evaluate a plan made on forecasts)."""
+        return replace(
+            self, price_gbp_per_mwh=dict(price_gbp_per_mwh), carbon_g_per_kwh=dict(carbon_g_per_kwh)
+        )
+
+    def commitment_caps_kw(self) -> np.ndarray:
+        """(n_sites, n_slots) upper bound on grid import from committed reductions (inf where none).
+        Orders over the same slot each carry the baseline frozen at their own confirmation (the plan
+        already reduced by the earlier orders), so the binding cap is the smallest one."""
+        caps = np.full((self.n_sites, self.n_slots), np.inf)
+        for c in self.commitments:
+            k = self.site_index(c.site_id)
+            a = self.slot_of(c.start_utc)
+            for i, cap in enumerate(c.max_import_kw()):
+                t = a + i
+                if 0 <= t < self.n_slots:
+                    caps[k, t] = min(caps[k, t], cap)
+        return caps
+
+
+# -- job windows and eligibility (the constraint definitions the scheduler and baselines share) ---
+
+
+def effective_window(job: Job, n_slots: int, actions: ControlActions) -> tuple[int, int]:
+    """``[first, end)`` slots a job may run in: from release (≥ 0) to the earliest of its deadline,
+    release + duration + max deferral (the deferral bound is on *finishing*, so it applies to
+    preemptible and contiguous jobs alike), and the horizon end. A critical or running job's window
+    is exactly its fixed run. May be empty or too short: the pre-checks report that."""
+    first = max(job.release_slot, 0)
+    if not job.movable:
+        return first, first + math.ceil(job.work_slots - TOL)
+    end = min(job.deadline_slot, job.release_slot + job.duration_slots + actions.max_deferral_slots, n_slots)
+    return first, end
+
+
+def allowed_sites(instance: Instance, job: Job) -> list[int]:
+    """Indices of the sites a job may run at: home only unless migration is on and the job is movable;
+    otherwise every site whose region the job allows."""
+    home = instance.site_index(job.running_at_site or job.site_id)
+    may_move = job.movable and instance.actions.geographic_migration
+    sites = list(range(instance.n_sites)) if may_move else [home]
+    if job.allowed_regions is not None and job.movable:
+        sites = [k for k in sites if instance.sites[k].region in job.allowed_regions]
+    return sites
+
+
+def to_utc(dt: datetime) -> datetime:
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"{dt!r} is naive; pass a tz-aware UTC datetime")
+    return dt.astimezone(UTC)
+
+
+def slots_between(a: datetime, b: datetime) -> int:
+    seconds = (to_utc(b) - to_utc(a)).total_seconds()
+    n, rem = divmod(seconds, SLOT_MINUTES * 60)
+    if rem:
+        raise ValueError(f"{iso(a)} → {iso(b)} is not a whole number of {SLOT_MINUTES}-minute slots")
+    return int(n)
+
+
+def iso(dt: datetime) -> str:
+    return to_utc(dt).isoformat().replace("+00:00", "Z")
+
+
+def parse_utc(text: str | datetime) -> datetime:
+    if isinstance(text, datetime):
+        return to_utc(text)
+    return to_utc(datetime.fromisoformat(str(text).replace("Z", "+00:00")))

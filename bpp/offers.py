@@ -1,0 +1,245 @@
+"""Flexibility offers derived from the optimal plan: what reduction a site can deliver, when, at what cost.
+
+For each site and each offer window W (``window_slots`` consecutive slots), starting from the current
+optimal plan P* (which already honours every committed order):
+
+1. **Available kW** — ``R_max`` = the largest R such that some plan keeps the site's grid import at
+   least R below P*'s import in every slot of W while meeting every constraint (one LP/MILP:
+   :func:`bpp.scheduler.max_reduction_kw`).
+2. **Cost** — for reductions q at the levels ``levels · R_max`` we *re-solve* with the reduction
+   imposed exactly as a confirmed order would impose it (a hypothetical :class:`CommittedReduction`
+   with P*'s import as its baseline) and take the objective increase ΔC(q) over P*. The energy not
+   drawn is q · |W| · h MWh. ``average_cost`` = max over levels of ΔC(q)/E(q);
+   ``marginal_cost`` = the slope of the last segment, (ΔC(R_max) − ΔC(q_prev)) / (E(R_max) − E(q_prev)).
+
+   Why re-solve and not LP duals: the model is a MILP (contiguous jobs are binaries), whose duals at
+   the final LP are not prices of anything; even for the LP part a dual is the cost of the *first*
+   kW only, while an order asks for a block of kW over a whole window, and shifting that block moves
+   jobs into progressively worse slots (the cost curve is convex in the LP case and step-shaped
+   with binaries). The re-solve prices exactly the plan the site would run if the order were
+   confirmed, at the cost of one solve per level.
+3. **Price** — ``cost_basis = max(marginal_cost, average_cost, 0)``: with a convex cost curve the last
+   segment's slope is the highest average cost any order size up to R_max can incur, and taking the
+   max with the averages keeps the price above cost when binaries make the curve non-convex at the
+   sampled levels. ``price = cost_basis · (1 + margin_fraction) + margin_gbp_per_mwh``.
+
+Costs are in the plan's objective converted to £ (:attr:`ObjectiveSpec.gbp_per_objective_unit`): for
+``cost`` that is money; for the default ``cost_x_carbon`` it is carbon-adjusted money, i.e. the site's
+own valuation of what it gives up. An order covers the whole window (min = max duration = |W|), so the
+price never undercuts a shorter call whose per-MWh cost could differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from bpp.model import MWH_PER_KW_SLOT, SLOT_MINUTES, CommittedReduction, Instance, iso
+from bpp.scheduler import Plan, SchedulingInfeasible, max_reduction_kw, solve
+
+
+@dataclass(frozen=True)
+class OfferSettings:
+    window_slots: int = 4  # 2 h windows
+    margin_fraction: float = 0.10
+    margin_gbp_per_mwh: float = 5.0
+    #: smallest offer worth publishing, and the smallest order accepted as a fraction of the maximum
+    min_offer_kw: float = 10.0
+    min_order_fraction: float = 0.10
+    levels: tuple[float, ...] = (0.5, 1.0)
+    #: time to react once called: compute pauses/migrates jobs in minutes; a battery in a second
+    response_time_s_compute: int = 300
+    response_time_s_storage: int = 1
+    #: do not offer windows starting within this many slots of the horizon start (time to publish)
+    lead_slots: int = 1
+    policy_version: str = "ctss-1"
+
+    def __post_init__(self) -> None:
+        if self.window_slots < 1:
+            raise ValueError("window_slots must be ≥ 1")
+        if not self.levels or any(not 0 < q <= 1 for q in self.levels) or max(self.levels) != 1.0:
+            raise ValueError("levels must be fractions in (0, 1] ending at 1.0")
+
+
+@dataclass(frozen=True)
+class FlexOffer:
+    """One Beckn catalog item (``../shared/DESIGN.md`` "Beckn 1.1 encoding of flexibility")."""
+
+    offer_id: str
+    provider_id: str
+    site_id: str
+    region: str
+    resource_type: str  # "compute" | "storage"
+    start_utc: datetime
+    end_utc: datetime
+    available_kw: float
+    min_kw: float
+    max_kw: float
+    price_gbp_per_mwh: float
+    marginal_cost_gbp_per_mwh: float
+    average_cost_gbp_per_mwh: float
+    expected_carbon_g_per_kwh: float
+    min_duration_min: int
+    max_duration_min: int
+    response_time_s: int
+    baseline_kw: tuple[float, ...]
+    policy_version: str
+    price_unit: str = "GBP/MWh"
+    baseline_method: str = "10_of_10"
+
+    def tags(self) -> dict[str, str]:
+        """The ``flexibility`` TagGroup values, as strings (Beckn tag values are strings)."""
+        return {
+            "resource_type": self.resource_type,
+            "min_duration_min": str(self.min_duration_min),
+            "max_duration_min": str(self.max_duration_min),
+            "response_time_s": str(self.response_time_s),
+            "baseline_method": self.baseline_method,
+            "price_unit": self.price_unit,
+            "expected_carbon_g_per_kwh": f"{self.expected_carbon_g_per_kwh:.1f}",
+            "marginal_cost_gbp_per_mwh": f"{self.marginal_cost_gbp_per_mwh:.2f}",
+            "policy_version": self.policy_version,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["start_utc"] = iso(self.start_utc)
+        d["end_utc"] = iso(self.end_utc)
+        d["baseline_kw"] = list(self.baseline_kw)
+        d["tags"] = self.tags()
+        return d
+
+    def catalog_fields(self) -> dict[str, Any]:
+        """The fields of the BPP's catalog offer spec (``schemas.flex.FlexOfferSpec``), by name, so the
+        service can build a catalog item without this pure module importing the web schemas."""
+        return {
+            "item_id": self.offer_id,
+            "provider_id": self.provider_id,
+            "location_id": self.site_id,
+            "window_start": self.start_utc,
+            "window_end": self.end_utc,
+            "available_kw": self.available_kw,
+            "min_kw": self.min_kw,
+            "max_kw": self.max_kw,
+            "price_gbp_per_mwh": self.price_gbp_per_mwh,
+            "resource_type": self.resource_type,
+            "min_duration_min": self.min_duration_min,
+            "max_duration_min": self.max_duration_min,
+            "response_time_s": self.response_time_s,
+            "baseline_method": self.baseline_method,
+            "expected_carbon_g_per_kwh": round(self.expected_carbon_g_per_kwh, 1),
+            "marginal_cost_gbp_per_mwh": self.marginal_cost_gbp_per_mwh,
+            "policy_version": self.policy_version,
+        }
+
+    def overlaps(self, start_utc: datetime | None, end_utc: datetime | None) -> bool:
+        return (start_utc is None or self.end_utc > start_utc) and (
+            end_utc is None or self.start_utc < end_utc
+        )
+
+
+def _probe(instance: Instance, site_id: str, a: int, b: int, q_kw: float, baseline: np.ndarray) -> Instance:
+    c = CommittedReduction(
+        "offer-probe",
+        site_id,
+        instance.slot_start(a),
+        instance.slot_start(b),
+        q_kw,
+        tuple(float(x) for x in baseline),
+    )
+    return replace(instance, commitments=(*instance.commitments, c))
+
+
+def derive_offers(
+    instance: Instance,
+    plan: Plan,
+    settings: OfferSettings | None = None,
+    *,
+    provider_id: str = "provider",
+    resource_type: str = "compute",
+    site_ids: list[str] | None = None,
+    start_utc: datetime | None = None,
+    end_utc: datetime | None = None,
+) -> list[FlexOffer]:
+    """Offers per site and window overlapping ``[start_utc, end_utc)`` (see module docstring)."""
+    cfg = settings or OfferSettings()
+    assert plan.metrics is not None, "offers need a solved plan"
+    base_obj = plan.metrics.objective
+    gbp = instance.objective.gbp_per_objective_unit
+    g_plan = plan.grid_import_kw(instance)
+    carbon = instance.carbon_matrix()
+    w = cfg.window_slots
+    out: list[FlexOffer] = []
+    for k, site in enumerate(instance.sites):
+        if site_ids is not None and site.id not in site_ids:
+            continue
+        # windows aligned to UTC multiples of their length (2 h windows start at even hours)
+        epoch = int(instance.start_utc.timestamp()) // (SLOT_MINUTES * 60)
+        first = cfg.lead_slots + (-(epoch + cfg.lead_slots)) % w
+        for a in range(first, instance.n_slots - w + 1, w):
+            b = a + w
+            if not _overlaps(instance, a, b, start_utc, end_utc):
+                continue
+            r_max = max_reduction_kw(instance, plan, k, a, b)
+            # back off from the exact maximum and round *down* to 1 W, so an order for max_kw is
+            # feasible despite solver tolerances (the probe below uses this very value)
+            r_max = math.floor((r_max * (1 - 1e-5) - 1e-3) * 1000) / 1000
+            if r_max < cfg.min_offer_kw:
+                continue
+            baseline = g_plan[k, a:b]
+            points: list[tuple[float, float]] = [(0.0, 0.0)]  # (energy MWh, Δcost £)
+            for lvl in sorted(cfg.levels):
+                q = lvl * r_max
+                try:
+                    p = solve(_probe(instance, site.id, a, b, q, baseline), verify=False)
+                except SchedulingInfeasible:
+                    q = math.floor(q * 0.99 * 1000) / 1000
+                    p = solve(_probe(instance, site.id, a, b, q, baseline), verify=False)
+                    r_max = q if lvl == 1.0 else r_max
+                assert p.metrics is not None
+                delta = max(p.metrics.objective - base_obj, 0.0) * gbp
+                points.append((q * w * MWH_PER_KW_SLOT, delta))
+            avg = max(d / e for e, d in points[1:] if e > 0)
+            (e0, d0), (e1, d1) = points[-2], points[-1]
+            marginal = (d1 - d0) / (e1 - e0) if e1 > e0 else avg
+            basis = max(marginal, avg, 0.0)
+            price = basis * (1 + cfg.margin_fraction) + cfg.margin_gbp_per_mwh
+            storage = resource_type == "storage"
+            out.append(
+                FlexOffer(
+                    offer_id=f"{site.id}-{instance.slot_start(a):%Y%m%dT%H%MZ}-{resource_type}",
+                    provider_id=provider_id,
+                    site_id=site.id,
+                    region=site.region,
+                    resource_type=resource_type,
+                    start_utc=instance.slot_start(a),
+                    end_utc=instance.slot_start(b),
+                    available_kw=r_max,
+                    min_kw=math.floor(
+                        min(r_max, max(cfg.min_offer_kw, cfg.min_order_fraction * r_max)) * 1000
+                    )
+                    / 1000,
+                    max_kw=r_max,
+                    price_gbp_per_mwh=round(price, 2),
+                    marginal_cost_gbp_per_mwh=round(marginal, 2),
+                    average_cost_gbp_per_mwh=round(avg, 2),
+                    expected_carbon_g_per_kwh=float(carbon[k, a:b].mean()),
+                    min_duration_min=w * SLOT_MINUTES,
+                    max_duration_min=w * SLOT_MINUTES,
+                    response_time_s=cfg.response_time_s_storage if storage else cfg.response_time_s_compute,
+                    baseline_kw=tuple(round(float(x), 3) for x in baseline),
+                    policy_version=cfg.policy_version,
+                )
+            )
+    return out
+
+
+def _overlaps(
+    instance: Instance, a: int, b: int, start_utc: datetime | None, end_utc: datetime | None
+) -> bool:
+    s, e = instance.slot_start(a), instance.slot_start(b)
+    return (start_utc is None or e > start_utc) and (end_utc is None or s < end_utc)
