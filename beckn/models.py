@@ -4,8 +4,9 @@
 Outbox (../shared/DESIGN.md "Delivery that loses nothing"): a row is written in the same transaction
 as the state change it announces; a Celery task signs and sends it, marks it DELIVERED on ACK,
 retries with backoff, and marks it FAILED (with the reason) after its TTL — never silently dropped.
-Inbox: every accepted message, keyed by (sender, message_id, action): a duplicate is ACKed and not
-processed again.
+Inbox: every accepted message, keyed by (receiver, sender, message_id, action): a duplicate is ACKed
+and not processed again. The receiver is part of the key because one BPP host serves many platforms,
+which all receive the same search.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def inbox_columns() -> list:
         Column("attempts", Integer, nullable=False, server_default="0"),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("processed_at", DateTime(timezone=True)),
-        UniqueConstraint("sender_id", "message_id", "action", name="inbox_dedup"),
+        UniqueConstraint("receiver_id", "sender_id", "message_id", "action", name="inbox_dedup"),
     ]
 
 

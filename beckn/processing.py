@@ -30,32 +30,44 @@ def register(schema: str, processor: Processor) -> None:
     PROCESSORS[schema] = processor
 
 
+BATCH = 200
+
+
 def process(schema: str, inbox_id: int) -> list[int]:
-    """Process one inbox row exactly once; returns outbox ids to deliver."""
+    """Process an inbox row exactly once — together with its siblings: the other RECEIVED rows with the
+    same message_id and action (one search reaching many platforms of one BPP host, many on_search
+    answers reaching the gateway). One transaction, one savepoint per row, one delivery batch.
+
+    A row whose processing raises is left RECEIVED with its error and attempt count (the sweep retries
+    it later) and becomes FAILED after MAX_ATTEMPTS; its siblings are unaffected. Returns outbox ids.
+    """
     processor = PROCESSORS[schema]
-    try:
-        with session_scope(schema) as s:
-            row = s.execute(
-                select(inbox).where(inbox.c.id == inbox_id).with_for_update(skip_locked=True)
-            ).first()
-            if row is None or row.status != "RECEIVED":
-                return []  # done already, or another worker holds it right now
-            ids = processor(s, row)
-            s.execute(update(inbox).where(inbox.c.id == inbox_id)
-                      .values(status="PROCESSED", processed_at=datetime.now(UTC), attempts=inbox.c.attempts + 1))
-            return ids
-    except Exception as exc:
-        # Record the failure in a transaction of its own; give up (visibly) after MAX_ATTEMPTS.
-        with session_scope(schema) as s:
-            attempts = s.execute(
-                update(inbox).where(inbox.c.id == inbox_id)
-                .values(attempts=inbox.c.attempts + 1, error=f"{type(exc).__name__}: {exc}")
-                .returning(inbox.c.attempts)
-            ).scalar_one()
-            if attempts >= MAX_ATTEMPTS:
-                s.execute(update(inbox).where(inbox.c.id == inbox_id).values(status="FAILED"))
-        log.exception("processing failed", schema=schema, inbox_id=inbox_id, attempts=attempts)
-        raise
+    ids: list[int] = []
+    with session_scope(schema) as s:
+        head = s.execute(select(inbox.c.message_id, inbox.c.action).where(inbox.c.id == inbox_id)).first()
+        if head is None:
+            return []
+        rows = s.execute(
+            select(inbox)
+            .where(inbox.c.message_id == head.message_id, inbox.c.action == head.action,
+                   inbox.c.status == "RECEIVED")
+            .order_by(inbox.c.id)
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)  # rows another worker holds are its business
+        ).all()
+        for row in rows:
+            try:
+                with s.begin_nested():
+                    ids.extend(processor(s, row))
+                    s.execute(update(inbox).where(inbox.c.id == row.id).values(
+                        status="PROCESSED", processed_at=datetime.now(UTC), attempts=inbox.c.attempts + 1))
+            except Exception as exc:
+                attempts = row.attempts + 1
+                s.execute(update(inbox).where(inbox.c.id == row.id).values(
+                    attempts=attempts, error=f"{type(exc).__name__}: {exc}",
+                    status="FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED"))
+                log.exception("processing failed", schema=schema, inbox_id=row.id, attempts=attempts)
+    return ids
 
 
 def stuck_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:

@@ -32,13 +32,10 @@ def deliver_now(schema: str, ids: list[int]) -> None:
             send_delivery(schema, [o.outbox_id], countdown=o.retry_in_s)
 
 
-@celery_app.task(name="beckn.process_inbox", bind=True, max_retries=processing.MAX_ATTEMPTS - 1)
-def process_inbox(self, schema: str, inbox_id: int) -> None:  # type: ignore[no-untyped-def]
-    try:
-        ids = processing.process(schema, inbox_id)
-    except Exception as exc:
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from exc
-    deliver_now(schema, ids)
+@celery_app.task(name="beckn.process_inbox")
+def process_inbox(schema: str, inbox_id: int) -> None:
+    # Failures stay in the inbox row (error, attempts); the beat sweep re-enqueues them.
+    deliver_now(schema, processing.process(schema, inbox_id))
 
 
 @celery_app.task(name="beckn.deliver")

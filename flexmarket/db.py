@@ -117,3 +117,45 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
     from alembic import command
 
     command.downgrade(alembic_config(url), revision)
+
+
+def conninfo_to_url(conninfo: str) -> str:
+    """libpq conninfo (key=value or URL) → a postgresql:// URL, as DATABASE_URL holds it."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    user = quote(str(info.get("user", "postgres")))
+    password = info.get("password")
+    auth = f"{user}:{quote(str(password))}@" if password else f"{user}@"
+    host = str(info.get("host", "127.0.0.1"))
+    port = info.get("port")
+    dbname = info.get("dbname", "postgres")
+    if host.startswith("/"):  # unix socket (the embedded server)
+        return f"postgresql://{auth}/{dbname}?host={quote(host)}" + (f"&port={port}" if port else "")
+    return f"postgresql://{auth}{host}{':' + str(port) if port else ''}/{dbname}"
+
+
+def create_database(server_url: str, prefix: str) -> str:
+    """A new empty database on the server of `server_url`, named <prefix>_<random>; returns its URL.
+    Tests and benchmarks use one each so that concurrent runs never see each other's rows."""
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(libpq_url(server_url))
+    info["dbname"] = name
+    return conninfo_to_url(psycopg.conninfo.make_conninfo(**info))
+
+
+def drop_database(server_url: str, url: str) -> None:
+    import psycopg
+
+    name = psycopg.conninfo.conninfo_to_dict(libpq_url(url))["dbname"]
+    dispose_engines()
+    with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from flexmarket import db
@@ -45,40 +44,12 @@ def pg_server_url(_service_home: Path) -> str:
     return start_embedded_postgres(_service_home)
 
 
-def _with_dbname(url: str, dbname: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = dbname
-    return psycopg.conninfo.make_conninfo(**info)
-
-
-def conninfo_to_url(conninfo: str) -> str:
-    """libpq key=value conninfo → postgresql:// URL (what DATABASE_URL holds)."""
-    from urllib.parse import quote
-
-    info = psycopg.conninfo.conninfo_to_dict(conninfo)
-    user = quote(str(info.get("user", "postgres")))
-    password = info.get("password")
-    auth = f"{user}:{quote(str(password))}@" if password else f"{user}@"
-    host = str(info.get("host", "127.0.0.1"))
-    port = info.get("port")
-    dbname = info.get("dbname", "postgres")
-    if host.startswith("/"):
-        return f"postgresql://{auth}/{dbname}?host={quote(host)}" + (f"&port={port}" if port else "")
-    return f"postgresql://{auth}{host}{':' + str(port) if port else ''}/{dbname}"
-
-
 def create_database(server_url: str, prefix: str = "fm_test") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return conninfo_to_url(_with_dbname(server_url, name))
+    return db.create_database(server_url, prefix)
 
 
 def drop_database(server_url: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(db.libpq_url(url))["dbname"]
-    db.dispose_engines()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    db.drop_database(server_url, url)
 
 
 @pytest.fixture(scope="session")

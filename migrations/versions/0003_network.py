@@ -42,7 +42,7 @@ CREATE TABLE {schema}.inbox (
     received_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
     processed_at TIMESTAMP WITH TIME ZONE,
     PRIMARY KEY (id),
-    CONSTRAINT inbox_dedup UNIQUE (sender_id, message_id, action)
+    CONSTRAINT inbox_dedup UNIQUE (receiver_id, sender_id, message_id, action)
 )
 """,
     "CREATE INDEX inbox_pending ON {schema}.inbox (status, received_at)",
