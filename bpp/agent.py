@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,31 @@ def forecast_provider(model: str = "gbm", history_days: int = 28, data_dir: Path
     def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
         history = load_region(region, start_utc - SLOT * (history_days * SLOTS_PER_DAY), start_utc, data_dir)
         return forecast_series(history, n_slots, model)
+
+    return provide
+
+
+ANALOGUE_STEP = timedelta(days=364)  # 52 weeks: the same weekday and time of day
+
+
+def analogue_provider(base: SignalProvider, coverage_of: Callable[[str], tuple[datetime, datetime]]) -> SignalProvider:
+    """Live operation on historical data: a window in the present (say 2026-11-24 16:00 UTC) is served
+    by the same weekday and time of day in the data (2023-11-28 16:00 UTC), shifted by whole 52-week
+    steps, and re-stamped with the requested times. Weekly and daily patterns are kept; the year is not.
+    ``coverage_of(region)`` gives the data's [start, end)."""
+
+    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
+        lo, hi = coverage_of(region)
+        end = start_utc + SLOT * n_slots
+        shift = timedelta(0)
+        while end - shift > hi:
+            shift += ANALOGUE_STEP
+        while start_utc - shift < lo:
+            shift -= ANALOGUE_STEP
+        if end - shift > hi:
+            raise ValueError(f"no analogue of {iso(start_utc)}–{iso(end)} inside the {region} data "
+                             f"({iso(lo)}–{iso(hi)}); the data must cover {n_slots} slots on that weekday")
+        return replace(base(region, start_utc - shift, n_slots), start_utc=start_utc)
 
     return provide
 
@@ -277,7 +302,7 @@ class ComputeAgent:
         sites = [SiteConfig.from_dict(s) for s in cfg["sites"]]
         actions = ControlActions(**cfg.get("actions", {}))
         objective = _objective(cfg.get("objective", {}))
-        provider = signals if signals is not None else _provider_from(cfg.get("signals", {}), data_dir)
+        provider = signals if signals is not None else signal_provider_from(cfg.get("signals", {}), data_dir)
         jobs = _jobs_from(cfg.get("jobs", {}), sites, start, horizon, actions, provider, jobs_dir)
         return cls(
             str(cfg.get("provider_id", "provider")),
@@ -643,7 +668,7 @@ class StorageAgent(ComputeAgent):
         site = next((s for s in sites if (s.id == pick if pick else s.battery is not None)), None)
         if site is None:
             raise ValueError("no site with a battery in the config")
-        provider = signals if signals is not None else _provider_from(cfg.get("signals", {}), data_dir)
+        provider = signals if signals is not None else signal_provider_from(cfg.get("signals", {}), data_dir)
         return cls(
             str(cfg.get("provider_id", "provider")),
             site,
@@ -718,7 +743,7 @@ def _tuple_levels(d: Mapping[str, Any]) -> dict[str, Any]:
     return d
 
 
-def _provider_from(spec: Mapping[str, Any], data_dir: Path | None) -> SignalProvider:
+def signal_provider_from(spec: Mapping[str, Any], data_dir: Path | None) -> SignalProvider:
     source = spec.get("source", "actual")
     data_dir = Path(spec["data_dir"]) if spec.get("data_dir") else data_dir
     if source == "actual":

@@ -130,8 +130,13 @@ def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
             for o in offers:
                 if o.location_id not in site_ids:
                     raise CatalogConfigError(f"{pw}: offer {o.item_id} names unknown site {o.location_id}")
+            agent = pr.get("agent")
+            if agent is not None:
+                unknown = {s.get("id") for s in agent.get("sites", [])} - site_ids
+                if unknown or not agent.get("sites"):
+                    raise CatalogConfigError(f"{pw}.agent: sites must be the provider's sites; unknown {unknown}")
             providers.append(ProviderConfig(id=pr["id"], name=pr.get("name", pr["id"]), sites=sites, offers=offers,
-                                            agent=pr.get("agent")))
+                                            agent=agent))
         try:
             out.append(
                 PlatformConfig(
@@ -243,11 +248,13 @@ def example_config(
     platforms: int = 1,
     city_code: str = "GB-R13",
     base_subscriber: str = "bpp.flexmarket.local",
+    agents: bool = False,
 ) -> dict[str, Any]:
     """Providers with offers for tomorrow's evening peak (16:00–20:00 UTC) and the next morning.
 
     Prices and sizes vary per provider so that choosing among them matters. With `platforms` > 1
-    the providers are spread over that many BPP subscribers (each its own key and URL).
+    the providers are spread over that many BPP subscribers (each its own key and URL). With `agents`,
+    each provider's offers are derived by its compute agent (example_agent) instead.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -277,9 +284,28 @@ def example_config(
              "price_gbp_per_mwh": 110 + 10 * (i % 4), "resource_type": "compute",
              "min_duration_min": 30, "max_duration_min": 180, "response_time_s": 600},
         ]
-        out[i % platforms]["providers"].append(
-            {"id": pid, "name": name, "sites": [site], "offers": offers})
+        provider: dict[str, Any] = {"id": pid, "name": name, "sites": [site], "offers": offers}
+        if agents:
+            provider["offers"] = []
+            provider["agent"] = example_agent(site["id"], float(site["baseline_kw"]), seed=i)
+        out[i % platforms]["providers"].append(provider)
     return {"platforms": out}
+
+
+def example_agent(site_id: str, baseline_kw: float, seed: int = 0, n_jobs: int = 600) -> dict[str, Any]:
+    """A compute agent for one GB site: a real job mix (Alibaba GPU 2023 trace, ../shared/data/jobs, or
+    its synthetic stand-in when that is absent), 48 h horizon, two-hour offer windows priced at marginal
+    cost + 10% + £5/MWh. One trace task stands for a training run of `power_scale` such pods, so the
+    flexible load is data-centre sized (hundreds of kW) next to an inflexible 35% of `baseline_kw`."""
+    return {
+        "horizon_slots": 96,
+        "signals": {"source": "actual"},
+        "sites": [{"id": site_id, "region": "GB", "capacity_kw": baseline_kw * 2.0, "baseline_kw": baseline_kw * 0.35}],
+        "jobs": {"source": "alibaba", "n_jobs": n_jobs, "seed": seed, "power_scale": 150.0},
+        "actions": {"max_deferral_min": 240},
+        "objective": {"kind": "cost_x_carbon", "carbon_reference_g_per_kwh": 150},
+        "offers": {"window_slots": 4, "margin_fraction": 0.1, "margin_gbp_per_mwh": 5},
+    }
 
 
 def with_offers(p: ProviderConfig, offers: list[FlexOfferSpec]) -> ProviderConfig:

@@ -55,6 +55,10 @@ class Provider(BppBase):
     provider_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     sites: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # Compute-agent configuration (bpp/agent.py) when the catalog is derived from the provider's own
+    # optimal schedule, and the instant its plan starts (every process rebuilds the same agent from it).
+    agent: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    agent_anchor_utc: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Order(BppBase):
@@ -100,3 +104,28 @@ class OrderEvent(BppBase):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Decision(BppBase):
+    """The compute agent's decision log (bpp/decisions.py records), queryable by job and time."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        UniqueConstraint("bpp_id", "provider_id", "decision_id", name="decisions_once"),
+        Index("decisions_job", "bpp_id", "provider_id", "job_id"),
+        Index("decisions_time", "bpp_id", "provider_id", "start_utc"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    bpp_id: Mapped[str] = mapped_column(String(255))
+    provider_id: Mapped[str] = mapped_column(String(255))
+    decision_id: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    site_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    start_utc: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end_utc: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decided_at_utc: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rationale: Mapped[str] = mapped_column(Text)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -42,3 +44,21 @@ def get_order(slug: str, order_id: str, request: Request) -> JSONResponse:
             "events": [{"from": e.from_state, "to": e.to_state, "reason": e.reason, "at": e.at.isoformat()}
                        for e in events],
         })
+
+
+@router.get("/{slug}/decisions", tags=["ops"], summary="The compute agents' decision log, by job and time")
+def decisions(slug: str, request: Request, provider_id: str | None = None, job_id: str | None = None,
+              action: str | None = None, start: datetime | None = None, end: datetime | None = None,
+              limit: int = 500) -> JSONResponse:
+    from bpp.agent_service import query_decisions
+    from flexmarket.db import session_scope
+
+    identity = request.app.state.platforms.get(slug)
+    if identity is None:
+        return JSONResponse({"error": {"code": "not_found", "message": f"no platform {slug!r}"}}, status_code=404)
+    if not 1 <= limit <= 5000:
+        return JSONResponse({"error": {"code": "invalid_request", "message": "limit must be 1..5000"}},
+                            status_code=400)
+    with session_scope("bpp") as s:
+        return JSONResponse(query_decisions(s, identity.subscriber_id, provider_id, job_id, action, start, end,
+                                            limit))

@@ -24,6 +24,7 @@ from beckn.errors import BecknError, Role, code_for
 from beckn.identity import load_identity
 from beckn.pipeline import Accepted, Handler, Inbound
 from beckn.registry_client import url_of_sync
+from bpp import agent_service
 from bpp.catalog import (
     Commitment,
     CommitmentError,
@@ -93,7 +94,11 @@ def sync_platform(session: Session, platform: PlatformConfig) -> int:
             .on_conflict_do_update(index_elements=["bpp_id", "provider_id"],
                                    set_={"name": p.name, "sites": [asdict(s) for s in p.sites]})
         )
-        for o in p.offers:
+        offers = list(p.offers)
+        if p.agent is not None:  # the catalog comes from the provider's own optimal schedule
+            session.flush()
+            offers = agent_service.publish(session, platform.subscriber_id, p)
+        for o in offers:
             site = p.site(o.location_id)
             assert site is not None  # parse_config checked it
             values = dict(
@@ -326,6 +331,7 @@ def _process(session: Session, bpp_id: str, action: str, ctx: dict[str, Any], pa
             assert offer is not None
             check_capacity(offer_from_row(offer), _committed(session, offer),
                            Commitment(order.power_kw, order.window_start, order.window_end))
+            agent_service.commit(session, order, offer.location_id)  # re-plan with it, or refuse
             transition(session, order, "ACCEPTED", "confirmed", ctx["message_id"])
         elif order.state not in COMMITTED_STATES:
             raise CommitmentError("invalid_request", f"order {order.id} is {order.state}; it cannot be confirmed")
@@ -393,6 +399,8 @@ def _update(session: Session, spec: OrderSpec) -> Order:
         if order.state == "ACCEPTED":
             check_capacity(flex, _committed(session, offer, exclude=order.id),
                            Commitment(spec.power_kw, spec.window_start, spec.window_end))
+            agent_service.check_update(session, order, offer.location_id, spec.power_kw, spec.window_start,
+                                       spec.window_end)
     except CommitmentError as exc:
         raise CommitmentError("update_not_possible", str(exc)) from exc
     order.power_kw = spec.power_kw

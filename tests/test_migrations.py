@@ -10,7 +10,7 @@ EXPECTED = {
     ("registry", "subscribers"), ("registry", "subscriber_keys"), ("registry", "coverage"),
     ("gateway", "inbox"), ("gateway", "outbox"), ("bap", "inbox"), ("bap", "outbox"), ("bap", "transactions"),
     ("bap", "catalog_offers"), ("bap", "orders"), ("bpp", "inbox"), ("bpp", "outbox"), ("bpp", "offers"),
-    ("bpp", "orders"), ("bpp", "order_events"), ("bpp", "providers"),
+    ("bpp", "orders"), ("bpp", "order_events"), ("bpp", "providers"), ("bpp", "decisions"),
 }
 
 

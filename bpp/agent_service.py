@@ -1,0 +1,141 @@
+"""The compute agent behind a BPP provider (issue 3 wiring): the catalog is derived from the
+provider's own optimal schedule, a confirm adds the reduction as a constraint and re-plans (an order
+that cannot be honoured is refused at confirm, never broken later), and every decision is stored.
+
+Agents live in no process: any process (the BPP web app, any Celery worker) rebuilds the same agent
+from the provider row — its config and the instant its plan starts — then replays the orders already
+accepted, in acceptance order, so baselines are frozen exactly as they were at each confirm.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from bpp.agent import CommitRefused, ComputeAgent, analogue_provider, signal_provider_from
+from bpp.catalog import CommitmentError, ProviderConfig
+from bpp.decisions import Decision as AgentDecision
+from bpp.models import Decision, Offer, Order, OrderEvent, Provider
+from bpp.signals import coverage
+from schemas.flex import FlexOfferSpec
+
+log = structlog.get_logger(__name__)
+
+COMMITTED = ("ACCEPTED", "IN-PROGRESS")
+
+
+def anchor_for(now: datetime, window_slots: int) -> datetime:
+    """Plans start on a multiple of the offer window from UTC midnight, so offer windows line up with
+    the clock (16:00–18:00, not 15:30–17:30)."""
+    step = timedelta(minutes=30 * max(window_slots, 1))
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + step * ((now - midnight) // step)
+
+
+def build_agent(session: Session, row: Provider, *, exclude_order: str | None = None,
+                data_dir: Path | None = None) -> ComputeAgent:
+    assert row.agent is not None and row.agent_anchor_utc is not None
+    cfg: dict[str, Any] = dict(row.agent)
+    cfg["start_utc"] = row.agent_anchor_utc.isoformat()
+    cfg["provider_id"] = row.provider_id
+    base = signal_provider_from(cfg.get("signals", {}), data_dir)
+    signals = analogue_provider(base, lambda region: coverage(region, data_dir))
+    agent = ComputeAgent.from_config(cfg, signals=signals, data_dir=data_dir)
+    for order, site_id in accepted_orders(session, row):
+        if order.id == exclude_order or order.window_start < row.agent_anchor_utc:
+            continue  # started before this plan: already part of the running load
+        agent.commit(order.id, site_id, order.window_start, order.window_end, order.power_kw)
+    return agent
+
+
+def accepted_orders(session: Session, row: Provider) -> list[tuple[Order, str]]:
+    accepted_at = (select(OrderEvent.at).where(OrderEvent.order_id == Order.id, OrderEvent.to_state == "ACCEPTED")
+                   .correlate(Order).scalar_subquery())
+    q = (select(Order, Offer.location_id)
+         .join(Offer, (Offer.bpp_id == Order.bpp_id) & (Offer.provider_id == Order.provider_id)
+               & (Offer.item_id == Order.item_id))
+         .where(Order.bpp_id == row.bpp_id, Order.provider_id == row.provider_id, Order.state.in_(COMMITTED))
+         .order_by(accepted_at, Order.id))
+    return [(o, site) for o, site in session.execute(q)]
+
+
+def store_decisions(session: Session, bpp_id: str, provider_id: str, decisions: list[AgentDecision]) -> int:
+    n = 0
+    for d in decisions:
+        rec = d.to_dict()
+        n += len(session.execute(insert(Decision).values(
+            bpp_id=bpp_id, provider_id=provider_id, decision_id=d.decision_id, action=d.action, job_id=d.job_id,
+            site_id=d.site_id, order_id=d.order_id, start_utc=d.start_utc, end_utc=d.end_utc,
+            decided_at_utc=d.decided_at_utc, rationale=d.rationale, record=rec,
+        ).on_conflict_do_nothing(constraint="decisions_once").returning(Decision.id)).all())
+    return n
+
+
+def publish(session: Session, bpp_id: str, provider: ProviderConfig, now: datetime | None = None,
+            data_dir: Path | None = None) -> list[FlexOfferSpec]:
+    """(Re)plan the provider's agent from `now` and publish the offers its optimal plan leaves."""
+    assert provider.agent is not None
+    window_slots = int(provider.agent.get("offers", {}).get("window_slots", 4))
+    anchor = anchor_for(now or datetime.now(UTC), window_slots)
+    row = session.get(Provider, (bpp_id, provider.id))
+    assert row is not None  # sync_platform upserts it first
+    row.agent, row.agent_anchor_utc = provider.agent, anchor
+    session.flush()
+    agent = build_agent(session, row, data_dir=data_dir)
+    specs = [FlexOfferSpec(**o.catalog_fields()) for o in agent.offers() if o.available_kw >= 1.0]
+    stored = store_decisions(session, bpp_id, provider.id, agent.decisions())
+    log.info("agent offers published", provider=provider.id, offers=len(specs), decisions=stored,
+             anchor=anchor.isoformat(), objective=agent.summary()["metrics"].get("objective"))
+    return specs
+
+
+def commit(session: Session, order: Order, site_id: str) -> None:
+    """Confirm through the agent: re-plan with the reduction imposed, or refuse (CommitmentError)."""
+    row = session.get(Provider, (order.bpp_id, order.provider_id))
+    if row is None or row.agent is None:
+        return
+    agent = build_agent(session, row, exclude_order=order.id)
+    try:
+        agent.commit(order.id, site_id, order.window_start, order.window_end, order.power_kw)
+    except CommitRefused as exc:
+        store_decisions(session, order.bpp_id, order.provider_id,
+                        [d for d in agent.decisions() if d.order_id == order.id])
+        raise CommitmentError("quantity_unavailable",
+                              f"the provider's schedule cannot honour {order.power_kw:g} kW: {exc.reason}") from exc
+    store_decisions(session, order.bpp_id, order.provider_id, agent.decisions())
+
+
+def check_update(session: Session, order: Order, site_id: str, power_kw: float, start: datetime,
+                 end: datetime) -> None:
+    row = session.get(Provider, (order.bpp_id, order.provider_id))
+    if row is None or row.agent is None or order.state != "ACCEPTED":
+        return
+    agent = build_agent(session, row, exclude_order=order.id)
+    check = agent.can_commit(site_id, start, end, power_kw, order.id)
+    if not check.ok:
+        raise CommitmentError("update_not_possible",
+                              f"the provider's schedule cannot honour the change: {check.reason}")
+
+
+def query_decisions(session: Session, bpp_id: str, provider_id: str | None = None, job_id: str | None = None,
+                    action: str | None = None, start: datetime | None = None, end: datetime | None = None,
+                    limit: int = 500) -> list[dict[str, Any]]:
+    q = select(Decision).where(Decision.bpp_id == bpp_id)
+    if provider_id:
+        q = q.where(Decision.provider_id == provider_id)
+    if job_id:
+        q = q.where(Decision.job_id == job_id)
+    if action:
+        q = q.where(Decision.action == action)
+    if start:
+        q = q.where(Decision.end_utc > start)
+    if end:
+        q = q.where(Decision.start_utc < end)
+    q = q.order_by(Decision.start_utc.nulls_last(), Decision.id).limit(limit)
+    return [{"provider_id": d.provider_id, **d.record} for d in session.scalars(q)]
