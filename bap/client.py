@@ -40,8 +40,12 @@ class BapClient:
         body.update({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in kw.items() if v is not None})
         return self._post(f"/{action}", body)
 
-    def plan(self, transaction_id: str, target_kw: float, objective: str = "cost") -> dict[str, Any]:
-        return self._post("/plan", {"transaction_id": transaction_id, "target_kw": target_kw, "objective": objective})
+    def plan(self, transaction_id: str, target_kw: float, objective: str = "cost",
+             window_start: datetime | None = None, window_end: datetime | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"transaction_id": transaction_id, "target_kw": target_kw, "objective": objective}
+        if window_start and window_end:
+            body.update(window_start=window_start.isoformat(), window_end=window_end.isoformat())
+        return self._post("/plan", body)
 
     def transaction(self, transaction_id: str) -> dict[str, Any]:
         r = self.http.get(f"/transactions/{transaction_id}")

@@ -72,6 +72,10 @@ class PlanIn(BaseModel):
     transaction_id: str
     target_kw: float = Field(gt=0)
     objective: Literal["cost", "carbon", "balanced"] = "cost"
+    window_start: datetime | None = Field(default=None, description="default: the searched window")
+    window_end: datetime | None = None
+
+    _tz = field_validator("window_start", "window_end")(_aware)
 
 
 def _error(exc: Exception, status: int = 400) -> JSONResponse:
@@ -140,7 +144,8 @@ async def transaction(transaction_id: str) -> JSONResponse:
 @api.post("/plan", summary="Cheapest / lowest-carbon set of received offers meeting a kW target")
 async def plan(body: PlanIn) -> JSONResponse:
     try:
-        choices = await _run(lambda s: service.plan(s, body.transaction_id, body.target_kw, body.objective))
+        choices = await _run(lambda s: service.plan(s, body.transaction_id, body.target_kw, body.objective,
+                                                    body.window_start, body.window_end))
     except service.ClientError as exc:
         return _error(exc, exc.status)
     except SelectionError as exc:

@@ -8,6 +8,7 @@ This is a small MILP solved exactly; with no feasible set a clear error says how
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,7 +86,9 @@ def select_offers(
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         raise SelectionError(f"no set of offers meets {target_kw:g} kW within their minimum/maximum sizes")
     x = np.array(h.getSolution().col_value[:n])
-    out = [Choice(pool[i].key, round(float(x[i]), 1), pool[i].price_gbp_per_mwh) for i in range(n) if x[i] > 1e-6]
+    # Sizes in 0.1 kW steps, rounded down so an order never exceeds its offer's maximum.
+    out = [Choice(pool[i].key, math.floor(float(x[i]) * 10 + 1e-6) / 10, pool[i].price_gbp_per_mwh)
+           for i in range(n) if x[i] > 1e-6]
     # Invariant: the chosen set meets the target and every size respects its offer.
     assert sum(ch.power_kw for ch in out) >= target_kw - 0.1 * len(out) - 1e-6
     return out

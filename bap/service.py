@@ -3,6 +3,7 @@ the outbox in the same transaction as the state it announces) and the on_* callb
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -260,10 +261,8 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     order = msg.message.order if isinstance(msg.message, OrderMessage) else None
     provider_id = order.provider.id if order and order.provider else None
     if provider_id is None:
-        # An error callback without an order: attribute it to the (single) order of this BPP in flight.
-        cands = session.scalars(select(BapOrder).where(BapOrder.transaction_id == msg.context.transaction_id,
-                                                       BapOrder.bpp_id == msg.context.bpp_id)).all()
-        o = cands[0] if len(cands) == 1 else None
+        # A callback without an order (an error answer): the request it answers — same message_id — names it.
+        o = _order_of_request(session, msg)
     else:
         o = _order(session, msg.context.transaction_id, str(msg.context.bpp_id), provider_id)
     if o is None:
@@ -292,6 +291,21 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     o.last_error = f"{msg.error.code}: {msg.error.message}" if msg.error else None
     o.updated_at = datetime.now(UTC)
     return Accepted(process_async=False)
+
+
+def _order_of_request(session: Session, msg: Inbound) -> BapOrder | None:
+    body = session.scalar(select(outbox_table.c.body).where(
+        outbox_table.c.message_id == msg.context.message_id,
+        outbox_table.c.transaction_id == msg.context.transaction_id))
+    if body is None:
+        return None
+    request = json.loads(bytes(body)).get("message", {})
+    provider = (request.get("order") or {}).get("provider", {}).get("id")
+    if provider:
+        return _order(session, str(msg.context.transaction_id), str(msg.context.bpp_id), provider)
+    order_id = request.get("order_id")
+    return session.scalars(select(BapOrder).where(BapOrder.transaction_id == msg.context.transaction_id,
+                                                  BapOrder.order_id == order_id)).first() if order_id else None
 
 
 HANDLERS: dict[str, Handler] = {"on_search": on_search, **{

@@ -9,6 +9,8 @@ accepted, in acceptance order, so baselines are frozen exactly as they were at e
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -88,11 +90,19 @@ def publish(session: Session, bpp_id: str, provider: ProviderConfig, now: dateti
     row.agent, row.agent_anchor_utc = provider.agent, anchor
     session.flush()
     agent = build_agent(session, row, data_dir=data_dir)
-    specs = [FlexOfferSpec(**o.catalog_fields()) for o in agent.offers() if o.available_kw >= 1.0]
+    specs = [_published(FlexOfferSpec(**o.catalog_fields())) for o in agent.offers() if o.available_kw >= 1.0]
     stored = store_decisions(session, bpp_id, provider.id, agent.decisions())
     log.info("agent offers published", provider=provider.id, offers=len(specs), decisions=stored,
              anchor=anchor.isoformat(), objective=agent.summary()["metrics"].get("objective"))
     return specs
+
+
+def _published(o: FlexOfferSpec) -> FlexOfferSpec:
+    """Quantities as the catalog carries them (0.1 kW), rounded inwards, so what a buyer reads is
+    exactly what the BPP will accept."""
+    down = math.floor(o.available_kw * 10) / 10
+    return replace(o, available_kw=down, max_kw=min(math.floor(o.max_kw * 10) / 10, down),
+                   min_kw=min(math.ceil(o.min_kw * 10) / 10, down))
 
 
 def commit(session: Session, order: Order, site_id: str) -> None:

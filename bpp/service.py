@@ -352,7 +352,11 @@ def _error_message(session: Session, bpp_id: str, ctx: dict[str, Any], payload: 
         order = session.scalars(select(Order).where(
             Order.bpp_id == bpp_id, Order.bap_id == ctx["bap_id"], Order.transaction_id == ctx["transaction_id"],
             Order.provider_id == provider)).first()
-    return _view(order) if order is not None else None
+    if order is not None:
+        return _view(order)
+    # No order exists yet (a refused select): echo the buyer's order so it can tell which one failed.
+    echo = message.get("order")
+    return {"order": echo} if isinstance(echo, dict) else None
 
 
 def _init(session: Session, bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -> Order:

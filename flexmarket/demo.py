@@ -1,19 +1,33 @@
-"""`flexmarket demo`: a whole marketplace on loopback, one load-reduction purchase walked through it
-(search → plan → select → init → confirm → status), printed as rich tables."""
+"""`flexmarket demo`: a whole marketplace on loopback and one load-reduction purchase walked through it.
+
+1. registry, gateway, BAP, BPP (providers whose catalogs their compute agents derive from their own
+   optimal schedules on real GB signals and a real job mix), ledger and a Celery worker start;
+2. the grid orchestrator searches tomorrow for flexibility, picks the two-hour window with the most
+   on offer and the cheapest set of offers meeting its target, then select → init → confirm → status;
+3. the ledger settles the confirmed orders P415-style on synthesised half-hourly metering, writes each
+   provider's statement and verifies the whole hash chain.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bap.client import BapClient, order_in, order_of
+from bpp.catalog import example_config
 from flexmarket.config import get_settings
 from flexmarket.embedded import free_port
 from flexmarket.runner import prepare_network
+
+GATE_CLOSURE = timedelta(hours=1)  # ../shared/reference/market/p415-settlement.md rule 2
 
 
 def _free_base_port(n: int = 5) -> int:
@@ -36,28 +50,49 @@ def _free_base_port(n: int = 5) -> int:
     raise RuntimeError("no free port range")
 
 
+def best_window(offers: list[dict[str, Any]], not_before: datetime) -> tuple[datetime, datetime, float]:
+    """The offer window (start, end) with the most kW on offer that starts after gate closure."""
+    total: dict[tuple[str, str], float] = defaultdict(float)
+    for o in offers:
+        if datetime.fromisoformat(o["window_start"]) >= not_before:
+            total[(o["window_start"], o["window_end"])] += o["max_kw"] or o["available_kw"]
+    if not total:
+        raise RuntimeError("no offer starts after gate closure")
+    (a, b), kw = max(total.items(), key=lambda kv: (kv[1], kv[0]))
+    return datetime.fromisoformat(a), datetime.fromisoformat(b), kw
+
+
 def run_demo(console: Console, *, providers: int, target_kw: float, base_port: int | None, out: Path | None) -> int:
     settings = get_settings()
     home = settings.home.resolve()
     out = (out or home / "demo").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    net = prepare_network(home=home, base_port=base_port or _free_base_port(), providers=providers)
-    steps = ["start processes", "search", "plan", "select", "init", "confirm", "status"]
+    providers_file = home / "demo-providers.json"
+    home.mkdir(parents=True, exist_ok=True)
+    providers_file.write_text(json.dumps(example_config(providers, agents=True), indent=2))
+    net = prepare_network(home=home, base_port=base_port or _free_base_port(), providers_file=providers_file)
+    platform = net.manifest["participants"]["bpp"]["platforms"][0]
+    sites = {s["id"]: s for p in json.loads(providers_file.read_text())["platforms"][0]["providers"]
+             for s in p["sites"]}
+    steps = ["start", "search", "plan", "select", "init", "confirm", "status", "settle"]
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
-            task = progress.add_task("starting registry, gateway, BAP, BPP, ledger, worker…", total=len(steps))
-            net.start()
+            task = progress.add_task("starting registry, gateway, BAP, BPP (agents planning), ledger, worker…",
+                                     total=len(steps))
+            net.start(timeout=240)
             progress.advance(task)
             bap = BapClient(net.url("bap"))
             day = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-            start, end = day + timedelta(hours=16), day + timedelta(hours=18)
-            progress.update(task, description="search: gateway fans out to the BPP")
-            tx = bap.search(start, end, target_kw, region=settings.city_code)["transaction_id"]
-            view = bap.wait(tx, lambda v: len({o["provider_id"] for o in v["offers"]}) >= providers, timeout=30)
+            progress.update(task, description="search: the gateway fans out, the BPP answers from its agents' plans")
+            tx = bap.search(day, day + timedelta(days=1), target_kw, region=settings.city_code)["transaction_id"]
+            view = bap.wait(tx, lambda v: len({o["provider_id"] for o in v["offers"]}) >= min(providers, 3)
+                            and any(c["action"] == "on_search" for c in v["callbacks"]), timeout=60)
             progress.advance(task)
-            progress.update(task, description="plan: cheapest set of offers meeting the target")
-            choices = bap.plan(tx, target_kw)["choices"]
+            progress.update(task, description="plan: the cheapest set of offers meeting the target")
+            start, end, on_offer = best_window(view["offers"], datetime.now(UTC) + GATE_CLOSURE + timedelta(minutes=30))
+            wanted = min(target_kw, round(0.8 * on_offer, -1))
+            choices = bap.plan(tx, wanted, window_start=start, window_end=end)["choices"]
             progress.advance(task)
             for action, states in [("select", ("QUOTED",)), ("init", ("CREATED",)), ("confirm", ("ACCEPTED",)),
                                    ("status", ("ACCEPTED", "IN-PROGRESS"))]:
@@ -66,31 +101,55 @@ def run_demo(console: Console, *, providers: int, target_kw: float, base_port: i
                     bap.order(action, tx, c["bpp_id"], c["provider_id"], item_id=c["item_id"], power_kw=c["power_kw"],
                               window_start=start, window_end=end)
                 for c in choices:
-                    view = bap.wait(tx, order_in(c["provider_id"], *states), timeout=30)
+                    view = bap.wait(tx, order_in(c["provider_id"], *states), timeout=60)
                     o = order_of(view, c["provider_id"])
                     if o and o["last_error"]:
                         console.print(f"[red]{action} refused by {c['provider_id']}:[/] {o['last_error']}")
                         return 1
                 progress.advance(task)
             view = bap.transaction(tx)
-        _print(console, view, target_kw, start, end)
-        (out / "transaction.json").write_text(__import__("json").dumps(view, indent=2))
-        console.print(f"transaction record: {out / 'transaction.json'}   logs: {net.manifest['logs']}")
-        return 0
+            progress.update(task, description="settle: P415 settlement, statements, chain verification")
+            settlement = _settle(view, sites, out)
+            progress.advance(task)
+        _print(console, view, target_kw, wanted, start, end)
+        _print_decisions(console, platform["url"])
+        _print_settlement(console, settlement)
+        (out / "transaction.json").write_text(json.dumps(view, indent=2))
+        console.print(f"outputs: {out}   logs: {net.manifest['logs']}")
+        return 0 if settlement.verify_ok else 1
     finally:
         net.stop()
 
 
-def _print(console: Console, view: dict, target_kw: float, start: datetime, end: datetime) -> None:
-    offers = Table(title=f"Offers received for {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC", show_lines=False)
-    for col in ("provider", "item", "kW available", "£/MWh", "gCO₂/kWh", "window (UTC)"):
+def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
+    from ledger.demo import DemoOrder, settle_demo_orders
+
+    orders = []
+    for o in view["orders"]:
+        if o["state"] != "ACCEPTED":
+            continue
+        site = next(s for s in sites.values() if s["meter_id"] == o["meter_id"])
+        orders.append(DemoOrder(
+            order_id=o["order_id"], provider_id=o["provider_id"], bap_id="grid-orchestrator", meter_id=o["meter_id"],
+            window_start=datetime.fromisoformat(o["window_start"]), window_end=datetime.fromisoformat(o["window_end"]),
+            contracted_kw=o["power_kw"], price_gbp_per_mwh=o["price_gbp_per_mwh"], baseline_kw=site["baseline_kw"],
+            transaction_id=view["transaction_id"]))
+    return settle_demo_orders(None, orders, out / "statements", seed=7)
+
+
+def _print(console: Console, view: dict, target_kw: float, wanted: float, start: datetime, end: datetime) -> None:
+    offers = Table(title=f"Offers in the chosen window {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC "
+                         f"({len(view['offers'])} offers received for the whole day)")
+    for col in ("provider", "item", "kW", "£/MWh", "marginal cost £/MWh", "gCO₂/kWh"):
         offers.add_column(col)
     for o in view["offers"]:
-        offers.add_row(o["provider_name"] or o["provider_id"], o["item_id"], f"{o['available_kw']:,.0f}",
-                       f"{o['price_gbp_per_mwh']:.2f}", str(o.get("expected_carbon_g_per_kwh") or "–"),
-                       f"{o['window_start'][5:16]}–{o['window_end'][11:16]}")
+        if o["window_start"] == start.isoformat() and o["window_end"] == end.isoformat():
+            offers.add_row(o["provider_name"] or o["provider_id"], o["item_id"], f"{o['available_kw']:,.0f}",
+                           f"{o['price_gbp_per_mwh']:.2f}", f"{o.get('marginal_cost_gbp_per_mwh') or 0:.2f}",
+                           str(o.get("expected_carbon_g_per_kwh") or "–"))
     console.print(offers)
-    orders = Table(title=f"Orders (target {target_kw:,.0f} kW)")
+    note = "" if wanted == target_kw else f" — reduced from {target_kw:,.0f} kW to 80% of what the window offers"
+    orders = Table(title=f"Orders (target {wanted:,.0f} kW{note})")
     for col in ("provider", "order id", "state", "kW", "£/MWh", "quote £", "meter"):
         orders.add_column(col)
     total_kw = total_gbp = 0.0
@@ -102,6 +161,34 @@ def _print(console: Console, view: dict, target_kw: float, start: datetime, end:
     orders.add_row("[bold]total", "", "", f"[bold]{total_kw:,.0f}", "", f"[bold]{total_gbp:,.2f}", "")
     console.print(orders)
     signed = sum(1 for c in view["callbacks"] if c["signature_verified"])
+    delivered = sum(1 for s in view["sent"] if s["status"] == "DELIVERED")
     console.print(f"{len(view['callbacks'])} callbacks received, {signed} with verified signatures; "
-                  f"{sum(1 for s in view['sent'] if s['status'] == 'DELIVERED')}/{len(view['sent'])} "
-                  "messages delivered")
+                  f"{delivered}/{len(view['sent'])} messages delivered")
+
+
+def _print_decisions(console: Console, platform_url: str) -> None:
+    rows = httpx.get(f"{platform_url}/decisions", params={"action": "defer", "limit": 5}, timeout=10).json()
+    commits = httpx.get(f"{platform_url}/decisions", params={"action": "commit", "limit": 10}, timeout=10).json()
+    table = Table(title="Decision log (compute agents)", show_lines=False)
+    table.add_column("provider")
+    table.add_column("decision")
+    for d in [*rows, *commits]:
+        table.add_row(d["provider_id"], d["rationale"])
+    console.print(table)
+
+
+def _print_settlement(console: Console, s: Any) -> None:
+    from ledger.money import pence_to_gbp_str
+
+    table = Table(title=f"P415 settlement (run as of {s.as_of:%Y-%m-%d %H:%M} UTC)")
+    for col in ("provider", "contracted kWh", "delivered kWh", "utilisation £", "shortfall £", "net £",
+                "statement"):
+        table.add_column(col)
+    for p in s.providers:
+        table.add_row(p.provider_id, p.contracted_kwh, p.delivered_kwh, pence_to_gbp_str(p.utilisation_pence),
+                      pence_to_gbp_str(p.shortfall_pence), p.net_gbp,
+                      f"{p.statement_json.name} ({'verified' if p.statement_verified else 'NOT VERIFIED'})")
+    console.print(table)
+    comp = ", ".join(f"{k}: £{pence_to_gbp_str(v)}" for k, v in s.supplier_compensation_pence.items())
+    console.print(f"supplier compensation: £{pence_to_gbp_str(s.supplier_compensation_total_pence)} ({comp})")
+    console.print(f"ledger verify: {s.verify_summary}")

@@ -38,7 +38,11 @@ def free_port() -> int:
 
 
 def start_embedded_postgres(home: Path) -> str:
-    import pgserver
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs complains about XDG_RUNTIME_DIR on headless machines
+        warnings.simplefilter("ignore")
+        import pgserver
 
     pgdata = (home / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)

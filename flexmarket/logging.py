@@ -30,7 +30,7 @@ def configure_logging(participant: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    for noisy in ("httpx", "httpcore"):  # one line per request drowns the useful lines
+    for noisy in ("httpx", "httpcore", "pgserver", "alembic"):  # one line per request drowns the useful lines
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if participant:
         structlog.contextvars.bind_contextvars(participant=participant)
