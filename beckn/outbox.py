@@ -131,7 +131,9 @@ def deliver(schema: str, ids: list[int]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for row in rows:
         if row.expires_at < now:
-            outcomes.append(_finish(schema, row, "FAILED", None, f"TTL expired before attempt {row.attempts + 1}"))
+            _record(schema, [_outcome_values(row, "FAILED", None, f"TTL expired before attempt {row.attempts + 1}",
+                                             None, None)])
+            outcomes.append(Outcome(row.id, "FAILED"))
             continue
         ident = load_identity(home, row.sender_id)
         auth = signing.authorization_header(
@@ -147,63 +149,59 @@ def deliver(schema: str, ids: list[int]) -> list[Outcome]:
     t0 = time.perf_counter()
     results = http.post_many_sync(requests) if requests else []
     elapsed = time.perf_counter() - t0
+    updates: list[dict[str, Any]] = []
     for (row, auth), result in zip(live, results, strict=True):
         kind, err = _classify(result)
         DELIVERIES.labels(schema, kind).inc()
         if kind == "ack":
-            outcomes.append(_finish(schema, row, "DELIVERED", result, None, auth))
+            status, retry_in = "DELIVERED", None
         elif kind == "nack":
-            outcomes.append(_finish(schema, row, "FAILED", result, err, auth))
+            status, retry_in = "FAILED", None
             log.warning("delivery refused", schema=schema, outbox_id=row.id, url=row.receiver_url, error=err)
         else:
-            outcomes.append(_retry(schema, row, result, err or "unknown error", auth))
+            retry_in = backoff_s(row.attempts + 1)
+            status = "PENDING"
+            if now + timedelta(seconds=retry_in) > row.expires_at:
+                log.warning("delivery failed after TTL", schema=schema, outbox_id=row.id, url=row.receiver_url,
+                            attempts=row.attempts + 1, error=err)
+                status, retry_in = "FAILED", None
+                err = f"TTL expired after {row.attempts + 1} attempts; last: {err}"
+        updates.append(_outcome_values(row, status, result, err, auth, retry_in))
+        outcomes.append(Outcome(row.id, status, retry_in))
+    _record(schema, updates)
     log.debug("delivered", schema=schema, n=len(live), seconds=round(elapsed, 4))
     return outcomes
 
 
-def _finish(schema: str, row: Any, status: str, result: http.HttpResult | None, error: str | None,
-            auth: str | None = None) -> Outcome:
+def _outcome_values(row: Any, status: str, result: http.HttpResult | None, error: str | None,
+                    auth: str | None, retry_in: float | None) -> dict[str, Any]:
     now = datetime.now(UTC)
-    with session_scope(schema) as s:
-        s.execute(
-            update(outbox)
-            .where(outbox.c.id == row.id)
-            .values(
-                status=status,
-                attempts=outbox.c.attempts + (1 if result is not None else 0),
-                lease_until=None,
-                last_status_code=result.status if result else None,
-                last_error=error,
-                last_authorization=auth,
-                response_body=result.body.decode("utf-8", "replace")[:4000] if result else None,
-                delivered_at=now if status == "DELIVERED" else None,
-            )
-        )
-    return Outcome(row.id, status)
+    return {
+        "b_id": row.id,
+        "status": status,
+        "attempts": row.attempts + (1 if result is not None else 0),
+        "next_attempt_at": now + timedelta(seconds=retry_in) if retry_in is not None else row.next_attempt_at,
+        "last_status_code": result.status if result else None,
+        "last_error": error,
+        "last_authorization": auth,
+        "response_body": result.body.decode("utf-8", "replace")[:4000] if result else None,
+        "delivered_at": now if status == "DELIVERED" else None,
+    }
 
 
-def _retry(schema: str, row: Any, result: http.HttpResult, error: str, auth: str) -> Outcome:
-    now = datetime.now(UTC)
-    attempts = row.attempts + 1
-    delay = backoff_s(attempts)
-    if now + timedelta(seconds=delay) > row.expires_at:
-        log.warning("delivery failed after TTL", schema=schema, outbox_id=row.id, url=row.receiver_url,
-                    attempts=attempts, error=error)
-        return _finish(schema, row, "FAILED", result, f"TTL expired after {attempts} attempts; last: {error}", auth)
+def _record(schema: str, updates: list[dict[str, Any]]) -> None:
+    """Every outcome of a delivery batch in one transaction (one round trip per batch, not per row)."""
+    if not updates:
+        return
+    from sqlalchemy import bindparam
+
+    stmt = (update(outbox).where(outbox.c.id == bindparam("b_id"))
+            .values(status=bindparam("status"), attempts=bindparam("attempts"), lease_until=None,
+                    next_attempt_at=bindparam("next_attempt_at"), last_status_code=bindparam("last_status_code"),
+                    last_error=bindparam("last_error"), last_authorization=bindparam("last_authorization"),
+                    response_body=bindparam("response_body"), delivered_at=bindparam("delivered_at")))
     with session_scope(schema) as s:
-        s.execute(
-            update(outbox)
-            .where(outbox.c.id == row.id)
-            .values(
-                attempts=attempts,
-                lease_until=None,
-                next_attempt_at=now + timedelta(seconds=delay),
-                last_status_code=result.status,
-                last_error=error,
-                last_authorization=auth,
-            )
-        )
-    return Outcome(row.id, "PENDING", delay)
+        s.connection().execute(stmt, updates)
 
 
 def due_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:

@@ -114,7 +114,7 @@ class BecknPipeline:
         registry: RegistryClient,
         clock_skew_s: int = 5,
         default_ttl_s: float = 30.0,
-        enqueue_processing: Callable[[str, int], None] | None = None,
+        enqueue_processing: Callable[[str, int, str, str], None] | None = None,
     ) -> None:
         self.participant = participant
         self.role = role
@@ -309,7 +309,7 @@ class BecknPipeline:
                           .values(status="PROCESSED", processed_at=datetime.now(UTC)))
         if verdict.process_async and self.enqueue_processing:
             try:
-                self.enqueue_processing(self.schema, inbox_id)
+                self.enqueue_processing(self.schema, inbox_id, str(msg.context.message_id), msg.action)
             except Exception:  # the row is committed: the sweep will enqueue it again
                 log.exception("could not enqueue processing; the sweep will retry", inbox_id=inbox_id)
         return False

@@ -9,6 +9,7 @@ either leaves everything undone (the sweep retries) or everything done — never
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,20 +34,26 @@ def register(schema: str, processor: Processor) -> None:
 BATCH = 200
 
 
-def process(schema: str, inbox_id: int) -> list[int]:
+@dataclass(frozen=True)
+class Batch:
+    attempted: int  # inbox rows this call locked and processed (successfully or not)
+    outbox_ids: list[int]
+
+
+def process(schema: str, inbox_id: int) -> Batch:
     """Process an inbox row exactly once — together with its siblings: the other RECEIVED rows with the
     same message_id and action (one search reaching many platforms of one BPP host, many on_search
     answers reaching the gateway). One transaction, one savepoint per row, one delivery batch.
 
     A row whose processing raises is left RECEIVED with its error and attempt count (the sweep retries
-    it later) and becomes FAILED after MAX_ATTEMPTS; its siblings are unaffected. Returns outbox ids.
+    it later) and becomes FAILED after MAX_ATTEMPTS; its siblings are unaffected.
     """
     processor = PROCESSORS[schema]
     ids: list[int] = []
     with session_scope(schema) as s:
         head = s.execute(select(inbox.c.message_id, inbox.c.action).where(inbox.c.id == inbox_id)).first()
         if head is None:
-            return []
+            return Batch(0, [])
         rows = s.execute(
             select(inbox)
             .where(inbox.c.message_id == head.message_id, inbox.c.action == head.action,
@@ -67,7 +74,17 @@ def process(schema: str, inbox_id: int) -> list[int]:
                     attempts=attempts, error=f"{type(exc).__name__}: {exc}",
                     status="FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED"))
                 log.exception("processing failed", schema=schema, inbox_id=row.id, attempts=attempts)
-    return ids
+    return Batch(len(rows), ids)
+
+
+def has_received_siblings(schema: str, inbox_id: int) -> bool:
+    with session_scope(schema) as s:
+        head = s.execute(select(inbox.c.message_id, inbox.c.action).where(inbox.c.id == inbox_id)).first()
+        if head is None:
+            return False
+        return s.execute(select(inbox.c.id).where(inbox.c.message_id == head.message_id,
+                                                  inbox.c.action == head.action,
+                                                  inbox.c.status == "RECEIVED").limit(1)).first() is not None
 
 
 def stuck_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:
