@@ -41,7 +41,7 @@ from beckn.identity import load_identity  # noqa: E402
 from bpp.catalog import example_config  # noqa: E402
 from flexmarket.config import reset_settings  # noqa: E402
 from flexmarket.db import create_database, drop_database, libpq_url  # noqa: E402
-from flexmarket.embedded import ensure_services  # noqa: E402
+from flexmarket.embedded import ensure_services, free_port_range  # noqa: E402
 from flexmarket.runner import BAP_ID, prepare_network  # noqa: E402
 
 SIZES = (1, 10, 50)
@@ -73,7 +73,7 @@ def summary(ms: list[float]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=40)
-    ap.add_argument("--base-port", type=int, default=28100)
+    ap.add_argument("--base-port", type=int, default=None, help="first of 5 ports (default: a free range)")
     args = ap.parse_args()
 
     urls = ensure_services()
@@ -86,7 +86,8 @@ def main() -> None:
     reset_settings()
     providers_file = home / "providers.json"
     providers_file.write_text(json.dumps(fanout_config(max(SIZES))))
-    net = prepare_network(home=home, base_port=args.base_port, providers_file=providers_file, with_ledger=False,
+    net = prepare_network(home=home, base_port=args.base_port or free_port_range(5), providers_file=providers_file,
+                          with_ledger=False,
                           worker_concurrency=24, city_code="FAN-50")
     load_before = os.getloadavg()
     try:

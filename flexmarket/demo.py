@@ -24,30 +24,10 @@ from rich.table import Table
 from bap.client import BapClient, order_in, order_of
 from bpp.catalog import example_config
 from flexmarket.config import get_settings
-from flexmarket.embedded import free_port
+from flexmarket.embedded import free_port_range
 from flexmarket.runner import prepare_network
 
 GATE_CLOSURE = timedelta(hours=1)  # ../shared/reference/market/p415-settlement.md rule 2
-
-
-def _free_base_port(n: int = 5) -> int:
-    import socket
-
-    for _ in range(50):
-        base = free_port()
-        if base + n >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 def best_window(offers: list[dict[str, Any]], not_before: datetime) -> tuple[datetime, datetime, float]:
@@ -70,7 +50,7 @@ def run_demo(console: Console, *, providers: int, target_kw: float, base_port: i
     providers_file = home / "demo-providers.json"
     home.mkdir(parents=True, exist_ok=True)
     providers_file.write_text(json.dumps(example_config(providers, agents=True), indent=2))
-    net = prepare_network(home=home, base_port=base_port or _free_base_port(), providers_file=providers_file)
+    net = prepare_network(home=home, base_port=base_port or free_port_range(5), providers_file=providers_file)
     platform = net.manifest["participants"]["bpp"]["platforms"][0]
     sites = {s["id"]: s for p in json.loads(providers_file.read_text())["platforms"][0]["providers"]
              for s in p["sites"]}

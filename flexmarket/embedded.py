@@ -37,6 +37,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_range(n: int) -> int:
+    """The first of `n` consecutive loopback ports that are all free right now (runner, demo, tests)."""
+    for _ in range(100):
+        base = free_port()
+        if base + n >= 65535:
+            continue
+        taken = False
+        for port in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    taken = True
+                    break
+        if not taken:
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports on loopback")
+
+
 def start_embedded_postgres(home: Path) -> str:
     import warnings
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,25 +18,11 @@ from beckn import envelope, signing
 from beckn.identity import Identity, load_identity
 from bpp.catalog import example_config
 from flexmarket.config import reset_settings
+from flexmarket.embedded import free_port_range
 from flexmarket.runner import BAP_ID, Network, prepare_network
 from tests.e2e.helpers import tomorrow_window
 
 OTHER_CITY = "GB-R1"  # North Scotland: a second BPP platform that a London search must not reach
-
-
-def free_port_range(n: int) -> int:
-    for start in range(20000, 60000, 97):
-        ok = True
-        for p in range(start, start + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return start
-    raise RuntimeError("no free port range")
 
 
 def two_city_config() -> dict[str, Any]:
