@@ -11,6 +11,7 @@ from beckn.identity import load_or_create_identity
 from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline
 from beckn.registry_client import RegistryClient
+from beckn.tasks import send_processing
 from flexmarket.config import get_settings
 from flexmarket.web import create_base_app
 
@@ -34,7 +35,7 @@ def create_app() -> FastAPI:
     app.state.pipeline = BecknPipeline(
         participant="bap", role=Role.BAP, schema="bap", handlers=service.HANDLERS,
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
-        clock_skew_s=settings.clock_skew_s,
+        clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing,
     )
     app.include_router(api)
     app.include_router(beckn_router)

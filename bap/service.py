@@ -21,6 +21,8 @@ from beckn.identity import Identity
 from beckn.models import inbox
 from beckn.models import outbox as outbox_table
 from beckn.pipeline import Accepted, Handler, Inbound
+from flexmarket.config import get_settings
+from schemas.core import Order
 from schemas.flex import (
     FlexFormatError,
     FlexRequest,
@@ -290,7 +292,11 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         o.order = order.dump()
     o.last_error = f"{msg.error.code}: {msg.error.message}" if msg.error else None
     o.updated_at = datetime.now(UTC)
-    return Accepted(process_async=False)
+    # Orders the provider accepted (or cancelled) are registered with the ledger for settlement —
+    # asynchronously, by bap/tasks.py, so the callback is ACKed whatever the ledger is doing.
+    settle_worthy = (msg.action == "on_confirm" and o.state == "ACCEPTED") or (
+        msg.action == "on_cancel" and o.state == "CANCELLED")
+    return Accepted(process_async=settle_worthy and bool(get_settings().ledger_url))
 
 
 def _order_of_request(session: Session, msg: Inbound) -> BapOrder | None:
@@ -318,3 +324,39 @@ def delivery_failures(session: Session, limit: int = 100) -> list[dict[str, Any]
     return [{"id": r.id, "action": r.action, "to": r.receiver_url, "transaction_id": r.transaction_id,
              "attempts": r.attempts, "last_error": r.last_error} for r in rows]
 
+
+
+# -- ledger registration (Celery: beckn.process_inbox → ledger_process) -----------------------------
+def ledger_process(session: Session, row: Any) -> list[int]:
+    """Register an accepted order with the ledger (POST /api/v1/orders) or cancel it there. Idempotent:
+    the ledger answers an identical re-registration with the existing order. Raises on failure, so the
+    inbox row keeps the error and the sweep retries it (FAILED, visibly, after the last attempt)."""
+    import httpx
+
+    settings = get_settings()
+    payload = json.loads(bytes(row.body))
+    ctx = payload["context"]
+    order = Order.model_validate(payload["message"]["order"])
+    spec = order_to_spec(order)
+    headers = {"Authorization": f"Bearer {settings.ledger_api_key}"} if settings.ledger_api_key else {}
+    base = f"{str(settings.ledger_url).rstrip('/')}/api/v1/orders"
+    if row.action == "on_cancel":
+        r = httpx.post(f"{base}/{spec.order_id}/cancel", json={"reason": "cancelled on the Beckn network"},
+                       headers=headers, timeout=10)
+        if r.status_code == 404:
+            return []  # never registered (cancelled before acceptance): nothing to undo
+    else:
+        price = order.items[0].price.value if order.items and order.items[0].price else None
+        r = httpx.post(base, headers=headers, timeout=10, json={
+            "order_id": spec.order_id, "transaction_id": ctx["transaction_id"], "provider_id": spec.provider_id,
+            "bap_id": ctx["bap_id"], "meter_id": spec.meter_id, "supplier_id": settings.default_supplier_id,
+            "window_start": spec.window_start.isoformat(), "window_end": spec.window_end.isoformat(),
+            "contracted_kw": str(spec.power_kw), "price_gbp_per_mwh": price,
+            "settlement_method": spec.settlement_method,
+            # the BPP's acceptance time: the same on every re-send, so re-registration stays idempotent
+            "confirmed_at": order.updated_at.isoformat() if order.updated_at else ctx["timestamp"],
+        })
+    if r.status_code >= 300:
+        raise RuntimeError(f"ledger answered {r.status_code}: {r.text[:300]}")
+    log.info("order registered with the ledger", order_id=spec.order_id, action=row.action, status=r.status_code)
+    return []

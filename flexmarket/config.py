@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     registry_url: str = Field(default="http://127.0.0.1:8000", alias="FLEXMARKET_REGISTRY_URL")
     gateway_url: str | None = Field(default=None, alias="FLEXMARKET_GATEWAY_URL")
     ledger_url: str | None = Field(default=None, alias="FLEXMARKET_LEDGER_URL")
+    # The BAP's key for the ledger API (role bap): confirmed orders are registered for settlement with it.
+    ledger_api_key: str | None = Field(default=None, alias="FLEXMARKET_LEDGER_API_KEY")
+    # Host supplier recorded on orders for supplier compensation when the meter's supplier is not known.
+    default_supplier_id: str = Field(default="host-supplier", alias="FLEXMARKET_DEFAULT_SUPPLIER_ID")
     city_code: str = Field(default="GB-R13", alias="FLEXMARKET_CITY")
     country_code: str = Field(default="GBR", alias="FLEXMARKET_COUNTRY")
     # BPP: the provider catalog config file (JSON).

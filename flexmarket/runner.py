@@ -139,6 +139,15 @@ def register(identity: Identity, cities: list[str]) -> None:
         )
 
 
+def _ledger_key_for(bap_id: str) -> str:
+    """A ledger API key (role bap) with which the BAP registers the orders it confirms."""
+    from ledger import service as ledger_service
+
+    with ledger_service.connection() as conn:
+        return ledger_service.in_transaction(
+            conn, lambda c: ledger_service.create_api_key(c, "bap", bap_id, "flexmarket up"))
+
+
 def prepare_network(
     *,
     home: Path,
@@ -182,6 +191,7 @@ def prepare_network(
         bpps.append({"subscriber_id": p.subscriber_id, "url": ident.url, "unique_key_id": ident.unique_key_id,
                      "providers": [pr.id for pr in p.providers], "cities": list(p.city_codes)})
 
+    ledger_key = _ledger_key_for(bap.subscriber_id) if with_ledger else None
     common = {
         **os.environ,
         "DATABASE_URL": os.environ["DATABASE_URL"],
@@ -192,6 +202,7 @@ def prepare_network(
         "FLEXMARKET_GATEWAY_URL": base["gateway"],
         "FLEXMARKET_LEDGER_URL": base["ledger"],
         "FLEXMARKET_CITY": city_code,
+        **({"FLEXMARKET_LEDGER_API_KEY": ledger_key} if ledger_key else {}),
         **(extra_env or {}),
     }
     py = sys.executable

@@ -8,7 +8,7 @@ import pytest
 from bap.client import BapClient, order_in, order_of
 from flexmarket.runner import GATEWAY_ID, Network
 from tests.e2e.conftest import OTHER_CITY
-from tests.e2e.helpers import rows, tomorrow_window
+from tests.e2e.helpers import eventually, rows, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +56,9 @@ def test_orders_accepted_on_both_sides(flow: dict, db_url: str) -> None:
         events = rows(db_url, "select from_state, to_state from bpp.order_events where order_id = %s order by id",
                       o["order_id"])
         assert events == [(None, "CREATED"), ("CREATED", "ACCEPTED")]
+        # The BAP registered the accepted order with the ledger for settlement (asynchronously).
+        eventually(lambda o=o, c=c: rows(db_url, "select provider_id, meter_id from ledger.orders where order_id = %s",
+                                         o["order_id"]) == [(c["provider_id"], o["meter_id"])])
 
 
 def test_every_callback_arrived_once(flow: dict, db_url: str) -> None:
