@@ -1,0 +1,148 @@
+"""Canonical entry encoding: RFC 8785 (JSON Canonicalization Scheme) bytes of a journal entry.
+
+The hash chain commits to these exact bytes (../shared/reference/ledger-design.md "Hash chain":
+RFC 8785 JSON, integer amounts, integer-microsecond UTC times). The general encoder is the `rfc8785`
+package; entries — millions of them, re-encoded by every `ledger verify` — use a specialised encoder
+for their fixed shape (ASCII keys in sorted order, integers below 2**53, strings, nulls) that yields
+the same bytes and is property-tested against `rfc8785.dumps` in tests/ledger/test_canonical.py.
+
+Entry form (format version 1), keys in RFC 8785 order:
+    {"amount":int, "credit":str, "debit":str, "id":str, "kind":str, "ledger":str, "memo":str,
+     "pending_id":str|null, "time_us":int, "timeout_us":int|null, "v":1}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import rfc8785
+
+from ledger.money import MAX_SAFE_INTEGER
+
+ENTRY_FORMAT_VERSION = 1
+
+# Strings made only of these characters need no escaping under RFC 8785 (nor under json.dumps).
+_PLAIN = re.compile(r'[^"\\\x00-\x1f]*\Z')
+
+
+class CanonicalError(ValueError):
+    """A value the canonical form cannot carry exactly (huge integer, lone surrogate, …)."""
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 bytes of any JSON value (checkpoints, statements, policies)."""
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
+        raise CanonicalError(str(exc)) from exc
+
+
+def _str(value: str) -> str:
+    if _PLAIN.match(value):
+        return f'"{value}"'
+    # json.dumps escapes exactly as RFC 8785 §3.2.2.2 does: \" \\ \b \f \n \r \t, other C0 controls
+    # as lower-case \u00xx, everything else verbatim (ensure_ascii=False).
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _int(value: int) -> str:
+    if type(value) is not int or not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise CanonicalError(f"integer {value!r} is outside the exactly representable range (±2**53-1)")
+    return str(value)
+
+
+def encode_entry(
+    *,
+    id: str,
+    ledger: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    kind: str,
+    pending_id: str | None,
+    timeout_us: int | None,
+    time_us: int,
+    memo: str,
+) -> bytes:
+    """The exact bytes hashed into the Merkle tree for one entry."""
+    pending = "null" if pending_id is None else _str(pending_id)
+    timeout = "null" if timeout_us is None else _int(timeout_us)
+    text = (
+        f'{{"amount":{_int(amount)},"credit":{_str(credit)},"debit":{_str(debit)},"id":{_str(id)},'
+        f'"kind":{_str(kind)},"ledger":{_str(ledger)},"memo":{_str(memo)},"pending_id":{pending},'
+        f'"time_us":{_int(time_us)},"timeout_us":{timeout},"v":{ENTRY_FORMAT_VERSION}}}'
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates cannot be encoded canonically
+        raise CanonicalError(f"string is not valid Unicode: {exc}") from exc
+
+
+def entry_dict(
+    *,
+    id: str,
+    ledger: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    kind: str,
+    pending_id: str | None,
+    timeout_us: int | None,
+    time_us: int,
+    memo: str,
+) -> dict[str, Any]:
+    """The same entry as a dict (what `canonical_json` would encode to `encode_entry`'s bytes)."""
+    return {
+        "amount": amount,
+        "credit": credit,
+        "debit": debit,
+        "id": id,
+        "kind": kind,
+        "ledger": ledger,
+        "memo": memo,
+        "pending_id": pending_id,
+        "time_us": time_us,
+        "timeout_us": timeout_us,
+        "v": ENTRY_FORMAT_VERSION,
+    }
+
+
+# --- the verifier's hot path -------------------------------------------------------------------
+# `ledger verify` re-encodes millions of stored rows. Values read back from PostgreSQL are already
+# valid Unicode and integers, so the re-encoding can skip validation: a tampered value that the strict
+# encoder would refuse (an amount above 2**53) simply produces bytes that differ from the stored ones,
+# which is exactly what verification reports. Account names, kinds, ledgers and memos repeat, so
+# their quoted forms are cached. Property-tested equal to encode_entry (tests/ledger/test_canonical.py).
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 200_000
+
+
+def _quote_uncached(value: str) -> str:
+    if '"' not in value and "\\" not in value and value.isprintable():
+        return f'"{value}"'
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _quote(value: str) -> str:
+    q = _QUOTED.get(value)
+    if q is None:
+        q = _quote_uncached(value)
+        if len(_QUOTED) < _QUOTED_MAX:
+            _QUOTED[value] = q
+    return q
+
+
+def encode_entry_row(row: tuple) -> bytes:
+    """encode_entry for a stored row (height, idx, id, ledger, debit, credit, amount, kind, pending_id,
+    timeout_us, time_us, memo, canonical) — the verifier's fast path."""
+    get = _QUOTED.get
+    pending, timeout = row[8], row[9]
+    return (
+        f'{{"amount":{row[6]},"credit":{get(row[5]) or _quote(row[5])},"debit":{get(row[4]) or _quote(row[4])},'
+        f'"id":{_quote_uncached(row[2])},"kind":{get(row[7]) or _quote(row[7])},'
+        f'"ledger":{get(row[3]) or _quote(row[3])},"memo":{get(row[11]) or _quote(row[11])},'
+        f'"pending_id":{"null" if pending is None else _quote_uncached(pending)},"time_us":{row[10]},'
+        f'"timeout_us":{"null" if timeout is None else timeout},"v":1}}'
+    ).encode("utf-8", "surrogatepass")

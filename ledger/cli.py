@@ -1,0 +1,338 @@
+"""Ledger commands for the `flexmarket` CLI (typer apps, mounted by flexmarket/cli.py):
+
+    from ledger.cli import ledger_app, metering_app, statement
+    app.add_typer(ledger_app, name="ledger")        # flexmarket ledger verify | verify-statement | checkpoint …
+    app.add_typer(metering_app, name="metering")    # flexmarket metering import FILE.csv
+    app.command("statement")(statement)             # flexmarket statement --account … --from … --to …
+
+Every command first calls flexmarket.embedded.ensure_services() (DATABASE_URL, or the embedded
+PostgreSQL when it is unset) and migrates a database that has no ledger tables yet.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ledger_app = typer.Typer(help="The hash-chained settlement ledger.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys for the ledger's HTTP API.", no_args_is_help=True)
+ledger_app.add_typer(apikey_app, name="apikey")
+metering_app = typer.Typer(help="Half-hourly metering for settlement.", no_args_is_help=True)
+
+
+@metering_app.callback()
+def _metering() -> None:
+    """Half-hourly metering for settlement (a callback keeps `metering import` a sub-command)."""
+
+
+def _services() -> None:
+    from flexmarket.embedded import ensure_services
+    from ledger.service import ensure_schema
+
+    ensure_services()
+    ensure_schema()
+
+
+def _instant(text: str, what: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{what}: {text!r} is not an ISO 8601 instant") from exc
+    if t.tzinfo is None:
+        raise typer.BadParameter(f"{what}: give a time zone, e.g. {text}Z")
+    return t.astimezone(UTC)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _read_public_key(key: str) -> str:
+    """A base64 Ed25519 public key, or a file holding one (plain, or the ledger's JSON key file)."""
+    path = Path(key)
+    if path.is_file():
+        text = path.read_text().strip()
+        if text.startswith("{"):
+            data = json.loads(text)
+            return data.get("public_key_b64") or data["signing_public_key"]
+        return text
+    return key
+
+
+@ledger_app.command("verify")
+def verify(
+    public_key: Annotated[
+        str | None,
+        typer.Option(help="Ledger public key (base64 or file); default: the key file under FLEXMARKET_HOME/keys"),
+    ] = None,
+    local_encoding: Annotated[
+        bool,
+        typer.Option(help="re-encode every entry's columns in Python instead of with the verifier's SQL expression"),
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="entry-pass processes (default: one per CPU for big ledgers)")
+    ] = None,
+) -> None:
+    """Re-hash every entry, Merkle root and link; check checkpoints and balances. Exit 1 if tampered."""
+    _services()
+    from ledger import service as svc
+
+    key = _read_public_key(public_key) if public_key else svc.existing_public_key_b64()
+    if key is None:
+        typer.echo(
+            "note: no ledger key file and no --public-key: checkpoint signatures are checked against the "
+            "public keys stored with them, which proves less",
+            err=True,
+        )
+    with svc.connection() as conn:
+        report = svc.verify_ledger(conn, key, local_encoding=local_encoding, workers=workers)
+    if not report.ok:
+        _fail(report.summary())
+    c = report.chain
+    typer.echo(f"ledger intact: {c.entry_count} entries, {c.link_count} links, head hash {c.head_hash.hex()}")
+    typer.echo(report.summary())
+
+
+@ledger_app.command("verify-statement")
+def verify_statement(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="statement (.json or .csv)")],
+    public_key: Annotated[str, typer.Option("--public-key", help="the ledger's Ed25519 public key (base64 or file)")],
+) -> None:
+    """Verify a statement offline: signed checkpoint, inclusion proofs, running balances."""
+    from ledger.proofs import verify_statement as check
+    from ledger.service import statement_from_csv
+
+    text = file.read_text()
+    try:
+        doc = json.loads(text) if file.suffix.lower() != ".csv" else statement_from_csv(text)
+    except (ValueError, KeyError, StopIteration) as exc:
+        _fail(f"INVALID: cannot read statement: {exc}")
+    result = check(doc, _read_public_key(public_key))
+    if not result.ok:
+        _fail(result.summary())
+    typer.echo(result.summary())
+
+
+@ledger_app.command("checkpoint")
+def checkpoint(out: Annotated[Path | None, typer.Option(help="also write the signed checkpoint here")] = None) -> None:
+    """Sign the chain head now (idempotent per height) and print it."""
+    _services()
+    from ledger import service as svc
+
+    with svc.connection() as conn, conn.transaction():
+        cp = svc.create_checkpoint(conn, publish_dir=svc.default_publish_dir())
+    if cp is None:
+        _fail("the chain is empty: nothing to sign")
+    text = json.dumps(cp, indent=2, sort_keys=True)
+    if out:
+        out.write_text(text)
+    typer.echo(text)
+
+
+@ledger_app.command("public-key")
+def public_key() -> None:
+    """Print the ledger's Ed25519 public key (base64) for offline statement verification."""
+    from ledger.service import ledger_keypair
+
+    typer.echo(ledger_keypair().signing_public_key_b64)
+
+
+@ledger_app.command("head")
+def head() -> None:
+    """Chain height, head hash and entry count."""
+    _services()
+    from ledger import service as svc
+
+    with svc.connection() as conn:
+        typer.echo(json.dumps(svc.chain_head(conn)))
+
+
+@ledger_app.command("balance")
+def balance(account: str, as_of: Annotated[str | None, typer.Option("--as-of")] = None) -> None:
+    """Balance of ACCOUNT now or as of an instant (credits − debits, posted; pending separately)."""
+    _services()
+    from ledger import service as svc
+    from ledger.errors import LedgerError
+
+    at = svc.utcnow() if as_of is None else _instant(as_of, "--as-of")
+    with svc.connection() as conn:
+        try:
+            typer.echo(json.dumps(svc.balance_as_of(conn, account, at)))
+        except LedgerError as exc:
+            _fail(exc.message)
+
+
+@ledger_app.command("import-prices")
+def import_prices(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    source: Annotated[str | None, typer.Option(help="provenance label")] = None,
+) -> None:
+    """Load Elexon system prices (period_start_utc, …, imbalance_price_gbp_per_mwh,
+    market_index_price_gbp_per_mwh), e.g. ../shared/data/grid/gb_system_prices_2023-01_2024-05.csv."""
+    _services()
+    from ledger import service as svc
+
+    rows = svc.read_prices_csv(file)
+    with svc.connection() as conn:
+        res = svc.in_transaction(conn, lambda c: svc.ingest_prices(c, rows, source or file.name, svc.utcnow()))
+    typer.echo(json.dumps(res))
+
+
+@ledger_app.command("settle")
+def settle(
+    as_of: Annotated[str | None, typer.Option("--as-of")] = None,
+    order: Annotated[list[str] | None, typer.Option("--order")] = None,
+    force: Annotated[bool, typer.Option(help="run the next run even if not yet due")] = False,
+) -> None:
+    """Run every settlement run that is due (idempotent)."""
+    _services()
+    from ledger import service as svc
+
+    now = svc.utcnow()
+    at = now if as_of is None else _instant(as_of, "--as-of")
+    outcomes = svc.settle_due(None, at, order_ids=order or None, force=force)
+    typer.echo(json.dumps([o.as_json() for o in outcomes], indent=2))
+
+
+@ledger_app.command("expire")
+def expire() -> None:
+    """Expire ended CFT series' tokens and timed-out pending transfers."""
+    _services()
+    from ledger import service as svc
+
+    with svc.connection() as conn:
+        typer.echo(json.dumps(svc.in_transaction(conn, lambda c: svc.expire_due(c, svc.utcnow()))))
+
+
+@apikey_app.command("create")
+def apikey_create(
+    role: Annotated[str, typer.Option(help="admin | finance | provider | bap | supplier")],
+    participant: Annotated[
+        str | None, typer.Option("--participant", "--provider", help="participant id (provider/bap/supplier keys)")
+    ] = None,
+    label: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Create an API key; it is printed once (only its hash is stored)."""
+    _services()
+    from ledger import service as svc
+    from ledger.errors import LedgerError
+
+    with svc.connection() as conn:
+        try:
+            token = svc.in_transaction(conn, lambda c: svc.create_api_key(c, role, participant, label))
+        except (LedgerError, ValueError) as exc:
+            _fail(getattr(exc, "message", str(exc)), 2)
+    typer.echo(token)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: str) -> None:
+    _services()
+    from ledger import service as svc
+
+    with svc.connection() as conn, conn.transaction():
+        ok = svc.revoke_api_key(conn, key_id)
+    if not ok:
+        _fail(f"no active key {key_id}")
+    typer.echo(f"revoked {key_id}")
+
+
+@metering_app.command("import")
+def metering_import(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="CSV: meter_id, period_start_utc, energy_kwh [, provider_id]"),
+    ],
+    provider: Annotated[str | None, typer.Option(help="owner of meters not yet registered")] = None,
+    correction: Annotated[bool, typer.Option(help="supersede existing readings (stored as new versions)")] = False,
+) -> None:
+    """Import half-hourly readings; the whole file or nothing. Malformed or duplicate readings are
+    refused with the reason, and the exit status is 1."""
+    _services()
+    from ledger import service as svc
+    from ledger.errors import LedgerError
+    from ledger.money import QuantityError, decimal_to_units
+
+    by_meter: dict[str, list[svc.Reading]] = defaultdict(list)
+    owners: dict[str, str | None] = {}
+    problems: list[str] = []
+    with file.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"meter_id", "period_start_utc", "energy_kwh"} - set(reader.fieldnames or ())
+        if missing:
+            _fail(f"refused: {file.name} lacks column(s) {', '.join(sorted(missing))}")
+        for n, row in enumerate(reader, start=2):
+            try:
+                t = datetime.fromisoformat((row["period_start_utc"] or "").strip().replace("Z", "+00:00"))
+                if t.tzinfo is None:
+                    raise ValueError("period_start_utc needs a time zone")
+                wh = decimal_to_units((row["energy_kwh"] or "").strip(), 3, "energy_kwh")
+            except (ValueError, QuantityError) as exc:
+                problems.append(f"line {n}: {exc}")
+                continue
+            meter = (row["meter_id"] or "").strip().removeprefix("der://")
+            by_meter[meter].append(svc.Reading(t.astimezone(UTC), wh))
+            owners[meter] = (row.get("provider_id") or "").strip() or provider
+    if problems:
+        _fail(f"refused: {len(problems)} malformed line(s): " + "; ".join(problems[:10]))
+    if not by_meter:
+        _fail("refused: no readings in the file")
+    now = svc.utcnow()
+
+    def load(conn):  # type: ignore[no-untyped-def]
+        return [
+            svc.ingest_metering(
+                conn, m, rs, provider_id=owners[m], now=now, correction=correction, source=f"csv:{file.name}"
+            )
+            for m, rs in sorted(by_meter.items())
+        ]
+
+    with svc.connection() as conn:
+        try:
+            results = svc.in_transaction(conn, load)
+        except LedgerError as exc:
+            _fail(f"refused ({exc.code}): {exc.message}")
+    typer.echo(f"imported {sum(r['accepted'] for r in results)} readings for {len(results)} meter(s)")
+
+
+def statement(
+    account: Annotated[str, typer.Option("--account", help="e.g. provider:dc-north:revenue")],
+    from_: Annotated[str, typer.Option("--from", help="start instant (inclusive), ISO 8601 with zone")],
+    to: Annotated[str, typer.Option("--to", help="end instant (exclusive)")],
+    format: Annotated[str, typer.Option("--format", help="json | csv")] = "json",
+    out: Annotated[Path | None, typer.Option("--out", help="write here instead of stdout")] = None,
+) -> None:
+    """A statement for finance: opening balance, entries with running balances, closing balance, a
+    signed checkpoint and inclusion proofs (verify with `flexmarket ledger verify-statement`)."""
+    if format not in ("json", "csv"):
+        raise typer.BadParameter("--format must be json or csv")
+    start, end = _instant(from_, "--from"), _instant(to, "--to")
+    _services()
+    from ledger import service as svc
+    from ledger.errors import LedgerError
+
+    with svc.connection() as conn:
+        try:
+            doc = svc.in_transaction(conn, lambda c: svc.statement(c, account, start, end))
+        except LedgerError as exc:
+            _fail(exc.message)
+    text = svc.statement_csv(doc) if format == "csv" else json.dumps(doc, indent=2)
+    if out:
+        out.write_text(text)
+        typer.echo(
+            f"wrote {doc['entry_count']} entries for {account} to {out} (opening {doc['opening_balance']}, "
+            f"closing {doc['closing_balance']})"
+        )
+    else:
+        typer.echo(text)
+
+
+statement_app = typer.Typer(help="Account statements.")
+statement_app.command("statement")(statement)

@@ -1,0 +1,322 @@
+"""Settlement at the end of `flexmarket demo` (called after the Beckn flow has confirmed its orders).
+
+    from ledger.demo import DemoOrder, settle_demo_orders
+    result = settle_demo_orders(database_url, orders, out_dir, seed=7)
+    for p in result.providers: print(p.provider_id, p.net_pence, p.statement_json)
+    print(result.supplier_compensation_total_pence, result.verify_summary)
+
+It talks to the ledger through its database (DATABASE_URL or the embedded server — the same
+database the ledger service uses), not over HTTP, because it must pass a simulated clock, which the
+HTTP API rightly does not accept.
+
+How the simulated window stays honest with gate closure (p415-settlement.md rule 2): the Beckn flow
+confirms orders NOW for a window that starts at least 1 hour later (e.g. tomorrow's 17:00-19:00
+peak); orders are registered with their real confirmation time, so gate closure is checked for real.
+The demo then simulates the future: it synthesises half-hourly metering for each meter — `history_days`
+days before the window (enough same-day-type days for a 10-of-10 baseline), the 3-hour in-day
+adjustment window, the event itself (baseline minus the delivered reduction, with noise) and two hours
+after — and stores it with received_at = the simulated instant it would arrive (2 h 30 min after the last window ends).
+Settlement then runs explicitly AS OF that instant. Ledger entries are stamped with the wall clock (the
+ledger records when it wrote them); the settlement run records the simulated as_of.
+Prices: real Elexon imbalance / market index prices (data/grid or ../shared/data/grid
+gb_system_prices_2023-01_2024-05.csv — "Contains BMRS data © Elexon Limited copyright and database right
+2024"). A window outside the data's range is priced by replaying the same half hours a whole number of
+weeks earlier (same weekday and time), and each replayed row's source says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ledger import accounts as acct
+from ledger import service as svc
+from ledger.money import decimal_to_units, gbp_per_mwh_to_millipence, pence_to_gbp_str, wh_to_kwh_str
+from ledger.periods import LONDON, PERIOD
+from ledger.proofs import verify_statement
+from ledger.settlement import OrderTerms
+
+ROOT = Path(__file__).resolve().parent.parent
+PRICE_FILE = "gb_system_prices_2023-01_2024-05.csv"
+
+
+@dataclass(frozen=True)
+class DemoOrder:
+    """A confirmed order as the demo's Beckn flow knows it (UTC window on half-hour boundaries)."""
+
+    order_id: str
+    provider_id: str
+    bap_id: str
+    meter_id: str
+    window_start: datetime
+    window_end: datetime
+    contracted_kw: Decimal | float | str
+    price_gbp_per_mwh: Decimal | float | str
+    baseline_kw: Decimal | float | str  # the meter's typical load
+    transaction_id: str = ""
+    supplier_id: str = "host-supplier"
+    confirmed_at: datetime | None = None  # default: now
+    delivery_fraction: float = 1.0  # share of the contracted reduction the simulated site delivers
+    policy_version: str = "p415-v1"
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    provider_id: str
+    utilisation_pence: int
+    availability_pence: int
+    shortfall_pence: int
+    net_pence: int
+    contracted_kwh: str
+    delivered_kwh: str
+    statement_json: Path
+    statement_csv: Path
+    statement_verified: bool
+
+    @property
+    def net_gbp(self) -> str:
+        return pence_to_gbp_str(self.net_pence)
+
+
+@dataclass(frozen=True)
+class DemoSettlement:
+    providers: list[ProviderResult]
+    supplier_compensation_pence: dict[str, int]
+    verify_ok: bool
+    entry_count: int
+    head_hash: str
+    verify_summary: str
+    public_key_b64: str
+    as_of: datetime
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def supplier_compensation_total_pence(self) -> int:
+        return sum(self.supplier_compensation_pence.values())
+
+
+def _kw_to_w(value: Decimal | float | str, what: str) -> int:
+    return decimal_to_units(Decimal(str(value)).quantize(Decimal("0.001")), 3, what)
+
+
+def _price_file(prices_csv: Path | None) -> Path | None:
+    for p in (prices_csv, ROOT / "data" / "grid" / PRICE_FILE, ROOT.parent / "shared" / "data" / "grid" / PRICE_FILE):
+        if p is not None and p.is_file():
+            return p
+    return None
+
+
+def _replayed_prices(path: Path, periods: list[datetime]) -> list[svc.PriceRow]:
+    rows = {r.period_start: r for r in svc.read_prices_csv(path)}
+    if not rows:
+        return []
+    first, last = min(rows), max(rows)
+    out = []
+    for t in periods:
+        src, weeks = t, 0
+        while src > last:
+            src -= timedelta(weeks=1)
+            weeks += 1
+        while src < first:
+            src += timedelta(weeks=1)
+            weeks -= 1
+        r = rows.get(src)
+        if r is None:  # a gap in the real data: leave this period unpriced
+            continue
+        out.append(svc.PriceRow(t, r.imbalance_millipence_per_mwh, r.market_index_millipence_per_mwh))
+    return out
+
+
+def _synthesise(orders: Sequence[DemoOrder], rng: random.Random, history_days: int) -> dict[str, dict[datetime, int]]:
+    """Half-hourly Wh per meter: baseline load with a gentle daily shape and ±2% noise; during each
+    event the delivered reduction is subtracted."""
+    by_meter: dict[str, list[DemoOrder]] = defaultdict(list)
+    for o in orders:
+        by_meter[o.meter_id].append(o)
+    out: dict[str, dict[datetime, int]] = {}
+    for meter, os_ in sorted(by_meter.items()):
+        base_w = _kw_to_w(os_[0].baseline_kw, "baseline_kw")
+        start = min(o.window_start for o in os_) - timedelta(days=history_days)
+        end = max(o.window_end for o in os_) + timedelta(hours=2)
+        readings: dict[datetime, int] = {}
+        t = start
+        while t < end:
+            local = t.astimezone(LONDON)
+            shape = 1 + 0.04 * math.sin((local.hour + local.minute / 60 - 9) / 24 * 2 * math.pi)
+            load_w = base_w * shape * (1 + rng.gauss(0, 0.02))
+            for o in os_:
+                if o.window_start <= t < o.window_end:
+                    load_w -= (
+                        _kw_to_w(o.contracted_kw, "contracted_kw") * o.delivery_fraction * (1 + rng.gauss(0, 0.01))
+                    )
+            readings[t] = max(0, round(load_w / 2))  # W over 30 minutes → Wh
+            t += PERIOD
+        out[meter] = readings
+    return out
+
+
+def settle_demo_orders(
+    database_url: str | None,
+    orders: Sequence[DemoOrder],
+    out_dir: Path,
+    seed: int = 0,
+    *,
+    prices_csv: Path | None = None,
+    history_days: int = 42,
+) -> DemoSettlement:
+    """Register the demo's confirmed orders, synthesise their metering, settle them (run II), write each
+    provider's statements (JSON + CSV) to `out_dir`, verify the whole chain and report."""
+    if not orders:
+        raise ValueError("no orders to settle")
+    orders = [replace(o, meter_id=o.meter_id.removeprefix("der://")) for o in orders]
+    svc.ensure_schema(database_url)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    started = svc.utcnow()
+    as_of = max(o.window_end for o in orders) + timedelta(hours=2, minutes=30)
+    keypair = svc.ledger_keypair()
+    metering = _synthesise(orders, rng, history_days)
+    price_path = _price_file(prices_csv)
+    window_periods = sorted(
+        {o.window_start + i * PERIOD for o in orders for i in range(int((o.window_end - o.window_start) / PERIOD))}
+    )
+
+    with svc.connection(database_url) as conn:
+        known = {
+            r[0]
+            for r in conn.execute(
+                "SELECT order_id FROM ledger.orders WHERE order_id = ANY(%s)", ([o.order_id for o in orders],)
+            )
+        }
+        for o in orders:
+            if o.order_id in known:  # a re-run: the order is registered already (immutable)
+                continue
+            terms = OrderTerms(
+                o.order_id,
+                o.provider_id,
+                o.bap_id,
+                o.meter_id,
+                o.supplier_id,
+                o.window_start.astimezone(UTC),
+                o.window_end.astimezone(UTC),
+                _kw_to_w(o.contracted_kw, "contracted_kw"),
+                gbp_per_mwh_to_millipence(Decimal(str(o.price_gbp_per_mwh)).quantize(Decimal("0.00001"))),
+                None,
+                "P415",
+                "compute",
+                (o.confirmed_at or started).astimezone(UTC),
+                o.policy_version,
+            )
+            svc.in_transaction(
+                conn,
+                lambda c, t=terms, o=o: svc.register_order(c, t, o.transaction_id or f"demo-{o.order_id}", started),
+            )
+        provider_of = {o.meter_id: o.provider_id for o in orders}
+        for meter, readings in metering.items():
+
+            def load(c, meter=meter, readings=readings):  # type: ignore[no-untyped-def]
+                have = {
+                    r[0]
+                    for r in c.execute(
+                        "SELECT period_start FROM ledger.metering WHERE meter_id = %s AND period_start = ANY(%s)",
+                        (meter, list(readings)),
+                    )
+                }
+                fresh = [svc.Reading(t, wh) for t, wh in sorted(readings.items()) if t not in have]
+                if fresh:
+                    svc.ingest_metering(
+                        c,
+                        meter,
+                        fresh,
+                        provider_id=provider_of[meter],
+                        now=as_of,
+                        source=f"demo synthetic (seed {seed})",
+                    )
+
+            svc.in_transaction(conn, load)
+        if price_path is not None:
+            rows = _replayed_prices(price_path, window_periods)
+            svc.in_transaction(
+                conn,
+                lambda c: svc.ingest_prices(
+                    c,
+                    rows,
+                    f"{price_path.name} (periods outside its range replayed whole weeks earlier); "
+                    "Contains BMRS data © Elexon Limited copyright and database right 2024",
+                    started,
+                ),
+            )
+
+    outcomes = svc.settle_due(database_url, as_of, order_ids=[o.order_id for o in orders])
+    runs = [o.as_json() for o in outcomes]
+
+    with svc.connection(database_url) as conn:
+        lines: dict[str, dict[str, int]] = {}
+        energy: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        comp: dict[str, int] = defaultdict(int)
+        for o in orders:
+            lines[o.order_id] = svc.ledger_lines_for_order(conn, o.order_id)
+            comp[o.supplier_id] += lines[o.order_id]["supplier_compensation"]
+            run = conn.execute(
+                "SELECT result FROM ledger.settlement_runs WHERE order_id = %s ORDER BY seq DESC LIMIT 1", (o.order_id,)
+            ).fetchone()
+            if run is not None:
+                from fractions import Fraction
+
+                energy[o.provider_id][0] += int(Fraction(run[0]["contracted_wh"]))
+                energy[o.provider_id][1] += int(Fraction(run[0]["delivered_wh"]))
+        end = svc.utcnow() + timedelta(seconds=1)
+        providers = []
+        for pid in sorted({o.provider_id for o in orders}):
+            mine = [lines[o.order_id] for o in orders if o.provider_id == pid]
+            util = sum(x["utilisation"] for x in mine)
+            avail = sum(x["availability"] for x in mine)
+            short = sum(x["shortfall"] for x in mine)
+            paths = {}
+            verified = True
+            for account in (acct.provider_revenue(pid), acct.provider_penalties(pid)):
+                doc = svc.in_transaction(conn, lambda c, a=account: svc.statement(c, a, started, end, keypair))
+                kind = account.split(":")[2]
+                jpath, cpath = out_dir / f"statement-{pid}-{kind}.json", out_dir / f"statement-{pid}-{kind}.csv"
+                jpath.write_text(json.dumps(doc, indent=2))
+                cpath.write_text(svc.statement_csv(doc))
+                verified = verified and verify_statement(doc, keypair.signing_public_key_b64).ok
+                paths.setdefault("json", jpath)
+                paths.setdefault("csv", cpath)
+            providers.append(
+                ProviderResult(
+                    pid,
+                    util,
+                    avail,
+                    short,
+                    util + avail - short,
+                    wh_to_kwh_str(energy[pid][0]),
+                    wh_to_kwh_str(energy[pid][1]),
+                    paths["json"],
+                    paths["csv"],
+                    verified,
+                )
+            )
+        with conn.transaction():
+            svc.create_checkpoint(conn, keypair, publish_dir=svc.default_publish_dir())
+        report = svc.verify_ledger(conn, keypair.signing_public_key_b64)
+    (out_dir / "ledger-verify.txt").write_text(report.summary() + "\n")
+    return DemoSettlement(
+        providers,
+        dict(comp),
+        report.ok,
+        report.chain.entry_count,
+        report.chain.head_hash.hex(),
+        report.summary(),
+        keypair.signing_public_key_b64,
+        as_of,
+        runs,
+    )

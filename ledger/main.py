@@ -1,0 +1,57 @@
+"""The ledger's own HTTP service: `create_app()` → FastAPI app serving ledger/router.py.
+
+Run it with `uvicorn --factory ledger.main:create_app` (DATABASE_URL set; keys under
+$FLEXMARKET_HOME/keys/ledger.json, generated on first start).
+
+Example payloads (amounts in the units their names carry):
+
+  POST /api/v1/orders   (BAP key of bap_id, or admin)
+    {"order_id": "ord-1", "transaction_id": "txn-1", "provider_id": "dc-north", "bap_id": "grid-orch",
+     "meter_id": "der://MTR-001", "supplier_id": "supplier-a",
+     "window_start": "2026-12-01T17:00:00Z", "window_end": "2026-12-01T19:00:00Z",
+     "contracted_kw": "500", "price_gbp_per_mwh": "300.00", "settlement_method": "P415",
+     "confirmed_at": "2026-11-30T09:00:00Z", "policy_version": "p415-v1"}
+    → 201 {"status": "created", "declared_periods": ["2026-12-01/35", …], "rejected_periods": [],
+           "reserve_pence": 30000}        (the same body again → 200 "exists"; different terms → 409)
+
+  POST /api/v1/metering   (provider key)
+    {"meter_id": "MTR-001", "readings": [{"period_start": "2026-12-01T17:00:00Z", "energy_kwh": "812.5"}]}
+
+  POST /api/v1/transfers   (finance/admin key; the caller chooses the id)
+    {"id": "adj-2026-001", "ledger": "GBP", "debit_account": "bap:grid-orch:cash",
+     "credit_account": "provider:dc-north:revenue", "amount": 1250, "memo": "goodwill"}
+    pending: add "kind": "pending", "expires_at": "…"; then {"id": "…", "kind": "post", "pending_id": "…",
+    "amount": 900} or {"id": "…", "kind": "void", "pending_id": "…"}.
+  POST /api/v1/transfers/batch  {"transfers": [ … ]}  — linked: all or nothing.
+
+  POST /api/v1/settlement/run  (finance)  {}  or  {"order_id": "ord-1"}
+  GET  /api/v1/statements/provider:dc-north:revenue?from=2026-12-01T00:00:00Z&to=2026-12-02T00:00:00Z&format=csv
+
+  POST /api/v1/cft/series {"series_id": "dcn-2026w49", "provider_id": "dc-north",
+        "valid_from": "…", "valid_to": "…", "declared_capacity_kw": "2000"}
+  POST /api/v1/cft/mint {"id": "m1", "series_id": "dcn-2026w49", "tokens": 10}
+  POST /api/v1/cft/sell {"id": "s1", "series_id": "dcn-2026w49", "buyer_id": "grid-orch", "tokens": 4,
+        "price_gbp": "1200.00"}
+  POST /api/v1/cft/redeem {"id": "r1", "series_id": "dcn-2026w49", "holder_id": "grid-orch", "tokens": 2,
+        "period_start": "…", "period_end": "…", "meter_id": "MTR-001", "supplier_id": "supplier-a"}
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+
+def create_app() -> FastAPI:
+    from ledger.router import close_runtimes, router
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        close_runtimes()
+
+    app = FastAPI(title="flexmarket ledger", version="1", lifespan=lifespan)
+    app.include_router(router)
+    return app

@@ -1,0 +1,33 @@
+"""0002_ledger upgrades, downgrades cleanly and upgrades again."""
+
+from __future__ import annotations
+
+import psycopg
+
+from flexmarket import db
+
+
+def ledger_objects(url: str) -> tuple[int, int]:
+    with psycopg.connect(db.libpq_url(url)) as conn:
+        tables = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ledger'").fetchone()
+        funcs = conn.execute(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ledger'"
+        ).fetchone()
+    return tables[0], funcs[0]
+
+
+def test_upgrade_downgrade_upgrade(pg_server_url: str) -> None:
+    url = db.create_database(pg_server_url, "fm_lmig")
+    try:
+        db.upgrade(url)
+        assert ledger_objects(url) == (16, 1)
+        db.downgrade(url, "0001_schemas")
+        assert ledger_objects(url) == (0, 0)
+        db.downgrade(url, "base")
+        db.upgrade(url)
+        assert ledger_objects(url)[0] >= 16
+        db.downgrade(url, "base")
+        db.upgrade(url, "head")
+    finally:
+        db.dispose_engines()
+        db.drop_database(pg_server_url, url)
