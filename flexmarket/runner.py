@@ -27,8 +27,6 @@ from flexmarket.db import session_scope
 from registry import service as registry_service
 
 PARTICIPANTS = ("registry", "gateway", "bap", "bpp", "ledger")
-# The ledger service has no /health of its own yet; its OpenAPI document proves it serves.
-HEALTH_PATH = {"ledger": "/openapi.json"}
 GATEWAY_ID = "gateway.flexmarket.local"
 BAP_ID = "grid-orchestrator.bap.flexmarket.local"
 
@@ -217,7 +215,7 @@ def prepare_network(
         net.processes[name] = Process(
             name, [py, "-m", "flexmarket", "serve", name, "--host", "127.0.0.1", "--port", str(ports[name])],
             {**common, "FLEXMARKET_PARTICIPANT": name, **own.get(name, {})}, logs / f"{name}.log",
-            f"{base[name]}{HEALTH_PATH.get(name, '/health')}",
+            f"{base[name]}/health",
         )
     # One worker consuming every queue by default; `workers` splits them, e.g. {"worker": "registry,gateway,
     # bap,ledger", "worker-bpp": "bpp"} — the first one named also runs beat (only one process may).

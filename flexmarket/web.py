@@ -16,6 +16,19 @@ from flexmarket.logging import configure_logging
 log = structlog.get_logger(__name__)
 
 
+def add_ops_routes(app: FastAPI, participant: str) -> None:
+    """/health and /metrics (Prometheus), the same on every participant."""
+    app.state.participant = participant
+
+    @app.get("/health", tags=["ops"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "participant": participant}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_base_app(
     participant: str,
     title: str,
@@ -40,15 +53,7 @@ def create_base_app(
         await app.state.http.aclose()
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
-    app.state.participant = participant
-
-    @app.get("/health", tags=["ops"])
-    def health() -> dict[str, str]:
-        return {"status": "ok", "participant": participant}
-
-    @app.get("/metrics", tags=["ops"], include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    add_ops_routes(app, participant)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

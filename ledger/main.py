@@ -52,6 +52,11 @@ def create_app() -> FastAPI:
         yield
         close_runtimes()
 
+    from flexmarket.logging import configure_logging
+    from flexmarket.web import add_ops_routes
+
+    configure_logging("ledger")
     app = FastAPI(title="flexmarket ledger", version="1", lifespan=lifespan)
+    add_ops_routes(app, "ledger")
     app.include_router(router)
     return app
