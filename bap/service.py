@@ -250,10 +250,11 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
                 price_gbp_per_mwh=offer.price_gbp_per_mwh, available_kw=offer.available_kw,
                 window_start=offer.window_start, window_end=offer.window_end, spec=spec,
             ))
-    for row in rows:
+    if rows:  # one statement for the whole catalog
         keys = ("transaction_id", "bpp_id", "provider_id", "item_id")
-        session.execute(insert(CatalogOffer).values(**row).on_conflict_do_update(
-            index_elements=list(keys), set_={k: v for k, v in row.items() if k not in keys}))
+        stmt = insert(CatalogOffer).values(rows)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={k: stmt.excluded[k] for k in rows[0] if k not in keys}))
     return Accepted(process_async=False)
 
 

@@ -12,6 +12,7 @@ message leaves no row behind; work that produces a callback runs later in a Cele
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -37,7 +38,7 @@ from beckn.errors import BecknError, Role, code_for
 from beckn.identity import Identity
 from beckn.models import inbox
 from beckn.registry_client import KeyRecord, RegistryClient, RegistryError
-from flexmarket.db import session_scope
+from flexmarket.db import pool_size, session_scope
 from schemas.core import AckResponse, Context, Error
 from schemas.messages import message_model
 
@@ -115,7 +116,12 @@ class BecknPipeline:
         clock_skew_s: int = 5,
         default_ttl_s: float = 30.0,
         enqueue_processing: Callable[[str, int, str, str], None] | None = None,
+        relay_only: bool = False,
     ) -> None:
+        # A relay (the gateway) checks the envelope — JSON, signatures, context — and forwards the message
+        # untouched; its final receiver validates the message body against the schema.
+        self.relay_only = relay_only
+        self._db_slots = asyncio.Semaphore(pool_size())
         self.participant = participant
         self.role = role
         self.schema = schema
@@ -140,7 +146,8 @@ class BecknPipeline:
             payload = self.parse(raw)
             verified = await self.verify(request.app.state.http, request.headers, raw, action)
             msg = self.validate(action, raw, payload, receiver, verified, request.headers)
-            duplicate = await run_in_threadpool(self.dispatch, msg)
+            async with self._db_slots:  # at most pool_size() transactions in flight per process
+                duplicate = await run_in_threadpool(self.dispatch, msg)
             if duplicate:
                 result = "duplicate"
             return JSONResponse(AckResponse.ack().dump())
@@ -259,10 +266,11 @@ class BecknPipeline:
         if payload.get("message") is not None or not (is_callback and error is not None):
             if not isinstance(payload.get("message"), dict):
                 raise BecknError("invalid_request", "message object is required", paths="message")
-            try:
-                message = message_model(action).model_validate(payload["message"])
-            except ValidationError as exc:
-                raise _schema_error(exc, "message") from exc
+            if not self.relay_only:
+                try:
+                    message = message_model(action).model_validate(payload["message"])
+                except ValidationError as exc:
+                    raise _schema_error(exc, "message") from exc
         return Inbound(
             action=action,
             raw=raw,

@@ -50,6 +50,7 @@ class RegistryClient:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._records: dict[str, tuple[list[dict[str, Any]], KeyRecord | None]] = {}
 
     def _cached(self, key: str) -> list[dict[str, Any]] | None:
         hit = self._cache.get(key)
@@ -63,6 +64,7 @@ class RegistryClient:
 
     def invalidate(self) -> None:
         self._cache.clear()
+        self._records.clear()
 
     async def lookup(self, client: httpx.AsyncClient, **filters: Any) -> list[dict[str, Any]]:
         body = {k: v for k, v in filters.items() if v is not None}
@@ -89,6 +91,15 @@ class RegistryClient:
 
     async def key_for(self, client: httpx.AsyncClient, subscriber_id: str, unique_key_id: str) -> KeyRecord | None:
         rows = await self.lookup(client, subscriber_id=subscriber_id, unique_key_id=unique_key_id, status="SUBSCRIBED")
+        key = f"{subscriber_id}|{unique_key_id}"
+        cached = self._records.get(key)
+        if cached is not None and cached[0] is rows:
+            return cached[1]  # the same cached lookup answer: reuse the decoded key
+        record = self._record(rows, subscriber_id, unique_key_id)
+        self._records[key] = (rows, record)
+        return record
+
+    def _record(self, rows: list[dict[str, Any]], subscriber_id: str, unique_key_id: str) -> KeyRecord | None:
         for row in rows:
             key_id = row.get("unique_key_id", row.get("key_id"))
             if row.get("subscriber_id") == subscriber_id and key_id == unique_key_id:

@@ -88,7 +88,7 @@ def main() -> None:
     providers_file.write_text(json.dumps(fanout_config(max(SIZES))))
     net = prepare_network(home=home, base_port=args.base_port or free_port_range(5), providers_file=providers_file,
                           with_ledger=False,
-                          worker_concurrency=24, city_code="FAN-50")
+                          worker_concurrency=12, city_code="FAN-50")
     load_before = os.getloadavg()
     try:
         net.start(timeout=120)

@@ -421,10 +421,11 @@ def _update(session: Session, spec: OrderSpec) -> Order:
 def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any) -> int:
     req = intent_to_request(SearchMessage.model_validate(payload["message"]).intent)
     providers = []
+    by_provider: dict[str, list[FlexOfferSpec]] = {}
+    for o in session.scalars(select(Offer).where(Offer.bpp_id == bpp_id, Offer.active).order_by(Offer.item_id)):
+        by_provider.setdefault(o.provider_id, []).append(offer_from_row(o))
     for prov in session.scalars(select(Provider).where(Provider.bpp_id == bpp_id).order_by(Provider.provider_id)):
-        offers = [offer_from_row(o) for o in session.scalars(
-            select(Offer).where(Offer.bpp_id == bpp_id, Offer.provider_id == prov.provider_id, Offer.active)
-            .order_by(Offer.item_id))]
+        offers = by_provider.get(prov.provider_id, [])
         region_of = {s["id"]: s["region"] for s in prov.sites}
         matched = matching_offers(offers, req, region_of)
         if not matched:

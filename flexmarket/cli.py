@@ -87,6 +87,7 @@ def worker(
 ) -> None:
     """Run a Celery worker. Start as many as you like, on as many hosts as you like, against the same
     Redis and PostgreSQL: tasks carry ids and read their state from the database."""
+    os.environ.setdefault("FLEXMARKET_DB_POOL_SIZE", str(concurrency))  # one connection per worker thread
     _services()
     from flexmarket.celery_app import PARTICIPANT_QUEUES, celery_app, queue_for
 

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Celery queue name; lets several deployments (or test sessions) share one Redis.
     celery_queue: str = Field(default="flexmarket", alias="FLEXMARKET_CELERY_QUEUE")
     log_level: str = Field(default="INFO", alias="FLEXMARKET_LOG_LEVEL")
+    # Connections each database engine keeps (read by flexmarket/db.py; workers default it to --concurrency).
+    db_pool_size: int = Field(default=12, alias="FLEXMARKET_DB_POOL_SIZE")
     log_json: bool = Field(default=False, alias="FLEXMARKET_LOG_JSON")
 
     # Which participant this process is, and its public identity on the network.

@@ -38,6 +38,11 @@ def libpq_url(url: str) -> str:
     return "postgresql://" + sqlalchemy_url(url).removeprefix("postgresql+psycopg://")
 
 
+def pool_size() -> int:
+    """Connections each engine keeps (FLEXMARKET_DB_POOL_SIZE; a worker sets it to its thread count)."""
+    return get_settings().db_pool_size
+
+
 _engines: dict[tuple[str, str], Engine] = {}
 _lock = threading.Lock()
 
@@ -60,9 +65,11 @@ def get_engine(schema: str, url: str | None = None) -> Engine:
         if engine is None:
             engine = create_engine(
                 sqlalchemy_url(url),
-                pool_size=10,
-                max_overflow=20,
-                pool_pre_ping=True,
+                # Callers bound their own concurrency to pool_size() (beckn/pipeline.py), so connections are
+                # reused instead of opened and closed per request; recycled rather than pinged per checkout.
+                pool_size=pool_size(),
+                max_overflow=4,
+                pool_recycle=300,
                 connect_args={"options": f"-csearch_path={schema}"},
             )
             _engines[key] = engine

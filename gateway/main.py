@@ -29,7 +29,7 @@ def create_app() -> FastAPI:
     app.state.pipeline = BecknPipeline(
         participant="gateway", role=Role.BG, schema="gateway", handlers=service.HANDLERS,
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
-        clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing,
+        clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing, relay_only=True,
     )
     app.include_router(router)
     return app
