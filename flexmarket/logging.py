@@ -10,6 +10,17 @@ import structlog
 from flexmarket.config import get_settings
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is at the time of writing: cached loggers must survive the stream
+    being swapped (pytest's capture, a daemonising process) instead of keeping a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(participant: str | None = None) -> None:
     settings = get_settings()
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
@@ -27,7 +38,7 @@ def configure_logging(participant: str | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=True,
     )
     for noisy in ("httpx", "httpcore", "pgserver", "alembic"):  # one line per request drowns the useful lines
