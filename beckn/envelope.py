@@ -13,10 +13,8 @@ from typing import Any
 PROTOCOL_VERSION = "1.1.0"
 DOMAIN = "deg:flexibility"
 
-# Requests a BPP serves, the callbacks a BAP serves, and what the gateway serves.
+# The requests a BPP serves; a BAP serves their on_* callbacks.
 BPP_ACTIONS = ("search", "select", "init", "confirm", "status", "cancel", "update")
-BAP_ACTIONS = tuple(f"on_{a}" for a in BPP_ACTIONS)
-GATEWAY_ACTIONS = ("search", "on_search")
 
 
 def new_id() -> str:

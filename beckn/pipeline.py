@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from beckn import signing
-from beckn.envelope import DOMAIN, PROTOCOL_VERSION
+from beckn.envelope import BPP_ACTIONS, DOMAIN, PROTOCOL_VERSION
 from beckn.errors import BecknError, Role, code_for
 from beckn.identity import Identity
 from beckn.models import inbox
@@ -50,8 +50,7 @@ LATENCY = Histogram("beckn_inbound_seconds", "Time to ACK/NACK", ["participant",
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
 
 # Which role may send each action (requests come from BAPs, callbacks from BPPs).
-SENDER_ROLE = {a: Role.BAP for a in ("search", "select", "init", "confirm", "status", "cancel", "update")}
-SENDER_ROLE.update({f"on_{a}": Role.BPP for a in ("search", "select", "init", "confirm", "status", "cancel", "update")})
+SENDER_ROLE = {a: Role.BAP for a in BPP_ACTIONS} | {f"on_{a}": Role.BPP for a in BPP_ACTIONS}
 
 
 @dataclass(frozen=True)
@@ -155,10 +154,9 @@ class BecknPipeline:
             result = exc.kind
             return self.nack(exc)
         finally:
-            INBOUND.labels(self.participant, action if action in self.handlers else "unknown", result).inc()
-            LATENCY.labels(self.participant, action if action in self.handlers else "unknown").observe(
-                time.perf_counter() - t0
-            )
+            label = action if action in self.handlers else "unknown"  # bounded label set for Prometheus
+            INBOUND.labels(self.participant, label, result).inc()
+            LATENCY.labels(self.participant, label).observe(time.perf_counter() - t0)
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         try:

@@ -9,7 +9,7 @@ README "Provider catalog file".
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -306,10 +306,6 @@ def example_agent(site_id: str, baseline_kw: float, seed: int = 0, n_jobs: int =
         "objective": {"kind": "cost_x_carbon", "carbon_reference_g_per_kwh": 150},
         "offers": {"window_slots": 4, "margin_fraction": 0.1, "margin_gbp_per_mwh": 5},
     }
-
-
-def with_offers(p: ProviderConfig, offers: list[FlexOfferSpec]) -> ProviderConfig:
-    return replace(p, offers=tuple(offers))
 
 
 __all__ = [

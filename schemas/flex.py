@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from schemas.core import (
+    Cancellation,
     Descriptor,
     Fulfillment,
     FulfillmentState,
@@ -385,8 +386,6 @@ def order_view_to_order(v: OrderView) -> Order:
             descriptor=Descriptor(code=v.state), updated_at=v.updated_at
         )
     if v.cancellation_reason:
-        from schemas.core import Cancellation
-
         order.cancellation = Cancellation(cancelled_by="CONSUMER",
                                           reason={"descriptor": {"name": v.cancellation_reason}})
     if v.extra_tags:
