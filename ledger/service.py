@@ -99,6 +99,9 @@ def connect(url: str | None = None, **kwargs: Any) -> psycopg.Connection:
     """An autocommit connection: reads never leave a transaction open, and every unit of work is an
     explicit `with conn.transaction():` (or `in_transaction`)."""
     kwargs.setdefault("autocommit", True)
+    # No server-side auto-prepare: a pipeline that aborts (lock timeout, retried batch) can drop a
+    # statement psycopg still believes prepared ("prepared statement _pg3_N does not exist").
+    kwargs.setdefault("prepare_threshold", None)
     return psycopg.connect(conninfo(url), **kwargs)
 
 

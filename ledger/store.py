@@ -365,7 +365,8 @@ class GroupCommitter:
             t.join(timeout=10)
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.conninfo, autocommit=True)
+        # No auto-prepare: see ledger.service.connect (aborted pipelines and psycopg's prepared cache).
+        conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=None)
         # The hot statements take arrays of ids/accounts whose sizes vary a lot from batch to batch; a
         # cached generic plan can pick a scan that suits none of them, so always plan for the values.
         conn.execute("SET plan_cache_mode = force_custom_plan")
