@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from psycopg.types.json import Json
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from bap.models import BapOrder, CatalogOffer, Transaction
@@ -22,6 +22,7 @@ from beckn.models import inbox
 from beckn.models import outbox as outbox_table
 from beckn.pipeline import Accepted, Handler, Inbound
 from flexmarket.config import get_settings
+from flexmarket.db import raw
 from schemas.core import Order
 from schemas.flex import (
     FlexFormatError,
@@ -251,11 +252,20 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
                 window_start=offer.window_start, window_end=offer.window_end, spec=spec,
             ))
     if rows:  # one statement for the whole catalog
-        keys = ("transaction_id", "bpp_id", "provider_id", "item_id")
-        stmt = insert(CatalogOffer).values(rows)
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=list(keys), set_={k: stmt.excluded[k] for k in rows[0] if k not in keys}))
+        raw(session).execute(_UPSERT_OFFERS_SQL, [[r[k] for r in rows] for k in _OFFER_COLUMNS[:-1]]
+                             + [[Json(r["spec"]) for r in rows]])
     return Accepted(process_async=False)
+
+
+_OFFER_COLUMNS = ("transaction_id", "bpp_id", "provider_id", "item_id", "bpp_uri", "provider_name",
+                  "price_gbp_per_mwh", "available_kw", "window_start", "window_end", "spec")
+_UPSERT_OFFERS_SQL = (
+    f"INSERT INTO catalog_offers ({', '.join(_OFFER_COLUMNS)}) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+    "%s::float8[], %s::float8[], %s::timestamptz[], %s::timestamptz[], %s::json[]) "
+    "ON CONFLICT (transaction_id, bpp_id, provider_id, item_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _OFFER_COLUMNS[4:])
+)
 
 
 def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from prometheus_client import Counter
-from sqlalchemy import and_, or_, select, update
+from psycopg.rows import namedtuple_row
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from beckn import http, signing
@@ -26,7 +28,7 @@ from beckn.envelope import dumps
 from beckn.identity import load_identity
 from beckn.models import outbox
 from flexmarket.config import get_settings
-from flexmarket.db import session_scope
+from flexmarket.db import raw, session_scope
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +44,50 @@ def backoff_s(attempts: int) -> float:
     return base * random.uniform(0.8, 1.2)
 
 
+@dataclass(frozen=True)
+class Outbound:
+    """One message to send: the exact body bytes and where they go."""
+
+    sender_id: str
+    receiver_url: str
+    action: str
+    body: bytes
+    message_id: str
+    transaction_id: str
+    forwarded_authorization: str | None = None
+
+
+_INSERT_SQL = (
+    "INSERT INTO outbox (sender_id, receiver_url, action, message_id, transaction_id, body, "
+    "forwarded_authorization, status, next_attempt_at, expires_at) "
+    "SELECT s, u, a, m, t, b, f, 'PENDING', now(), now() + make_interval(secs => %s) "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[]) "
+    "AS v(s, u, a, m, t, b, f) RETURNING id"
+)
+
+
+def enqueue_many(session: Session, messages: Sequence[Outbound], ttl_s: int | None = None) -> list[int]:
+    """Record outbound messages in the caller's transaction (one statement however many); their ids."""
+    if not messages:
+        return []
+    ttl = ttl_s if ttl_s is not None else get_settings().delivery_ttl_s
+    cols = [[getattr(m, f) for m in messages] for f in (
+        "sender_id", "receiver_url", "action", "message_id", "transaction_id", "body", "forwarded_authorization")]
+    with raw(session).cursor() as cur:
+        cur.execute(_INSERT_SQL, (ttl, *cols))
+        return [r[0] for r in cur.fetchall()]
+
+
+def outbound(sender_id: str, receiver_url: str, action: str, payload: dict[str, Any] | bytes,
+             forwarded_authorization: str | None = None) -> Outbound:
+    if isinstance(payload, bytes):  # relays pass the exact bytes they received
+        body, ctx = payload, json.loads(payload).get("context", {})
+    else:
+        body, ctx = dumps(payload), payload.get("context", {})
+    return Outbound(sender_id, receiver_url, action, body, ctx.get("message_id", ""), ctx.get("transaction_id", ""),
+                    forwarded_authorization)
+
+
 def enqueue(
     session: Session,
     *,
@@ -53,30 +99,8 @@ def enqueue(
     ttl_s: int | None = None,
 ) -> int:
     """Record one outbound message in the caller's transaction; returns its id."""
-    if isinstance(payload, bytes):  # relays pass the exact bytes they received
-        body, ctx = payload, json.loads(payload).get("context", {})
-    else:
-        body, ctx = dumps(payload), payload.get("context", {})
-    ttl = ttl_s if ttl_s is not None else get_settings().delivery_ttl_s
-    now = datetime.now(UTC)
-    return int(
-        session.execute(
-            outbox.insert()
-            .values(
-                sender_id=sender_id,
-                receiver_url=receiver_url,
-                action=action,
-                message_id=ctx.get("message_id", ""),
-                transaction_id=ctx.get("transaction_id", ""),
-                body=body,
-                forwarded_authorization=forwarded_authorization,
-                status="PENDING",
-                next_attempt_at=now,
-                expires_at=now + timedelta(seconds=ttl),
-            )
-            .returning(outbox.c.id)
-        ).scalar_one()
-    )
+    msg = outbound(sender_id, receiver_url, action, payload, forwarded_authorization)
+    return enqueue_many(session, [msg], ttl_s)[0]
 
 
 def endpoint(base_url: str, action: str) -> str:
@@ -112,17 +136,9 @@ def _classify(result: http.HttpResult) -> tuple[str, str | None]:
 def deliver(schema: str, ids: list[int]) -> list[Outcome]:
     """Send the given PENDING rows (those not leased by another worker) concurrently."""
     now = datetime.now(UTC)
-    with session_scope(schema) as s:
-        rows = s.execute(
-            update(outbox)
-            .where(
-                outbox.c.id.in_(ids),
-                outbox.c.status == "PENDING",
-                or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now),
-            )
-            .values(lease_until=now + LEASE)
-            .returning(outbox)
-        ).all()
+    with session_scope(schema) as s, raw(s).cursor(row_factory=namedtuple_row) as cur:
+        cur.execute(_CLAIM_SQL, (now + LEASE, ids, now))
+        rows = cur.fetchall()
     if not rows:
         return []
     home = get_settings().home
@@ -189,19 +205,28 @@ def _outcome_values(row: Any, status: str, result: http.HttpResult | None, error
     }
 
 
+_CLAIM_SQL = (
+    "UPDATE outbox SET lease_until = %s WHERE id = ANY(%s) AND status = 'PENDING' "
+    "AND (lease_until IS NULL OR lease_until < %s) RETURNING *"
+)
+_RECORD_SQL = (
+    "UPDATE outbox AS o SET status = v.status, attempts = v.attempts, lease_until = NULL, "
+    "next_attempt_at = v.next_attempt_at, last_status_code = v.last_status_code, last_error = v.last_error, "
+    "last_authorization = v.last_authorization, response_body = v.response_body, delivered_at = v.delivered_at "
+    "FROM unnest(%s::int8[], %s::text[], %s::int4[], %s::timestamptz[], %s::int4[], %s::text[], %s::text[], "
+    "%s::text[], %s::timestamptz[]) AS v(id, status, attempts, next_attempt_at, last_status_code, last_error, "
+    "last_authorization, response_body, delivered_at) WHERE o.id = v.id"
+)
+_RECORD_FIELDS = ("b_id", "status", "attempts", "next_attempt_at", "last_status_code", "last_error",
+                  "last_authorization", "response_body", "delivered_at")
+
+
 def _record(schema: str, updates: list[dict[str, Any]]) -> None:
-    """Every outcome of a delivery batch in one transaction (one round trip per batch, not per row)."""
+    """Every outcome of a delivery batch in one statement (one round trip per batch, not per row)."""
     if not updates:
         return
-    from sqlalchemy import bindparam
-
-    stmt = (update(outbox).where(outbox.c.id == bindparam("b_id"))
-            .values(status=bindparam("status"), attempts=bindparam("attempts"), lease_until=None,
-                    next_attempt_at=bindparam("next_attempt_at"), last_status_code=bindparam("last_status_code"),
-                    last_error=bindparam("last_error"), last_authorization=bindparam("last_authorization"),
-                    response_body=bindparam("response_body"), delivered_at=bindparam("delivered_at")))
     with session_scope(schema) as s:
-        s.connection().execute(stmt, updates)
+        raw(s).execute(_RECORD_SQL, [[u[f] for u in updates] for f in _RECORD_FIELDS])
 
 
 def due_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:

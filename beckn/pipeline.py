@@ -28,17 +28,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from beckn import signing
 from beckn.envelope import BPP_ACTIONS, DOMAIN, PROTOCOL_VERSION
 from beckn.errors import BecknError, Role, code_for
 from beckn.identity import Identity
-from beckn.models import inbox
 from beckn.registry_client import KeyRecord, RegistryClient, RegistryError
-from flexmarket.db import pool_size, session_scope
+from flexmarket.db import pool_size, raw, session_scope
 from schemas.core import AckResponse, Context, Error
 from schemas.messages import message_model
 
@@ -285,34 +282,20 @@ class BecknPipeline:
     def dispatch(self, msg: Inbound) -> bool:
         """Inbox + handler in one transaction. Returns True when the message is a duplicate."""
         with session_scope(self.schema) as s:
-            inbox_id = s.execute(
-                insert(inbox)
-                .values(
-                    receiver_id=msg.receiver.subscriber_id,
-                    sender_id=msg.verified.sender_id,
-                    sender_key_id=msg.verified.sender_key_id,
-                    gateway_id=msg.verified.gateway_id,
-                    gateway_key_id=msg.verified.gateway_key_id,
-                    signature_verified=True,
-                    action=msg.action,
-                    message_id=msg.context.message_id,
-                    transaction_id=msg.context.transaction_id,
-                    body=msg.raw,
-                    authorization=msg.authorization,
-                    gateway_authorization=msg.gateway_authorization,
-                    status="RECEIVED",
-                )
-                .on_conflict_do_nothing(constraint="inbox_dedup")
-                .returning(inbox.c.id)
-            ).scalar_one_or_none()
-            if inbox_id is None:
+            v = msg.verified
+            row = raw(s).execute(_INBOX_SQL, (
+                msg.receiver.subscriber_id, v.sender_id, v.sender_key_id, v.gateway_id, v.gateway_key_id, msg.action,
+                msg.context.message_id, msg.context.transaction_id, msg.raw, msg.authorization,
+                msg.gateway_authorization)).fetchone()
+            if row is None:
                 log.info("duplicate message ignored", action=msg.action, message_id=msg.context.message_id,
                          sender=msg.verified.sender_id)
                 return True
+            inbox_id = row[0]
             verdict = self.handlers[msg.action](s, msg, inbox_id)
             if not verdict.process_async:
-                s.execute(update(inbox).where(inbox.c.id == inbox_id)
-                          .values(status="PROCESSED", processed_at=datetime.now(UTC)))
+                raw(s).execute("UPDATE inbox SET status = 'PROCESSED', processed_at = now() WHERE id = %s",
+                               (inbox_id,))
         if verdict.process_async and self.enqueue_processing:
             try:
                 self.enqueue_processing(self.schema, inbox_id, str(msg.context.message_id), msg.action)
@@ -328,6 +311,15 @@ class BecknPipeline:
             headers["WWW-Authenticate"] = 'Signature realm="flexmarket",headers="(created) (expires) digest"'
         log.info("nack", participant=self.participant, code=code.code, reason=exc.message)
         return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
+# The inbox_dedup constraint makes a duplicate (same receiver, sender, message_id, action) a no-op.
+_INBOX_SQL = (
+    "INSERT INTO inbox (receiver_id, sender_id, sender_key_id, gateway_id, gateway_key_id, signature_verified, "
+    "action, message_id, transaction_id, body, \"authorization\", gateway_authorization, status) "
+    "VALUES (%s, %s, %s, %s, %s, true, %s, %s, %s, %s, %s, %s, 'RECEIVED') "
+    "ON CONFLICT ON CONSTRAINT inbox_dedup DO NOTHING RETURNING id"
+)
 
 
 def _schema_error(exc: ValidationError, root: str) -> BecknError:

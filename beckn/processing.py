@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from psycopg.rows import namedtuple_row
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from beckn.models import inbox
-from flexmarket.db import session_scope
+from flexmarket.db import raw, session_scope
 
 log = structlog.get_logger(__name__)
 
@@ -40,41 +41,61 @@ class Batch:
     outbox_ids: list[int]
 
 
+_SIBLINGS_SQL = (
+    "SELECT * FROM inbox WHERE message_id = (SELECT message_id FROM inbox WHERE id = %(id)s) "
+    "AND action = (SELECT action FROM inbox WHERE id = %(id)s) AND status = 'RECEIVED' "
+    "ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"  # rows another worker holds are its business
+)
+_DONE_SQL = "UPDATE inbox SET status = 'PROCESSED', processed_at = now(), attempts = attempts + 1 WHERE id = ANY(%s)"
+_FAILED_SQL = "UPDATE inbox SET attempts = %s, error = %s, status = %s WHERE id = %s"
+
+
 def process(schema: str, inbox_id: int) -> Batch:
     """Process an inbox row exactly once — together with its siblings: the other RECEIVED rows with the
     same message_id and action (one search reaching many platforms of one BPP host, many on_search
-    answers reaching the gateway). One transaction, one savepoint per row, one delivery batch.
+    answers reaching the gateway). One transaction, one delivery batch.
 
-    A row whose processing raises is left RECEIVED with its error and attempt count (the sweep retries
-    it later) and becomes FAILED after MAX_ATTEMPTS; its siblings are unaffected.
+    The whole batch runs under one savepoint (the common case: nothing fails, one UPDATE marks every
+    row PROCESSED). If any row raises, that savepoint is rolled back and the rows are processed again
+    one savepoint each, so a row whose processing raises is left RECEIVED with its error and attempt
+    count (the sweep retries it later), becomes FAILED after MAX_ATTEMPTS, and its siblings are
+    unaffected.
     """
     processor = PROCESSORS[schema]
-    ids: list[int] = []
     with session_scope(schema) as s:
-        head = s.execute(select(inbox.c.message_id, inbox.c.action).where(inbox.c.id == inbox_id)).first()
-        if head is None:
+        conn = raw(s)
+        with conn.cursor(row_factory=namedtuple_row) as cur:
+            cur.execute(_SIBLINGS_SQL, {"id": inbox_id, "limit": BATCH})
+            rows = cur.fetchall()
+        if not rows:
             return Batch(0, [])
-        rows = s.execute(
-            select(inbox)
-            .where(inbox.c.message_id == head.message_id, inbox.c.action == head.action,
-                   inbox.c.status == "RECEIVED")
-            .order_by(inbox.c.id)
-            .limit(BATCH)
-            .with_for_update(skip_locked=True)  # rows another worker holds are its business
-        ).all()
-        for row in rows:
-            try:
-                with s.begin_nested():
-                    ids.extend(processor(s, row))
-                    s.execute(update(inbox).where(inbox.c.id == row.id).values(
-                        status="PROCESSED", processed_at=datetime.now(UTC), attempts=inbox.c.attempts + 1))
-            except Exception as exc:
-                attempts = row.attempts + 1
-                s.execute(update(inbox).where(inbox.c.id == row.id).values(
-                    attempts=attempts, error=f"{type(exc).__name__}: {exc}",
-                    status="FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED"))
-                log.exception("processing failed", schema=schema, inbox_id=row.id, attempts=attempts)
+        try:
+            with s.begin_nested():
+                ids = [i for row in rows for i in processor(s, row)]
+                conn.execute(_DONE_SQL, ([r.id for r in rows],))
+            return Batch(len(rows), ids)
+        except Exception:
+            if len(rows) == 1:
+                ids = []
+                _process_alone(s, schema, processor, rows[0], ids)
+                return Batch(1, ids)
+        ids = []
+        for row in rows:  # isolate the failing row(s)
+            _process_alone(s, schema, processor, row, ids)
     return Batch(len(rows), ids)
+
+
+def _process_alone(s: Session, schema: str, processor: Processor, row: Any, ids: list[int]) -> None:
+    try:
+        with s.begin_nested():
+            out = processor(s, row)
+            raw(s).execute(_DONE_SQL, ([row.id],))
+        ids.extend(out)
+    except Exception as exc:
+        attempts = row.attempts + 1
+        raw(s).execute(_FAILED_SQL, (attempts, f"{type(exc).__name__}: {exc}",
+                                     "FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED", row.id))
+        log.exception("processing failed", schema=schema, inbox_id=row.id, attempts=attempts)
 
 
 def has_received_siblings(schema: str, inbox_id: int) -> bool:

@@ -4,6 +4,7 @@ Authorization unchanged and the gateway's own signature in X-Gateway-Authorizati
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -43,11 +44,9 @@ def fan_out(session: Session, row: Any) -> list[int]:
     if ctx.get("bpp_id"):  # a search addressed to one BPP goes only there
         bpps = [b for b in bpps if b["subscriber_id"] == ctx["bpp_id"]]
     log.info("fan-out", transaction_id=ctx.get("transaction_id"), bpps=len(bpps))
-    return [
-        outbox.enqueue(session, sender_id=row.receiver_id, receiver_url=outbox.endpoint(b["url"], "search"),
-                       action="search", payload=row.body, forwarded_authorization=row.authorization)
-        for b in bpps
-    ]
+    msg = outbox.outbound(row.receiver_id, "", "search", row.body, row.authorization)
+    return outbox.enqueue_many(session, [replace(msg, receiver_url=outbox.endpoint(b["url"], "search"))
+                                         for b in bpps])
 
 
 def relay_on_search(session: Session, row: Any) -> list[int]:

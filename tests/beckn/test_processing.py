@@ -1,0 +1,82 @@
+"""Inbox processing in sibling batches (beckn/processing.py) on real PostgreSQL: every sibling is processed
+once in one transaction; a row whose processor raises is isolated (left RECEIVED with its error, FAILED
+after MAX_ATTEMPTS) while its siblings are processed and their outbox rows survive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from beckn import outbox, processing
+from flexmarket.db import raw, session_scope
+
+SCHEMA = "gateway"  # any Beckn schema: the test registers its own processor for it
+
+
+def _insert_siblings(n: int, message_id: str = "m-1", action: str = "on_search") -> list[int]:
+    with session_scope(SCHEMA) as s:
+        return [raw(s).execute(
+            "INSERT INTO inbox (receiver_id, sender_id, sender_key_id, signature_verified, action, message_id, "
+            "transaction_id, body, status) VALUES ('gw', %s, 'k', true, %s, %s, 't-1', %s, 'RECEIVED') RETURNING id",
+            (f"bpp-{i}", action, message_id, f'{{"n": {i}}}'.encode())).fetchone()[0] for i in range(n)]
+
+
+def _rows() -> dict[int, tuple[str, int, str | None]]:
+    with session_scope(SCHEMA) as s:
+        return {r[0]: (r[1], r[2], r[3]) for r in raw(s).execute("SELECT id, status, attempts, error FROM inbox")}
+
+
+def _outbox_count() -> int:
+    with session_scope(SCHEMA) as s:
+        return raw(s).execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+@pytest.fixture()
+def processor(isolated_db: str) -> Iterator[dict[str, Any]]:
+    """A processor that writes one outbox row per inbox row and raises for the senders in `fail`."""
+    state: dict[str, Any] = {"fail": set(), "calls": 0}
+
+    def proc(session: Session, row: Any) -> list[int]:
+        state["calls"] += 1
+        oid = outbox.enqueue(session, sender_id="gw", receiver_url="http://127.0.0.1:1/on_search",
+                             action="on_search", payload=bytes(row.body))
+        if row.sender_id in state["fail"]:
+            raise RuntimeError(f"boom for {row.sender_id}")
+        return [oid]
+
+    old = processing.PROCESSORS.get(SCHEMA)
+    processing.register(SCHEMA, proc)
+    yield state
+    if old is not None:
+        processing.register(SCHEMA, old)
+
+
+def test_siblings_processed_together_once(processor: dict[str, Any]) -> None:
+    ids = _insert_siblings(5)
+    _insert_siblings(1, message_id="other")  # not a sibling: different message_id
+    batch = processing.process(SCHEMA, ids[2])
+    assert batch.attempted == 5 and len(batch.outbox_ids) == 5
+    rows = _rows()
+    assert all(rows[i][:2] == ("PROCESSED", 1) for i in ids)
+    assert sum(1 for st, _, _ in rows.values() if st == "RECEIVED") == 1
+    assert processing.process(SCHEMA, ids[0]) == processing.Batch(0, [])  # nothing left: never twice
+    assert _outbox_count() == 5
+
+
+def test_a_failing_row_is_isolated(processor: dict[str, Any]) -> None:
+    ids = _insert_siblings(4)
+    processor["fail"] = {"bpp-1"}
+    batch = processing.process(SCHEMA, ids[0])
+    assert batch.attempted == 4 and len(batch.outbox_ids) == 3
+    rows = _rows()
+    assert rows[ids[1]][0] == "RECEIVED" and rows[ids[1]][1] == 1 and "boom for bpp-1" in (rows[ids[1]][2] or "")
+    assert all(rows[i][0] == "PROCESSED" for i in ids if i != ids[1])
+    assert _outbox_count() == 3  # the failing row's outbox row was rolled back with it
+    for _ in range(processing.MAX_ATTEMPTS - 1):
+        processing.process(SCHEMA, ids[1])
+    assert _rows()[ids[1]][:2] == ("FAILED", processing.MAX_ATTEMPTS)
+    processor["fail"] = set()
+    assert processing.process(SCHEMA, ids[1]).attempted == 0  # FAILED rows stay visible, not retried
