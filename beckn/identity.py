@@ -80,6 +80,9 @@ _cache: dict[tuple[Path, str], Identity] = {}
 
 
 def load_identity(home: Path, subscriber_id: str) -> Identity:
+    ident = _cache.get((home, subscriber_id))  # hot path: no filesystem call when the path is known
+    if ident is not None:
+        return ident
     key = (home.resolve(), subscriber_id)
     ident = _cache.get(key)
     if ident is None:
@@ -88,6 +91,7 @@ def load_identity(home: Path, subscriber_id: str) -> Identity:
             raise LookupError(f"no identity for {subscriber_id!r} under {identities_dir(home)}")
         ident = Identity.from_json(json.loads(path.read_text()))
         _cache[key] = ident
+    _cache[(home, subscriber_id)] = ident
     return ident
 
 
@@ -108,5 +112,5 @@ def load_or_create_identity(
     else:
         ident = Identity(subscriber_id, role, url, KeyPair.generate(), domain, city_code, country_code)
     save_identity(home, ident)
-    _cache[(home.resolve(), subscriber_id)] = ident
+    _cache[(home.resolve(), subscriber_id)] = _cache[(home, subscriber_id)] = ident
     return ident

@@ -66,9 +66,13 @@ class RegistryClient:
         self._cache.clear()
         self._records.clear()
 
-    async def lookup(self, client: httpx.AsyncClient, **filters: Any) -> list[dict[str, Any]]:
+    @staticmethod
+    def _key(filters: dict[str, Any]) -> tuple[dict[str, Any], str]:
         body = {k: v for k, v in filters.items() if v is not None}
-        key = json.dumps(body, sort_keys=True)
+        return body, json.dumps(body, sort_keys=True)
+
+    async def lookup(self, client: httpx.AsyncClient, **filters: Any) -> list[dict[str, Any]]:
+        body, key = self._key(filters)
         rows = self._cached(key)
         if rows is not None:
             return rows
@@ -133,6 +137,16 @@ class RegistryClient:
             client, type=type, subscriber_id=subscriber_id, domain=domain, city=city, country=country,
             status="SUBSCRIBED",
         )
+        return self._valid_subscribers(rows)
+
+    def cached_subscribers(self, **filters: Any) -> list[dict[str, Any]] | None:
+        """What subscribers(**filters) would answer from the cache alone, or None on a miss — lets
+        synchronous callers skip the hop to the HTTP loop thread when the answer is already known."""
+        rows = self._cached(self._key({**filters, "status": "SUBSCRIBED"})[1])
+        return None if rows is None else self._valid_subscribers(rows)
+
+    @staticmethod
+    def _valid_subscribers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
         seen: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -159,6 +173,9 @@ def worker_registry() -> RegistryClient:
 
 def subscribers_sync(**filters: Any) -> list[dict[str, Any]]:
     reg = worker_registry()
+    hit = reg.cached_subscribers(**filters)
+    if hit is not None:
+        return hit
     return http.run_with_client(lambda client: reg.subscribers(client, **filters))
 
 

@@ -9,6 +9,8 @@ update: in every 30-minute slot, Σ kW of ACCEPTED/IN-PROGRESS orders on an offe
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -35,13 +37,15 @@ from bpp.catalog import (
 )
 from bpp.models import Offer, Order, OrderEvent, Provider
 from flexmarket.config import get_settings
-from schemas.core import Catalog, Descriptor, Fulfillment, Location
+from flexmarket.db import raw
+from schemas.core import Descriptor, Fulfillment, Location
 from schemas.core import Order as BecknOrder
 from schemas.core import Provider as BecknProvider
 from schemas.flex import (
     FULFILLMENT_TYPE,
     FlexFormatError,
     FlexOfferSpec,
+    FlexRequest,
     OrderSpec,
     OrderView,
     intent_to_request,
@@ -281,6 +285,8 @@ def process(session: Session, row: Any) -> list[int]:
     bpp_id = row.receiver_id
     on = f"on_{row.action}"
     try:
+        if row.action == "search":  # writes nothing but its answer: no savepoint needed
+            return [_on_search(session, bpp_id, payload, row)]
         with session.begin_nested():  # a refusal undoes any partial change before the error callback
             return _process(session, bpp_id, row.action, ctx, payload, row)
     except CommitmentError as exc:
@@ -294,8 +300,6 @@ def process(session: Session, row: Any) -> list[int]:
 def _process(session: Session, bpp_id: str, action: str, ctx: dict[str, Any], payload: dict[str, Any],
              row: Any) -> list[int]:
     on = f"on_{action}"
-    if action == "search":
-        return [_on_search(session, bpp_id, payload, row)]
     if action in ("status", "cancel"):
         order = session.get(Order, payload["message"]["order_id"])
         assert order is not None  # checked at acceptance; orders are never deleted
@@ -418,35 +422,64 @@ def _update(session: Session, spec: OrderSpec) -> Order:
     return order
 
 
+# A search reaches every platform of a host at once (50 siblings in one batch, beckn/processing.py), and
+# catalogs change only when offers do: the Beckn form of each offer and provider is built once per distinct
+# stored content and reused. Keys are the stored JSON text, so a changed offer is simply a new key.
+@functools.lru_cache(maxsize=8192)
+def _offer_entry(spec_text: str) -> tuple[FlexOfferSpec, dict[str, Any]]:
+    d = json.loads(spec_text)
+    d["window_start"] = datetime.fromisoformat(d["window_start"])
+    d["window_end"] = datetime.fromisoformat(d["window_end"])
+    spec = FlexOfferSpec(**d)
+    return spec, offer_to_item(spec).dump()
+
+
+@functools.lru_cache(maxsize=4096)
+def _provider_entry(provider_id: str, name: str, sites_text: str) -> tuple[dict[str, str], dict[str, Any]]:
+    sites = json.loads(sites_text)
+    skeleton = BecknProvider(
+        id=provider_id,
+        descriptor=Descriptor(name=name),
+        locations=[Location(id=s["id"], descriptor=Descriptor(name=s.get("name") or s["id"]),
+                            city={"code": s["region"]}, country={"code": "GBR"}) for s in sites],
+        fulfillments=[Fulfillment(id=FULFILLMENT_TYPE, type=FULFILLMENT_TYPE)],
+    ).dump()
+    return {s["id"]: s["region"] for s in sites}, skeleton
+
+
+@functools.lru_cache(maxsize=256)
+def _search_request(message_text: str) -> FlexRequest:
+    return intent_to_request(SearchMessage.model_validate_json(message_text).intent)
+
+
+_CATALOG_SQL = (
+    "SELECT p.provider_id, p.name, p.sites::text, o.spec::text FROM providers p "
+    "LEFT JOIN offers o ON o.bpp_id = p.bpp_id AND o.provider_id = p.provider_id AND o.active "
+    "WHERE p.bpp_id = %s ORDER BY p.provider_id, o.item_id"
+)
+
+
 def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any) -> int:
-    req = intent_to_request(SearchMessage.model_validate(payload["message"]).intent)
-    providers = []
-    by_provider: dict[str, list[FlexOfferSpec]] = {}
-    for o in session.scalars(select(Offer).where(Offer.bpp_id == bpp_id, Offer.active).order_by(Offer.item_id)):
-        by_provider.setdefault(o.provider_id, []).append(offer_from_row(o))
-    for prov in session.scalars(select(Provider).where(Provider.bpp_id == bpp_id).order_by(Provider.provider_id)):
-        offers = by_provider.get(prov.provider_id, [])
-        region_of = {s["id"]: s["region"] for s in prov.sites}
-        matched = matching_offers(offers, req, region_of)
-        if not matched:
-            continue
-        providers.append(BecknProvider(
-            id=prov.provider_id,
-            descriptor=Descriptor(name=prov.name),
-            locations=[Location(id=s["id"], descriptor=Descriptor(name=s.get("name") or s["id"]),
-                                city={"code": s["region"]}, country={"code": "GBR"}) for s in prov.sites],
-            fulfillments=[Fulfillment(id=FULFILLMENT_TYPE, type=FULFILLMENT_TYPE)],
-            items=[offer_to_item(o) for o in matched],
-        ))
+    req = _search_request(json.dumps(payload["message"], sort_keys=True))
+    providers: list[dict[str, Any]] = []
+    rows = raw(session).execute(_CATALOG_SQL, (bpp_id,)).fetchall()
+    for provider_id, group in itertools.groupby(rows, key=lambda r: r[0]):
+        group = list(group)
+        region_of, skeleton = _provider_entry(provider_id, group[0][1], group[0][2])
+        offers = [_offer_entry(r[3]) for r in group if r[3] is not None]
+        matched = {id(o) for o in matching_offers([spec for spec, _ in offers], req, region_of)}
+        items = [item for spec, item in offers if id(spec) in matched]
+        if items:
+            providers.append({**skeleton, "items": items})
     ident = load_identity(get_settings().home, bpp_id)
-    catalog = Catalog(descriptor=Descriptor(name=ident.extra.get("name") or bpp_id), providers=providers)
+    catalog = {"descriptor": Descriptor(name=ident.extra.get("name") or bpp_id).dump(), "providers": providers}
     # Answer through the gateway that relayed the search (Beckn: on_search goes back via the BG).
     to_url = None
     if row.gateway_id:
         to_url = url_of_sync(row.gateway_id, type="BG")
         if to_url is None:
             raise RuntimeError(f"gateway {row.gateway_id} is not in the registry")
-    return _callback(session, bpp_id, payload["context"], "on_search", message={"catalog": catalog.dump()},
+    return _callback(session, bpp_id, payload["context"], "on_search", message={"catalog": catalog},
                      to_url=to_url)
 
 
