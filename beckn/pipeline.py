@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -30,7 +29,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from beckn import signing
+from beckn import http, signing
 from beckn.envelope import BPP_ACTIONS, DOMAIN, PROTOCOL_VERSION
 from beckn.errors import BecknError, Role, code_for
 from beckn.identity import Identity
@@ -164,7 +163,7 @@ class BecknPipeline:
             raise BecknError("invalid_request", "body must be a JSON object with a context object", paths="context")
         return payload
 
-    async def verify(self, client: httpx.AsyncClient, headers: Any, raw: bytes, action: str) -> Verified:
+    async def verify(self, client: http.Client, headers: Any, raw: bytes, action: str) -> Verified:
         sender = await self._verify_header(client, headers.get("authorization"), raw, "Authorization",
                                            SENDER_ROLE[action])
         gateway = None
@@ -175,7 +174,7 @@ class BecknPipeline:
                         gateway.subscriber_id if gateway else None, gateway.unique_key_id if gateway else None)
 
     async def _verify_header(
-        self, client: httpx.AsyncClient, header: str | None, raw: bytes, name: str, role: Role
+        self, client: http.Client, header: str | None, raw: bytes, name: str, role: Role
     ) -> KeyRecord:
         def refuse(reason: str, message: str) -> BecknError:
             VERIFICATIONS.labels(self.participant, name, reason).inc()

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from beckn import http
@@ -71,7 +70,7 @@ class RegistryClient:
         body = {k: v for k, v in filters.items() if v is not None}
         return body, json.dumps(body, sort_keys=True)
 
-    async def lookup(self, client: httpx.AsyncClient, **filters: Any) -> list[dict[str, Any]]:
+    async def lookup(self, client: http.Client, **filters: Any) -> list[dict[str, Any]]:
         body, key = self._key(filters)
         rows = self._cached(key)
         if rows is not None:
@@ -93,7 +92,7 @@ class RegistryClient:
             self._store(key, rows)
             return rows
 
-    async def key_for(self, client: httpx.AsyncClient, subscriber_id: str, unique_key_id: str) -> KeyRecord | None:
+    async def key_for(self, client: http.Client, subscriber_id: str, unique_key_id: str) -> KeyRecord | None:
         rows = await self.lookup(client, subscriber_id=subscriber_id, unique_key_id=unique_key_id, status="SUBSCRIBED")
         key = f"{subscriber_id}|{unique_key_id}"
         cached = self._records.get(key)
@@ -124,7 +123,7 @@ class RegistryClient:
 
     async def subscribers(
         self,
-        client: httpx.AsyncClient,
+        client: http.Client,
         *,
         type: str | None = None,
         subscriber_id: str | None = None,
