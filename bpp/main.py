@@ -68,4 +68,12 @@ def create_app() -> FastAPI:
         enqueue_processing=send_processing,
     )
     app.include_router(router)
+    hosted = app.state.platforms
+
+    def beckn_route(path: str) -> tuple[str, Identity] | None:
+        slug, _, action = path[1:].partition("/")
+        identity = hosted.get(slug)
+        return (action, identity) if identity is not None and action in service.HANDLERS else None
+
+    app.state.beckn_route = beckn_route
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -73,7 +74,10 @@ def serve(
         raise typer.BadParameter(f"participant must be one of {', '.join(APPS)}")
     _services()
     os.environ["FLEXMARKET_PARTICIPANT"] = participant
-    uvicorn.run(APPS[participant], factory=True, host=host, port=port, log_level="warning", access_log=False,
+    from flexmarket.web import served_app
+
+    uvicorn.run(functools.partial(served_app, APPS[participant]), factory=True, host=host, port=port,
+                log_level="warning", access_log=False,
                 timeout_graceful_shutdown=5)
 
 

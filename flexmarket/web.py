@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -27,6 +28,19 @@ def add_ops_routes(app: FastAPI, participant: str) -> None:
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def served_app(factory: str) -> Any:
+    """What `flexmarket serve` runs: the participant's app, behind the Beckn fast lane when it serves
+    Beckn actions (its factory sets app.state.beckn_route; beckn/pipeline.py FastLane)."""
+    from importlib import import_module
+
+    from beckn.pipeline import FastLane
+
+    module, _, name = factory.partition(":")
+    app = getattr(import_module(module), name)()
+    route = getattr(app.state, "beckn_route", None)
+    return FastLane(app, route) if route is not None else app
 
 
 def create_base_app(

@@ -32,4 +32,6 @@ def create_app() -> FastAPI:
         clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing, relay_only=True,
     )
     app.include_router(router)
+    me = app.state.identity
+    app.state.beckn_route = lambda path: (path[1:], me) if path[1:] in service.HANDLERS else None
     return app
