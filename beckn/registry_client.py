@@ -48,7 +48,7 @@ class RegistryClient:
         self.url = registry_url.rstrip("/")
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._records: dict[str, tuple[list[dict[str, Any]], KeyRecord | None]] = {}
 
     def _cached(self, key: str) -> list[dict[str, Any]] | None:
@@ -75,8 +75,10 @@ class RegistryClient:
         rows = self._cached(key)
         if rows is not None:
             return rows
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:  # one request per key even when 50 messages arrive at once
+        # One request per key even when 50 messages arrive at once. An asyncio lock belongs to one event
+        # loop, and worker threads each run their own (beckn/http.py), so there is one lock per loop.
+        lock = self._locks.setdefault((id(asyncio.get_running_loop()), key), asyncio.Lock())
+        async with lock:
             rows = self._cached(key)
             if rows is not None:
                 return rows
