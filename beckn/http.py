@@ -46,7 +46,8 @@ class Client:
     def __init__(self) -> None:
         self.session = aiohttp.ClientSession(
             timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0),
-            skip_auto_headers=("User-Agent",), auto_decompress=False)
+            skip_auto_headers=("User-Agent",), auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar())  # Beckn peers set no cookies; skip the jar's per-request work
 
     async def aclose(self) -> None:
         await self.session.close()

@@ -78,6 +78,26 @@ def enqueue_many(session: Session, messages: Sequence[Outbound], ttl_s: int | No
         return [r[0] for r in cur.fetchall()]
 
 
+_DEFERRED = "beckn.outbox.deferred"
+
+
+def defer(session: Session, message: Outbound) -> None:
+    """Queue an outbound message in `session` for a batch writer to record together with its siblings'
+    (beckn/processing.py writes them in one statement per sibling batch: fifty single-row INSERTs of
+    on_search answers cost a quarter of a delivery worker's CPU). Only processors use it."""
+    session.info.setdefault(_DEFERRED, []).append(message)
+
+
+def flush_deferred(session: Session) -> list[int]:
+    """Record what defer() queued in this session, in the session's transaction; their ids."""
+    return enqueue_many(session, session.info.pop(_DEFERRED, []))
+
+
+def discard_deferred(session: Session) -> None:
+    """Forget queued messages whose savepoint was rolled back."""
+    session.info.pop(_DEFERRED, None)
+
+
 def outbound(sender_id: str, receiver_url: str, action: str, payload: dict[str, Any] | bytes,
              forwarded_authorization: str | None = None) -> Outbound:
     if isinstance(payload, bytes):  # relays pass the exact bytes they received

@@ -1,9 +1,10 @@
 """Asynchronous processing of accepted inbound messages (run by the Celery task beckn.process_inbox).
 
 A participant registers one processor per schema: it gets the inbox row inside a transaction, does the
-business work, writes outbox rows for its answers in the same transaction and returns their ids; the
-task then delivers them. The inbox row is marked PROCESSED in that same transaction, so a crash
-either leaves everything undone (the sweep retries) or everything done — never half.
+business work, writes outbox rows for its answers in the same transaction and returns their ids (or
+queues them with outbox.defer, written here once per batch); the task then delivers them. The inbox row
+is marked PROCESSED in that same transaction, so a crash either leaves everything undone (the sweep
+retries) or everything done — never half.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from beckn import outbox
 from beckn.models import inbox
 from flexmarket.db import raw, session_scope
 
@@ -72,9 +74,11 @@ def process(schema: str, inbox_id: int) -> Batch:
         try:
             with s.begin_nested():
                 ids = [i for row in rows for i in processor(s, row)]
+                ids += outbox.flush_deferred(s)  # the batch's deferred answers, in one statement
                 conn.execute(_DONE_SQL, ([r.id for r in rows],))
             return Batch(len(rows), ids)
         except Exception:
+            outbox.discard_deferred(s)
             if len(rows) == 1:
                 ids = []
                 _process_alone(s, schema, processor, rows[0], ids)
@@ -88,10 +92,11 @@ def process(schema: str, inbox_id: int) -> Batch:
 def _process_alone(s: Session, schema: str, processor: Processor, row: Any, ids: list[int]) -> None:
     try:
         with s.begin_nested():
-            out = processor(s, row)
+            out = processor(s, row) + outbox.flush_deferred(s)
             raw(s).execute(_DONE_SQL, ([row.id],))
         ids.extend(out)
     except Exception as exc:
+        outbox.discard_deferred(s)
         attempts = row.attempts + 1
         raw(s).execute(_FAILED_SQL, (attempts, f"{type(exc).__name__}: {exc}",
                                      "FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED", row.id))

@@ -229,6 +229,13 @@ HANDLERS: dict[str, Handler] = {
 def _callback(session: Session, bpp_id: str, req_ctx: dict[str, Any], action: str, *,
               message: dict[str, Any] | None = None, error: BecknError | None = None,
               to_url: str | None = None) -> int:
+    """Record the callback in the outbox (in the caller's transaction); its outbox id."""
+    return outbox.enqueue_many(session, [_callback_message(bpp_id, req_ctx, action, message=message, error=error,
+                                                           to_url=to_url)])[0]
+
+
+def _callback_message(bpp_id: str, req_ctx: dict[str, Any], action: str, *, message: dict[str, Any] | None = None,
+                      error: BecknError | None = None, to_url: str | None = None) -> outbox.Outbound:
     ident = load_identity(get_settings().home, bpp_id)
     ctx = envelope.callback_context(req_ctx, action)
     ctx["bpp_id"], ctx["bpp_uri"] = ident.subscriber_id, ident.url
@@ -238,10 +245,7 @@ def _callback(session: Session, bpp_id: str, req_ctx: dict[str, Any], action: st
     if error is not None:
         code = code_for(Role.BPP, error.kind)
         payload["error"] = {"code": code.code, "message": error.message}
-    return outbox.enqueue(
-        session, sender_id=bpp_id, receiver_url=outbox.endpoint(to_url or ctx["bap_uri"], action),
-        action=action, payload=payload,
-    )
+    return outbox.outbound(bpp_id, outbox.endpoint(to_url or ctx["bap_uri"], action), action, payload)
 
 
 def _view(order: Order) -> dict[str, Any]:
@@ -286,7 +290,8 @@ def process(session: Session, row: Any) -> list[int]:
     on = f"on_{row.action}"
     try:
         if row.action == "search":  # writes nothing but its answer: no savepoint needed
-            return [_on_search(session, bpp_id, payload, row)]
+            _on_search(session, bpp_id, payload, row)
+            return []
         with session.begin_nested():  # a refusal undoes any partial change before the error callback
             return _process(session, bpp_id, row.action, ctx, payload, row)
     except CommitmentError as exc:
@@ -459,7 +464,8 @@ _CATALOG_SQL = (
 )
 
 
-def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any) -> int:
+def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any) -> None:
+    """Queue the platform's on_search (written with its siblings' in one statement: beckn.outbox.defer)."""
     req = _search_request(json.dumps(payload["message"], sort_keys=True))
     providers: list[dict[str, Any]] = []
     rows = raw(session).execute(_CATALOG_SQL, (bpp_id,)).fetchall()
@@ -479,8 +485,8 @@ def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any)
         to_url = url_of_sync(row.gateway_id, type="BG")
         if to_url is None:
             raise RuntimeError(f"gateway {row.gateway_id} is not in the registry")
-    return _callback(session, bpp_id, payload["context"], "on_search", message={"catalog": catalog},
-                     to_url=to_url)
+    outbox.defer(session, _callback_message(bpp_id, payload["context"], "on_search", message={"catalog": catalog},
+                                            to_url=to_url))
 
 
 # -- time-driven transitions (Celery beat: bpp.advance_orders) ------------------------------------

@@ -56,8 +56,9 @@ def relay_on_search(session: Session, row: Any) -> list[int]:
         # Checked at acceptance; it can only vanish if the BAP unsubscribed since — retried, then FAILED.
         raise LookupError(f"BAP {ctx.get('bap_id')!r} is not subscribed")
     to = outbox.endpoint(baps[0]["url"], "on_search")
-    return [outbox.enqueue(session, sender_id=row.receiver_id, receiver_url=to,
-                           action="on_search", payload=row.body, forwarded_authorization=row.authorization)]
+    # Deferred: the batch of sibling answers is written in one statement (beckn/processing.py).
+    outbox.defer(session, outbox.outbound(row.receiver_id, to, "on_search", row.body, row.authorization))
+    return []
 
 
 def process(session: Session, row: Any) -> list[int]:

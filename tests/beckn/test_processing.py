@@ -34,18 +34,23 @@ def _outbox_count() -> int:
         return raw(s).execute("SELECT count(*) FROM outbox").fetchone()[0]
 
 
-@pytest.fixture()
-def processor(isolated_db: str) -> Iterator[dict[str, Any]]:
-    """A processor that writes one outbox row per inbox row and raises for the senders in `fail`."""
+@pytest.fixture(params=["enqueue", "defer"])
+def processor(request: pytest.FixtureRequest, isolated_db: str) -> Iterator[dict[str, Any]]:
+    """A processor that writes one outbox row per inbox row — at once, or deferred to the batch
+    (outbox.defer) — and raises for the senders in `fail`."""
     state: dict[str, Any] = {"fail": set(), "calls": 0}
 
     def proc(session: Session, row: Any) -> list[int]:
         state["calls"] += 1
-        oid = outbox.enqueue(session, sender_id="gw", receiver_url="http://127.0.0.1:1/on_search",
-                             action="on_search", payload=bytes(row.body))
+        msg = outbox.outbound("gw", "http://127.0.0.1:1/on_search", "on_search", bytes(row.body))
+        if request.param == "defer":
+            outbox.defer(session, msg)
+            ids = []
+        else:
+            ids = outbox.enqueue_many(session, [msg])
         if row.sender_id in state["fail"]:
             raise RuntimeError(f"boom for {row.sender_id}")
-        return [oid]
+        return ids
 
     old = processing.PROCESSORS.get(SCHEMA)
     processing.register(SCHEMA, proc)
