@@ -36,6 +36,8 @@ def create_app() -> FastAPI:
         participant="bap", role=Role.BAP, schema="bap", handlers=service.HANDLERS,
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
         clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing,
+        # on_search refuses only before it writes; the order callbacks change ORM state first
+        savepoint_actions=frozenset(service.HANDLERS) - {"on_search"},
     )
     app.include_router(api)
     app.include_router(beckn_router)

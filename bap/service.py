@@ -3,6 +3,7 @@ the outbox in the same transaction as the state it announces) and the on_* callb
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -229,6 +230,8 @@ def _known_tx(session: Session, msg: Inbound) -> Transaction:
 
 
 def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    """Store the offers of one catalog. It refuses only before it writes (every check first, then ONE
+    statement), so it needs no savepoint when it shares a transaction with other messages (bap/main.py)."""
     # Fifty of these arrive per search: an existence check in plain SQL, not an ORM load.
     if raw(session).execute("SELECT 1 FROM transactions WHERE id = %s", (msg.context.transaction_id,)).fetchone() \
             is None:
@@ -238,7 +241,8 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         log.info("on_search error", bpp=msg.context.bpp_id, code=msg.error.code, message=msg.error.message)
         return Accepted(process_async=False)
     assert isinstance(msg.message, OnSearchMessage)
-    rows = []
+    ctx = msg.context
+    rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # one row per (provider, item): the last one wins
     for i, prov in enumerate(msg.message.catalog.providers or []):
         if not prov.id:
             raise BecknError("invalid_response", f"message.catalog.providers[{i}].id is required", http_status=400)
@@ -247,29 +251,27 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
                 offer = item_to_offer(item, prov.id, f"message.catalog.providers[{i}].items[{j}]")
             except FlexFormatError as exc:
                 raise BecknError("invalid_response", str(exc), http_status=400, paths=exc.path) from exc
-            spec = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(offer).items()}
-            rows.append(dict(
-                transaction_id=msg.context.transaction_id, bpp_id=msg.context.bpp_id, provider_id=prov.id,
-                item_id=offer.item_id, bpp_uri=msg.context.bpp_uri,
-                provider_name=prov.descriptor.name if prov.descriptor else None,
-                price_gbp_per_mwh=offer.price_gbp_per_mwh, available_kw=offer.available_kw,
-                window_start=offer.window_start, window_end=offer.window_end, spec=spec,
-            ))
+            spec = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(offer).items()}
+            rows[(prov.id, offer.item_id)] = (
+                ctx.transaction_id, ctx.bpp_id, prov.id, offer.item_id, ctx.bpp_uri,
+                prov.descriptor.name if prov.descriptor else None, offer.price_gbp_per_mwh, offer.available_kw,
+                offer.window_start, offer.window_end, Json(spec))
     if rows:  # one statement for the whole catalog
-        raw(session).execute(_UPSERT_OFFERS_SQL, [[r[k] for r in rows] for k in _OFFER_COLUMNS[:-1]]
-                             + [[Json(r["spec"]) for r in rows]])
+        raw(session).execute(_upsert_offers_sql(len(rows)), [v for row in rows.values() for v in row])
     return Accepted(process_async=False)
 
 
 _OFFER_COLUMNS = ("transaction_id", "bpp_id", "provider_id", "item_id", "bpp_uri", "provider_name",
                   "price_gbp_per_mwh", "available_kw", "window_start", "window_end", "spec")
-_UPSERT_OFFERS_SQL = (
-    f"INSERT INTO catalog_offers ({', '.join(_OFFER_COLUMNS)}) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::float8[], %s::float8[], %s::timestamptz[], %s::timestamptz[], %s::json[]) "
-    "ON CONFLICT (transaction_id, bpp_id, provider_id, item_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _OFFER_COLUMNS[4:])
-)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_offers_sql(n: int) -> str:
+    # Plain VALUES rows: psycopg adapts scalars in C, where arrays for unnest() went through Python.
+    row = "(" + ", ".join(["%s"] * len(_OFFER_COLUMNS)) + ")"
+    return (f"INSERT INTO catalog_offers ({', '.join(_OFFER_COLUMNS)}) VALUES {', '.join([row] * n)} "
+            "ON CONFLICT (transaction_id, bpp_id, provider_id, item_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _OFFER_COLUMNS[4:]))
 
 
 def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:

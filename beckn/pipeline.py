@@ -16,7 +16,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -188,13 +188,15 @@ class BecknPipeline:
         default_ttl_s: float = 30.0,
         enqueue_processing: Callable[[str, int, str, str], None] | None = None,
         relay_only: bool = False,
-        handlers_write: bool = True,
+        savepoint_actions: Collection[str] | None = None,
     ) -> None:
         # A relay (the gateway) checks the envelope — JSON, signatures, context — and forwards the message
         # untouched; its final receiver validates the message body against the schema.
         self.relay_only = relay_only
-        # Handlers that only read (acceptance checks) can share a transaction without savepoints.
-        self.handlers_write = handlers_write
+        # Handlers that may write before they refuse run under a savepoint when they share a transaction
+        # with other messages (None: all of them). Read-only checks and handlers that refuse only before
+        # their first write need none: undoing their inbox row is enough.
+        self.savepoint_actions = frozenset(handlers) if savepoint_actions is None else frozenset(savepoint_actions)
         self._group = _GroupDispatch(self.dispatch, lanes=max(1, min(GROUP_LANES, pool_size())))
         self.participant = participant
         self.role = role
@@ -362,8 +364,8 @@ class BecknPipeline:
         not processed again), or the BecknError its handler raised — its inbox row and any writes are
         undone before the commit, so a refused message leaves nothing behind.
 
-        Writing handlers (the BAP's) run under a savepoint each when the batch holds several messages;
-        read-only handlers (gateway, BPP acceptance checks) need none. A batch that fails for any other
+        Handlers that may write before refusing (savepoint_actions) run under a savepoint each when the
+        batch holds several messages; the others (acceptance checks) need none. A batch that fails for any other
         reason is retried one message per transaction, so one bad message never takes its neighbours down."""
         results: list[bool | BaseException]
         try:
@@ -406,7 +408,7 @@ class BecknPipeline:
                     continue
                 handler = self.handlers[m.action]
                 try:
-                    if len(msgs) > 1 and self.handlers_write:
+                    if len(msgs) > 1 and m.action in self.savepoint_actions:
                         with s.begin_nested():
                             verdict = handler(s, m, inbox_id)
                     else:

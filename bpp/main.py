@@ -66,7 +66,7 @@ def create_app() -> FastAPI:
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
         clock_skew_s=settings.clock_skew_s,
         enqueue_processing=send_processing,
-        handlers_write=False,  # acceptance checks only read: no savepoints needed in a shared transaction
+        savepoint_actions=(),  # acceptance checks only read: no savepoints in a shared transaction
     )
     app.include_router(router)
     hosted = app.state.platforms

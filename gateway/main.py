@@ -30,7 +30,7 @@ def create_app() -> FastAPI:
         participant="gateway", role=Role.BG, schema="gateway", handlers=service.HANDLERS,
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
         clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing, relay_only=True,
-        handlers_write=False,  # acceptance checks only: no savepoints needed in a shared transaction
+        savepoint_actions=(),  # acceptance checks only read: no savepoints in a shared transaction
     )
     app.include_router(router)
     me = app.state.identity

@@ -54,7 +54,7 @@ def _pipeline(writes: bool, enqueued: list[tuple[int, str, str]]) -> BecknPipeli
                          registry=None,  # type: ignore[arg-type]  # dispatch never verifies
                          enqueue_processing=lambda schema, inbox_id, mid, action: enqueued.append(
                              (inbox_id, mid, action)),
-                         handlers_write=writes)
+                         savepoint_actions=None if writes else ())
 
 
 @pytest.mark.parametrize("writes", [False, True])
