@@ -11,9 +11,10 @@ What is measured (all in the same run, on the same server):
 - strict chain: W writer threads (W = 1, 4, 8) each submit requests of k transfers (k = 1, 10, 100; a
   request is what one client call carries, e.g. POST /api/v1/transfers/batch) and wait for each answer,
   a fixed total of transfers per configuration, generated before the clock starts; through
-  ledger.store.GroupCommitter — i.e. the full path: idempotency lookup, balance rows
-  locked FOR UPDATE in sorted order, flag checks, canonical RFC 8785 encoding, RFC 6962 Merkle root,
-  advisory chain lock, one link per batch, synchronous commit.
+  ledger.store.GroupCommitter (one connection unless --connections says otherwise) — i.e. the full
+  path: idempotency by transfer id (unique index; looked up on retry), balance rows locked FOR UPDATE
+  in sorted order, flag checks on the balances as they are under those locks, canonical RFC 8785
+  encoding, RFC 6962 Merkle root, advisory chain lock, one link per batch, synchronous commit.
 - raw insert (the limit): the same W writers insert the same entry rows (same columns, canonical bytes
   and indexes, into a copy of ledger.entries without triggers), one INSERT + COMMIT per request, with no
   locks, no balance checks and no hashing. Also reported: raw_grouped, the same rows through the same
@@ -147,8 +148,8 @@ def run_writers(work: list, submit) -> tuple[int, float]:  # submit(writer, requ
     return sum(len(r) for reqs in work for r in reqs), elapsed
 
 
-def bench_chain(conninfo: str, work: list, connections: int) -> dict:
-    committer = GroupCommitter(conninfo, connections=connections)
+def bench_chain(conninfo: str, work: list, connections: int | None) -> dict:
+    committer = GroupCommitter(conninfo) if connections is None else GroupCommitter(conninfo, connections=connections)
 
     def submit(w: int, req: list[TransferSpec]) -> None:
         res = committer.submit(req)
@@ -344,7 +345,9 @@ def main() -> None:
         help="request size:total transfers per configuration (split evenly across writers)",
     )
     ap.add_argument("--writers", default="1,4,8")
-    ap.add_argument("--connections", type=int, default=2, help="group-commit connections")
+    ap.add_argument(
+        "--connections", type=int, default=None, help="group-commit connections (default: GroupCommitter's, 1)"
+    )
     ap.add_argument("--verify-entries", type=int, default=1_000_000)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ledger.json"))
     args = ap.parse_args()
@@ -375,6 +378,7 @@ def main() -> None:
                 for k in ("synchronous_commit", "fsync", "wal_sync_method", "shared_buffers", "server_version")
             }
         results["postgres"] = server_settings
+        results["group_commit_connections"] = args.connections or 1
         writers = [int(w) for w in args.writers.split(",")]
         sizes = [tuple(int(x) for x in part.split(":")) for part in args.work.split(",")]
         rows = []
@@ -382,7 +386,7 @@ def main() -> None:
             for w in writers:
                 chain = bench_chain(conninfo, plan_work(w, k, total, f"c{w}k{k}"), args.connections)
                 raw = bench_raw(conninfo, plan_work(w, k, total, f"r{w}k{k}"))
-                grouped = bench_raw_grouped(conninfo, plan_work(w, k, total, f"g{w}k{k}"), args.connections)
+                grouped = bench_raw_grouped(conninfo, plan_work(w, k, total, f"g{w}k{k}"), args.connections or 1)
                 row = {
                     "writers": w,
                     "request_size": k,
@@ -431,12 +435,17 @@ def main() -> None:
         drop_db(server, conninfo)
     results["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["notes"] = NOTES
+    # The acceptance point: at 8 writers, BOTH targets in the same row (one configuration).
+    # Reported for every request size measured, including those that miss (at 1-transfer requests even
+    # raw INSERT stays below 5,000/s on this machine: every request is a commit).
     eight = [r for r in results["throughput"] if r["writers"] == 8]
+    fast = {str(r["request_size"]): r["strict_chain_transfers_per_s"] >= 5000 for r in eight}
+    near_raw = {str(r["request_size"]): r["ratio_chain_to_raw"] >= 0.5 for r in eight}
     results["targets"] = {
-        "transfers_per_s_at_8_writers_ge_5000": {
-            str(r["request_size"]): r["strict_chain_transfers_per_s"] >= 5000 for r in eight
-        },
-        "ratio_to_raw_at_8_writers_ge_0_5": {str(r["request_size"]): r["ratio_chain_to_raw"] >= 0.5 for r in eight},
+        "transfers_per_s_at_8_writers_ge_5000": fast,
+        "ratio_to_raw_at_8_writers_ge_0_5": near_raw,
+        "both_in_one_row_at_8_writers": {k: fast[k] and near_raw[k] for k in fast},
+        "request_sizes_meeting_both_at_8_writers": [int(k) for k in fast if fast[k] and near_raw[k]],
         "verify_entries_per_s_ge_200000": results["verify"]["chain_entries_per_s"] >= 200_000,
     }
     text = json.dumps(results, indent=2)

@@ -16,6 +16,7 @@ Pure core (no FastAPI, no SQLAlchemy, no database; tested on plain data):
     proofs.py      signed checkpoints, inclusion proofs, offline statement verification
 Adapters:
     store.py       PostgreSQL append path: sorted row locks, advisory chain lock taken last, group commit
+    pgarray.py     binary-format array parameters built from pre-encoded elements (the append's columns)
     service.py     use cases (orders, metering, prices, settlement, CFT, statements, checkpoints, verify, keys)
     router.py      FastAPI `router` (/api/v1/...), main.py `create_app()` — the ledger's HTTP service
     tasks.py       Celery tasks ledger.checkpoint, ledger.expire_cfts, ledger.settle_due

@@ -14,7 +14,6 @@ Entry form (format version 1), keys in RFC 8785 order:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import rfc8785
@@ -22,9 +21,6 @@ import rfc8785
 from ledger.money import MAX_SAFE_INTEGER
 
 ENTRY_FORMAT_VERSION = 1
-
-# Strings made only of these characters need no escaping under RFC 8785 (nor under json.dumps).
-_PLAIN = re.compile(r'[^"\\\x00-\x1f]*\Z')
 
 
 class CanonicalError(ValueError):
@@ -37,14 +33,6 @@ def canonical_json(value: Any) -> bytes:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
         raise CanonicalError(str(exc)) from exc
-
-
-def _str(value: str) -> str:
-    if _PLAIN.match(value):
-        return f'"{value}"'
-    # json.dumps escapes exactly as RFC 8785 §3.2.2.2 does: \" \\ \b \f \n \r \t, other C0 controls
-    # as lower-case \u00xx, everything else verbatim (ensure_ascii=False).
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _int(value: int) -> str:
@@ -67,12 +55,35 @@ def encode_entry(
     memo: str,
 ) -> bytes:
     """The exact bytes hashed into the Merkle tree for one entry."""
-    pending = "null" if pending_id is None else _str(pending_id)
-    timeout = "null" if timeout_us is None else _int(timeout_us)
+    return encode_entry_fields(id, ledger, debit, credit, amount, kind, pending_id, timeout_us, time_us, memo)
+
+
+def encode_entry_fields(
+    id: str,
+    ledger: str,
+    debit: str,
+    credit: str,
+    amount: int,
+    kind: str,
+    pending_id: str | None,
+    timeout_us: int | None,
+    time_us: int,
+    memo: str,
+) -> bytes:
+    """encode_entry with positional arguments: the append path encodes every new entry through here.
+
+    Strict, unlike the verifier's fast path below: integers are range- and type-checked and a lone
+    surrogate raises CanonicalError. Account names, ledgers and kinds repeat from entry to entry (a few
+    thousand distinct values), so their quoted forms come from the bounded cache the verifier uses; ids,
+    pending ids and memos are mostly unique and are quoted afresh rather than filling the cache.
+    """
+    get = _QUOTED.get
     text = (
-        f'{{"amount":{_int(amount)},"credit":{_str(credit)},"debit":{_str(debit)},"id":{_str(id)},'
-        f'"kind":{_str(kind)},"ledger":{_str(ledger)},"memo":{_str(memo)},"pending_id":{pending},'
-        f'"time_us":{_int(time_us)},"timeout_us":{timeout},"v":{ENTRY_FORMAT_VERSION}}}'
+        f'{{"amount":{_int(amount)},"credit":{get(credit) or _quote(credit)},"debit":{get(debit) or _quote(debit)},'
+        f'"id":{_quote_uncached(id)},"kind":{get(kind) or _quote(kind)},"ledger":{get(ledger) or _quote(ledger)},'
+        f'"memo":{_quote_uncached(memo)},'
+        f'"pending_id":{"null" if pending_id is None else _quote_uncached(pending_id)},"time_us":{_int(time_us)},'
+        f'"timeout_us":{"null" if timeout_us is None else _int(timeout_us)},"v":{ENTRY_FORMAT_VERSION}}}'
     )
     try:
         return text.encode("utf-8")
@@ -109,12 +120,19 @@ def entry_dict(
     }
 
 
-# --- the verifier's hot path -------------------------------------------------------------------
+# --- quoting, and the verifier's hot path ------------------------------------------------------
+# A string without '"' or '\\' whose characters are all printable needs no escaping under RFC 8785
+# (printable excludes every C0 control); anything else goes through json.dumps, which escapes exactly
+# as RFC 8785 §3.2.2.2 does: \" \\ \b \f \n \r \t, other C0 controls as lower-case \u00xx, everything
+# else verbatim (ensure_ascii=False). Both paths give the same bytes for the strings they share; the
+# first is only faster. Repeating strings (account names, ledgers, kinds, memos) are quoted once and
+# cached, up to a bound.
+#
 # `ledger verify` re-encodes millions of stored rows. Values read back from PostgreSQL are already
 # valid Unicode and integers, so the re-encoding can skip validation: a tampered value that the strict
 # encoder would refuse (an amount above 2**53) simply produces bytes that differ from the stored ones,
-# which is exactly what verification reports. Account names, kinds, ledgers and memos repeat, so
-# their quoted forms are cached. Property-tested equal to encode_entry (tests/ledger/test_canonical.py).
+# which is exactly what verification reports. Property-tested equal to encode_entry
+# (tests/ledger/test_canonical.py).
 _QUOTED: dict[str, str] = {}
 _QUOTED_MAX = 200_000
 

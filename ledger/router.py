@@ -106,7 +106,7 @@ class LedgerRuntime:
         self.pool = ConnectionPool(
             self.conninfo, min_size=1, max_size=16, open=True, name="ledger", kwargs={"autocommit": True}
         )
-        self.committer = GroupCommitter(self.conninfo, connections=2)
+        self.committer = GroupCommitter(self.conninfo)  # one connection: see its docstring
         self.keypair = svc.ledger_keypair()
 
     def close(self) -> None:

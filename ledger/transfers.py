@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ledger.canonical import encode_entry
+from ledger.canonical import encode_entry_fields
 from ledger.errors import LedgerError
 from ledger.money import MAX_SAFE_INTEGER
 
@@ -111,17 +111,17 @@ class Entry:
     memo: str
 
     def canonical(self) -> bytes:
-        return encode_entry(
-            id=self.id,
-            ledger=self.ledger,
-            debit=self.debit_account,
-            credit=self.credit_account,
-            amount=self.amount,
-            kind=self.kind,
-            pending_id=self.pending_id,
-            timeout_us=self.timeout_us,
-            time_us=self.time_us,
-            memo=self.memo,
+        return encode_entry_fields(
+            self.id,
+            self.ledger,
+            self.debit_account,
+            self.credit_account,
+            self.amount,
+            self.kind,
+            self.pending_id,
+            self.timeout_us,
+            self.time_us,
+            self.memo,
         )
 
     def as_json(self) -> dict[str, object]:
@@ -212,6 +212,8 @@ def _check_static(spec: TransferSpec) -> None:
 
 
 def _encodable(text: str) -> bool:
+    if text.isascii():  # the common case, and much cheaper than encoding
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -247,9 +249,13 @@ def _same_content(spec: TransferSpec, entry: Entry, state: LedgerState) -> bool:
 
 
 def _check_limits(account: Account, bal: Balance, tid: str) -> None:
-    for value in bal.as_tuple():
-        if value > MAX_BALANCE:
-            raise TransferError("balance_overflow", f"account {account.name} would overflow", transfer_id=tid)
+    if (
+        bal.debits_posted > MAX_BALANCE
+        or bal.credits_posted > MAX_BALANCE
+        or bal.debits_pending > MAX_BALANCE
+        or bal.credits_pending > MAX_BALANCE
+    ):
+        raise TransferError("balance_overflow", f"account {account.name} would overflow", transfer_id=tid)
     if account.flags & FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS and (
         bal.debits_posted + bal.debits_pending > bal.credits_posted
     ):
