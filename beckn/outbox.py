@@ -57,25 +57,56 @@ class Outbound:
     forwarded_authorization: str | None = None
 
 
+# lease_until is NULL, or — for rows their writer delivers itself right after commit — already leased to it.
 _INSERT_SQL = (
     "INSERT INTO outbox (sender_id, receiver_url, action, message_id, transaction_id, body, "
-    "forwarded_authorization, status, next_attempt_at, expires_at) "
-    "SELECT s, u, a, m, t, b, f, 'PENDING', now(), now() + make_interval(secs => %s) "
+    "forwarded_authorization, status, next_attempt_at, expires_at, lease_until) "
+    "SELECT s, u, a, m, t, b, f, 'PENDING', now(), now() + make_interval(secs => %s), "
+    "now() + make_interval(secs => %s) "
     "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[]) "
-    "AS v(s, u, a, m, t, b, f) RETURNING id"
+    "WITH ORDINALITY AS v(s, u, a, m, t, b, f, n) ORDER BY n RETURNING id, expires_at, next_attempt_at"
 )
 
 
-def enqueue_many(session: Session, messages: Sequence[Outbound], ttl_s: int | None = None) -> list[int]:
-    """Record outbound messages in the caller's transaction (one statement however many); their ids."""
+@dataclass(frozen=True)
+class LeasedRow:
+    """An outbox row written already leased to its writer, with what delivering it needs — so the
+    writer sends it without reading it back (beckn/processing.py → beckn/tasks.py)."""
+
+    id: int
+    sender_id: str
+    receiver_url: str
+    body: bytes
+    forwarded_authorization: str | None
+    expires_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+
+
+def _insert(session: Session, messages: Sequence[Outbound], ttl_s: int | None,
+            lease_s: float | None) -> list[tuple[int, datetime, datetime]]:
     if not messages:
         return []
     ttl = ttl_s if ttl_s is not None else get_settings().delivery_ttl_s
     cols = [[getattr(m, f) for m in messages] for f in (
         "sender_id", "receiver_url", "action", "message_id", "transaction_id", "body", "forwarded_authorization")]
     with raw(session).cursor() as cur:
-        cur.execute(_INSERT_SQL, (ttl, *cols))
-        return [r[0] for r in cur.fetchall()]
+        cur.execute(_INSERT_SQL, (ttl, lease_s, *cols))
+        return [(r[0], r[1], r[2]) for r in cur.fetchall()]
+
+
+def enqueue_many(session: Session, messages: Sequence[Outbound], ttl_s: int | None = None) -> list[int]:
+    """Record outbound messages in the caller's transaction (one statement however many); their ids."""
+    return [r[0] for r in _insert(session, messages, ttl_s, None)]
+
+
+def enqueue_leased(session: Session, messages: Sequence[Outbound], ttl_s: int | None = None) -> list[LeasedRow]:
+    """enqueue_many for a writer that delivers the rows itself once its transaction commits: they are
+    leased to it from the start (LEASE), so no other worker sends them meanwhile and the writer needs no
+    claim. If it dies before sending, the rows become due when the lease runs out (the beat sweep)."""
+    rows = _insert(session, messages, ttl_s, LEASE.total_seconds())
+    return [LeasedRow(oid, m.sender_id, m.receiver_url, m.body, m.forwarded_authorization, exp, nxt)
+            for (oid, exp, nxt), m in zip(rows, messages, strict=True)]
 
 
 _DEFERRED = "beckn.outbox.deferred"
@@ -88,9 +119,10 @@ def defer(session: Session, message: Outbound) -> None:
     session.info.setdefault(_DEFERRED, []).append(message)
 
 
-def flush_deferred(session: Session) -> list[int]:
-    """Record what defer() queued in this session, in the session's transaction; their ids."""
-    return enqueue_many(session, session.info.pop(_DEFERRED, []))
+def flush_deferred(session: Session) -> list[LeasedRow]:
+    """Record what defer() queued in this session, in the session's transaction, leased to the caller,
+    which delivers them after commit (deliver(..., leased=…))."""
+    return enqueue_leased(session, session.info.pop(_DEFERRED, []))
 
 
 def discard_deferred(session: Session) -> None:
@@ -153,12 +185,15 @@ def _classify(result: http.HttpResult) -> tuple[str, str | None]:
     return "nack", detail
 
 
-def deliver(schema: str, ids: list[int]) -> list[Outcome]:
-    """Send the given PENDING rows (those not leased by another worker) concurrently."""
+def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -> list[Outcome]:
+    """Send, concurrently, the given PENDING rows that nobody else holds (claimed here with a lease) and
+    the rows this worker wrote already leased to itself (enqueue_leased: no claim needed)."""
     now = datetime.now(UTC)
-    with session_scope(schema) as s, raw(s).cursor(row_factory=namedtuple_row) as cur:
-        cur.execute(_CLAIM_SQL, (now + LEASE, ids, now))
-        rows = cur.fetchall()
+    rows: list[Any] = list(leased)
+    if ids:
+        with session_scope(schema) as s, raw(s).cursor(row_factory=namedtuple_row) as cur:
+            cur.execute(_CLAIM_SQL, (now + LEASE, list(ids), now))
+            rows += cur.fetchall()
     if not rows:
         return []
     home = get_settings().home

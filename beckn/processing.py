@@ -10,7 +10,7 @@ retries) or everything done — never half.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,6 +41,7 @@ BATCH = 200
 class Batch:
     attempted: int  # inbox rows this call locked and processed (successfully or not)
     outbox_ids: list[int]
+    leased: list[outbox.LeasedRow] = field(default_factory=list)  # deferred answers, leased to this worker
 
 
 _SIBLINGS_SQL = (
@@ -74,27 +75,29 @@ def process(schema: str, inbox_id: int) -> Batch:
         try:
             with s.begin_nested():
                 ids = [i for row in rows for i in processor(s, row)]
-                ids += outbox.flush_deferred(s)  # the batch's deferred answers, in one statement
+                leased = outbox.flush_deferred(s)  # the batch's deferred answers, in one statement
                 conn.execute(_DONE_SQL, ([r.id for r in rows],))
-            return Batch(len(rows), ids)
+            return Batch(len(rows), ids, leased)
         except Exception:
             outbox.discard_deferred(s)
             if len(rows) == 1:
-                ids = []
-                _process_alone(s, schema, processor, rows[0], ids)
-                return Batch(1, ids)
-        ids = []
+                batch = Batch(1, [])
+                _process_alone(s, schema, processor, rows[0], batch)
+                return batch
+        batch = Batch(len(rows), [])
         for row in rows:  # isolate the failing row(s)
-            _process_alone(s, schema, processor, row, ids)
-    return Batch(len(rows), ids)
+            _process_alone(s, schema, processor, row, batch)
+    return batch
 
 
-def _process_alone(s: Session, schema: str, processor: Processor, row: Any, ids: list[int]) -> None:
+def _process_alone(s: Session, schema: str, processor: Processor, row: Any, batch: Batch) -> None:
     try:
         with s.begin_nested():
-            out = processor(s, row) + outbox.flush_deferred(s)
+            out = processor(s, row)
+            leased = outbox.flush_deferred(s)
             raw(s).execute(_DONE_SQL, ([row.id],))
-        ids.extend(out)
+        batch.outbox_ids.extend(out)
+        batch.leased.extend(leased)
     except Exception as exc:
         outbox.discard_deferred(s)
         attempts = row.attempts + 1

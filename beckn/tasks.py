@@ -50,11 +50,11 @@ def send_delivery(schema: str, ids: list[int], countdown: float | None = None) -
     celery_app.send_task("beckn.deliver", args=[schema, ids], countdown=countdown)
 
 
-def deliver_now(schema: str, ids: list[int]) -> None:
+def deliver_now(schema: str, ids: list[int], leased: list[outbox.LeasedRow] | None = None) -> None:
     """Deliver in this worker, then schedule one retry task per distinct backoff."""
-    if not ids:
+    if not ids and not leased:
         return
-    for o in outbox.deliver(schema, ids):
+    for o in outbox.deliver(schema, ids, leased or ()):
         if o.status == "PENDING" and o.retry_in_s is not None:
             send_delivery(schema, [o.outbox_id], countdown=o.retry_in_s)
 
@@ -64,7 +64,7 @@ def process_inbox(schema: str, inbox_id: int, batch_key: str | None = None) -> N
     # Failures stay in the inbox row (error, attempts); the beat sweep re-enqueues them.
     while True:
         batch = processing.process(schema, inbox_id)
-        deliver_now(schema, batch.outbox_ids)
+        deliver_now(schema, batch.outbox_ids, batch.leased)
         if batch_key is None:
             return
         _broker().delete(batch_key)

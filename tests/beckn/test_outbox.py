@@ -118,3 +118,21 @@ def test_backoff_grows_and_is_capped() -> None:
     delays = [outbox.backoff_s(n) for n in range(1, 12)]
     assert delays[0] <= 0.6 and delays[3] > delays[0]
     assert max(delays) <= 36.0
+
+
+def test_leased_rows_are_sent_by_their_writer_alone(receiver: str, sender, isolated_db: str) -> None:  # type: ignore[no-untyped-def]
+    """enqueue_leased: the writer delivers without a claim; until the lease ends nobody else sends them."""
+    payload = {"context": {"action": "on_search", "message_id": "m-2", "transaction_id": "t-2"}, "message": {}}
+    with session_scope("bpp") as s:
+        [row] = outbox.enqueue_leased(s, [outbox.outbound(sender.subscriber_id, receiver + "/on_search", "on_search",
+                                                          payload)])
+    assert rows(isolated_db, "select lease_until > now() + interval '30 seconds' from bpp.outbox where id = %s",
+                row.id) == [(True,)]
+    assert outbox.deliver("bpp", [row.id]) == []  # another worker (the sweep, a retry) cannot claim it
+    with session_scope("bpp") as s:  # nor does the beat sweep see it as overdue while it is leased
+        assert row.id not in outbox.due_ids(s, older_than_s=-3600)
+    [outcome] = outbox.deliver("bpp", [], [row])
+    assert outcome.status == "DELIVERED" and len(Receiver.received) == 1
+    assert Receiver.received[0][0] == row.body
+    assert rows(isolated_db, "select status, attempts, lease_until from bpp.outbox where id = %s", row.id) == [
+        ("DELIVERED", 1, None)]
