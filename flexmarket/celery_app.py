@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from flexmarket.config import get_settings
 
@@ -84,3 +84,11 @@ def _reset_after_fork(**_: object) -> None:
     from flexmarket.db import dispose_engines
 
     dispose_engines()
+
+
+@worker_ready.connect
+def _freeze_startup_objects(**_: object) -> None:
+    # The task modules import the scheduler's numeric stack: keep it out of every garbage collection.
+    from flexmarket.web import freeze_startup_objects
+
+    freeze_startup_objects()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,14 @@ def add_ops_routes(app: FastAPI, participant: str) -> None:
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated at start-up (modules, models, the app) out of the garbage collector's
+    view: a full collection then scans only live request data. Without it a collection over the imported
+    libraries paused a process for tens of milliseconds in the middle of a 50-provider fan-out."""
+    gc.collect()
+    gc.freeze()
 
 
 def served_app(factory: str) -> Any:
@@ -60,6 +69,7 @@ def create_base_app(
         app.state.http = make_client()
         if on_startup:
             on_startup(app)
+        freeze_startup_objects()
         log.info("started", participant=participant)
         yield
         if on_shutdown:
