@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bap.models import BapOrder, CatalogOffer, Transaction
 from bap.selection import Candidate, Choice, select_offers
-from beckn import envelope, outbox
+from beckn import envelope, http, outbox
 from beckn.errors import BecknError
 from beckn.identity import Identity
 from beckn.models import inbox
@@ -348,8 +348,6 @@ def ledger_process(session: Session, row: Any) -> list[int]:
     """Register an accepted order with the ledger (POST /api/v1/orders) or cancel it there. Idempotent:
     the ledger answers an identical re-registration with the existing order. Raises on failure, so the
     inbox row keeps the error and the sweep retries it (FAILED, visibly, after the last attempt)."""
-    import httpx
-
     settings = get_settings()
     payload = json.loads(bytes(row.body))
     ctx = payload["context"]
@@ -357,14 +355,16 @@ def ledger_process(session: Session, row: Any) -> list[int]:
     spec = order_to_spec(order)
     headers = {"Authorization": f"Bearer {settings.ledger_api_key}"} if settings.ledger_api_key else {}
     base = f"{str(settings.ledger_url).rstrip('/')}/api/v1/orders"
+    # The worker's pooled HTTP client (beckn/http.py): a fresh httpx client per call built a TLS context
+    # each time, about 20 ms of CPU holding the GIL, and slowed every other task in the worker.
     if row.action == "on_cancel":
-        r = httpx.post(f"{base}/{spec.order_id}/cancel", json={"reason": "cancelled on the Beckn network"},
-                       headers=headers, timeout=10)
-        if r.status_code == 404:
+        r = http.post_sync(f"{base}/{spec.order_id}/cancel",
+                           json.dumps({"reason": "cancelled on the Beckn network"}).encode(), headers)
+        if r.status == 404:
             return []  # never registered (cancelled before acceptance): nothing to undo
     else:
         price = order.items[0].price.value if order.items and order.items[0].price else None
-        r = httpx.post(base, headers=headers, timeout=10, json={
+        r = http.post_sync(base, json.dumps({
             "order_id": spec.order_id, "transaction_id": ctx["transaction_id"], "provider_id": spec.provider_id,
             "bap_id": ctx["bap_id"], "meter_id": spec.meter_id, "supplier_id": settings.default_supplier_id,
             "window_start": spec.window_start.isoformat(), "window_end": spec.window_end.isoformat(),
@@ -372,8 +372,10 @@ def ledger_process(session: Session, row: Any) -> list[int]:
             "settlement_method": spec.settlement_method,
             # the BPP's acceptance time: the same on every re-send, so re-registration stays idempotent
             "confirmed_at": order.updated_at.isoformat() if order.updated_at else ctx["timestamp"],
-        })
-    if r.status_code >= 300:
-        raise RuntimeError(f"ledger answered {r.status_code}: {r.text[:300]}")
-    log.info("order registered with the ledger", order_id=spec.order_id, action=row.action, status=r.status_code)
+        }).encode(), headers)
+    if r.status is None:
+        raise RuntimeError(f"ledger unreachable: {r.error}")
+    if r.status >= 300:
+        raise RuntimeError(f"ledger answered {r.status}: {r.body[:300].decode('utf-8', 'replace')}")
+    log.info("order registered with the ledger", order_id=spec.order_id, action=row.action, status=r.status)
     return []

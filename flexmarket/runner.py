@@ -198,7 +198,8 @@ def prepare_network(
         "FLEXMARKET_CELERY_QUEUE": settings.celery_queue,
         "FLEXMARKET_REGISTRY_URL": base["registry"],
         "FLEXMARKET_GATEWAY_URL": base["gateway"],
-        "FLEXMARKET_LEDGER_URL": base["ledger"],
+        # Without a ledger process there is nothing to register orders with (the BAP then skips it).
+        **({"FLEXMARKET_LEDGER_URL": base["ledger"]} if with_ledger else {}),
         "FLEXMARKET_CITY": city_code,
         **({"FLEXMARKET_LEDGER_API_KEY": ledger_key} if ledger_key else {}),
         **(extra_env or {}),
