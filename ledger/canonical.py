@@ -42,7 +42,6 @@ def _int(value: int) -> str:
 
 
 def encode_entry(
-    *,
     id: str,
     ledger: str,
     debit: str,
@@ -54,23 +53,8 @@ def encode_entry(
     time_us: int,
     memo: str,
 ) -> bytes:
-    """The exact bytes hashed into the Merkle tree for one entry."""
-    return encode_entry_fields(id, ledger, debit, credit, amount, kind, pending_id, timeout_us, time_us, memo)
-
-
-def encode_entry_fields(
-    id: str,
-    ledger: str,
-    debit: str,
-    credit: str,
-    amount: int,
-    kind: str,
-    pending_id: str | None,
-    timeout_us: int | None,
-    time_us: int,
-    memo: str,
-) -> bytes:
-    """encode_entry with positional arguments: the append path encodes every new entry through here.
+    """The exact bytes hashed into the Merkle tree for one entry (the append path passes the fields
+    positionally: it encodes every new entry through here).
 
     Strict, unlike the verifier's fast path below: integers are range- and type-checked and a lone
     surrogate raises CanonicalError. Account names, ledgers and kinds repeat from entry to entry (a few

@@ -567,6 +567,11 @@ def append(
     except BaseException:
         _abort(conn, own_transaction, balance_cache)
         raise
+    return _at_height(results, height)
+
+
+def _at_height(results: list[RequestResult], height: int) -> list[RequestResult]:
+    """The created requests' entries went into the link at `height`."""
     for res in results:
         if res.status == "created":
             res.height = height
@@ -697,10 +702,7 @@ def _append_planned(
     except BaseException:
         _abort(conn, True, balances)
         raise
-    for res in plan.results:
-        if res.status == "created":
-            res.height = height
-    return plan.results
+    return _at_height(plan.results, height)
 
 
 @dataclass

@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ledger.canonical import encode_entry_fields
+from ledger.canonical import encode_entry
 from ledger.errors import LedgerError
 from ledger.money import MAX_SAFE_INTEGER
 
@@ -111,7 +111,7 @@ class Entry:
     memo: str
 
     def canonical(self) -> bytes:
-        return encode_entry_fields(
+        return encode_entry(
             self.id,
             self.ledger,
             self.debit_account,
