@@ -260,7 +260,8 @@ def _solve_rc_fixed(m: _HighsArrays, time_limit_s: float, mip_rel_gap: float, th
        continuous column stays free) either finds a solution of value ``UB ≤ z_LP + δ`` — then no
        excluded binary can appear in a better one, and the global gap is
        ``(UB − min(restricted bound, z_LP + δ − tol)) / |UB|`` — or δ is widened to cover ``UB − z_LP``
-       (or ×10 if the restriction was infeasible) and it re-solves; after three rounds, the full MILP.
+       (or ×10 if the restriction was infeasible) and it re-solves; after three rounds, or when the gap
+       cannot be certified (near-zero objectives, where the solver's absolute tolerances rule), the full MILP.
     The reported gap is therefore a certified gap for the *full* model."""
     t_end = time.perf_counter() + time_limit_s
     zeros = np.zeros_like(m.integrality)
@@ -292,7 +293,10 @@ def _solve_rc_fixed(m: _HighsArrays, time_limit_s: float, mip_rel_gap: float, th
         if r.objective <= z + delta:
             bound = min(r.dual_bound, z + delta - RC_TOL)
             gap = max(r.objective - bound, 0.0) / max(abs(r.objective), 1e-12)
-            status = "optimal" if gap <= mip_rel_gap + 1e-12 else r.status
-            return _Run(status, r.x, r.objective, gap, bound, None)
+            if gap <= mip_rel_gap + 1e-12:
+                return _Run("optimal", r.x, r.objective, gap, bound, None)
+            # Not certified for the full model (near-zero objectives, where HiGHS's absolute tolerances
+            # dominate a relative gap, or a restricted solve that stopped early): solve the full MILP.
+            break
         delta = 2.0 * (r.objective - z)
     return _run(m, m.integrality, m.ub, max(t_end - time.perf_counter(), 0.01), mip_rel_gap, threads)
