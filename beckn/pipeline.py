@@ -116,6 +116,9 @@ class FastLane:
         await self.app(scope, receive, send)
 
 
+# A Beckn message here is a few kB (a catalog of a hundred offers is well under 100 kB); anything far
+# larger is refused before it is buffered.
+MAX_BODY_BYTES = 1 << 20
 GROUP_LANES = 2  # transactions in flight per receiving process; the rest of the messages wait and join a batch
 GROUP_MAX = 64
 
@@ -218,7 +221,7 @@ class BecknPipeline:
                     f"unknown action {action!r}: this {self.role.value} serves {', '.join(sorted(self.handlers))}",
                     http_status=404,
                 )
-            raw = await request.body()
+            raw = await self.read_body(request)
             payload = self.parse(raw)
             verified = await self.verify(request.app.state.http, request.headers, raw, action)
             msg = self.validate(action, raw, payload, receiver, verified, request.headers)
@@ -233,6 +236,19 @@ class BecknPipeline:
             label = action if action in self.handlers else "unknown"  # bounded label set for Prometheus
             INBOUND.labels(self.participant, label, result).inc()
             LATENCY.labels(self.participant, label).observe(time.perf_counter() - t0)
+
+    async def read_body(self, request: Request) -> bytes:
+        """The exact bytes received, refused (413, nothing read further) beyond MAX_BODY_BYTES."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise BecknError("invalid_request", f"body of {declared} bytes exceeds {MAX_BODY_BYTES}", http_status=413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise BecknError("invalid_request", f"body exceeds {MAX_BODY_BYTES} bytes", http_status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         try:

@@ -66,3 +66,22 @@ def test_beckn_posts_take_the_lane_and_the_rest_reaches_the_app() -> None:
         assert client.get("/health").json() == {"status": "ok"}
         assert client.get("/beckn/on_search").status_code == 405  # only POSTs take the lane
         assert len(pipeline.calls) == 1
+
+
+def test_an_oversized_body_is_refused_before_it_is_read() -> None:
+    from beckn.errors import Role
+    from beckn.pipeline import MAX_BODY_BYTES, BecknPipeline
+
+    real = FastAPI()
+    real.state.pipeline = BecknPipeline(participant="bap", role=Role.BAP, schema="bap",
+                                        handlers={"on_search": lambda *a: None},  # type: ignore[arg-type,return-value]
+                                        registry=None)  # type: ignore[arg-type]  # refused before any lookup
+    lane = FastLane(real, lambda path: ("on_search", "me") if path == "/beckn/on_search" else None)
+    with TestClient(lane) as client:
+        r = client.post("/beckn/on_search", content=b"{" + b" " * MAX_BODY_BYTES + b"}")
+        assert r.status_code == 413
+        body = r.json()
+        assert body["message"]["ack"]["status"] == "NACK" and "exceeds" in body["error"]["message"]
+        # without a Content-Length (chunked), the stream is cut off at the limit just the same
+        r = client.post("/beckn/on_search", content=iter([b"{", b" " * MAX_BODY_BYTES, b"}"]))
+        assert r.status_code == 413
