@@ -200,6 +200,15 @@ def _check_static(spec: TransferSpec) -> None:
             raise TransferError("pending_id_not_allowed", f"a {spec.kind} transfer has no pending_id", transfer_id=tid)
         if spec.kind == "single" and spec.timeout_us is not None:
             raise TransferError("timeout_not_allowed", "only pending transfers have a timeout", transfer_id=tid)
+        if spec.timeout_us is not None and (
+            type(spec.timeout_us) is not int or not 0 < spec.timeout_us <= MAX_SAFE_INTEGER
+        ):  # the canonical entry carries it as an exact JSON integer (ledger/canonical.py)
+            raise TransferError(
+                "timeout_invalid",
+                f"timeout_us must be a positive integer of microseconds up to {MAX_SAFE_INTEGER}, got "
+                f"{spec.timeout_us!r}",
+                transfer_id=tid,
+            )
     else:
         if not spec.pending_id:
             raise TransferError("missing_field", f"a {spec.kind} transfer needs pending_id", transfer_id=tid)

@@ -68,6 +68,9 @@ def test_single_transfer_moves_posted_balances() -> None:
         (TransferSpec("t", "post"), "missing_field"),
         (TransferSpec("t", "post", pending_id="nope"), "pending_not_found"),
         (TransferSpec("t", "teleport", "GBP", CASH.name, REV.name, 5), "kind_invalid"),
+        (TransferSpec("t", "pending", "GBP", CASH.name, REV.name, 5, timeout_us=2**53), "timeout_invalid"),
+        (TransferSpec("t", "pending", "GBP", CASH.name, REV.name, 5, timeout_us=1.5), "timeout_invalid"),  # type: ignore[arg-type]
+        (TransferSpec("t", "pending", "GBP", CASH.name, REV.name, 5, timeout_us=0), "timeout_invalid"),
     ],
 )
 def test_refusals_leave_state_untouched(spec: TransferSpec, code: str) -> None:
