@@ -43,8 +43,8 @@ import highspy
 import numpy as np
 
 from bpp.baselines import genetic, greedy_best_window, run_at_release
+from bpp.domain import Battery, Instance, Site, SolverSettings
 from bpp.forecast import forecast_series
-from bpp.model import Battery, Instance, Site, SolverSettings
 from bpp.scheduler import Plan, evaluate, plan_violations, solve, verify_plan
 from bpp.signals import SLOT, SLOTS_PER_DAY, load_region
 from bpp.workload import MixSettings, job_mix, synthetic_solar_kw

@@ -27,7 +27,7 @@ Construct from a plain dict (the BPP's providers config), e.g.::
 
 ``capacity_kw`` / ``baseline_kw`` are a number or 48 values (a daily profile by UTC half hour).
 ``jobs`` is either a job-mix spec (``bpp.workload.job_mix``) or ``{"list": [job, ...]}`` with
-:meth:`bpp.model.Job.from_dict` fields, slots counted from ``start_utc`` (or ``release_utc`` /
+:meth:`bpp.domain.Job.from_dict` fields, slots counted from ``start_utc`` (or ``release_utc`` /
 ``deadline_utc`` instead of the slot fields).
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from bpp.decisions import Decision, decisions_for_plan, event, query, settle
-from bpp.model import (
+from bpp.domain import (
     SLOT,
     Battery,
     CommittedReduction,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpp.model import MWH_PER_KW_SLOT, TOL, Instance
+from bpp.domain import MWH_PER_KW_SLOT, TOL, Instance
 from bpp.scheduler import (
     Plan,
     _runs_of,

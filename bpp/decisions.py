@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bpp.model import MWH_PER_KW_SLOT, SLOT_MINUTES, TOL, Instance, Job, Priority, iso
+from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, TOL, Instance, Job, Priority, iso
 from bpp.scheduler import Plan, fixed_run_fraction
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from bpp.model import MWH_PER_KW_SLOT, SLOT_MINUTES, CommittedReduction, Instance, iso
+from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, CommittedReduction, Instance, iso
 from bpp.scheduler import Plan, SchedulingInfeasible, max_reduction_kw, solve
 
 

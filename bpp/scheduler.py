@@ -26,7 +26,7 @@ Constraints
 - grid import cap: ``g ≤ min(grid_import_limit_kw, committed-reduction cap)`` (column bound);
 - battery dynamics and SoC bounds (:mod:`bpp.storage`).
 
-Objective: ``Σ_{s,t} weight[s,t] · g[s,t] · h/1000`` (weight from :class:`bpp.model.ObjectiveSpec`,
+Objective: ``Σ_{s,t} weight[s,t] · g[s,t] · h/1000`` (weight from :class:`bpp.domain.ObjectiveSpec`,
 default price × carbon_factor) + migration cost (per job moved; per fraction of work moved for
 preemptible jobs) + battery degradation, plus a 1e-9-scale tie-breaker that prefers earlier work so
 equal-cost plans do not defer gratuitously (reported objectives exclude it).
@@ -58,8 +58,7 @@ from datetime import datetime
 
 import numpy as np
 
-from bpp.lp import LPParts, LPResult
-from bpp.model import (
+from bpp.domain import (
     MWH_PER_KW_SLOT,
     TOL,
     CommittedReduction,
@@ -70,6 +69,7 @@ from bpp.model import (
     effective_window,
     iso,
 )
+from bpp.lp import LPParts, LPResult
 from bpp.storage import BatteryBlock, add_battery_block, battery_violations
 
 #: tie-breaker per kW per slot of delay from the earliest slot, so equal-cost plans run work early

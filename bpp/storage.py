@@ -9,7 +9,7 @@ discharge_power_kw]`` and end-of-slot state of charge ``e[t] ∈ [soc_min_kwh, s
 
 and the site balance adds ``+c − d`` to grid import. Degradation is charged on discharged energy.
 Because the model is an LP, "arbitrage against price and carbon" is simply the objective's per-MWh
-weight (:class:`bpp.model.ObjectiveSpec`) acting on the import the battery shifts; covering site
+weight (:class:`bpp.domain.ObjectiveSpec`) acting on the import the battery shifts; covering site
 load during a committed reduction falls out of the reduction's cap on grid import.
 
 A stand-alone battery (a storage-only provider, or a site whose compute agent runs with storage
@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bpp.lp import LPParts
-from bpp.model import (
+from bpp.domain import (
     MWH_PER_KW_SLOT,
     SLOT_HOURS,
     TOL,
@@ -39,6 +38,7 @@ from bpp.model import (
     Site,
     SolverSettings,
 )
+from bpp.lp import LPParts
 
 if TYPE_CHECKING:  # the scheduler imports this module; the plan type is only needed for hints
     from bpp.scheduler import Plan

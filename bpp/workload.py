@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpp.model import SLOT_MINUTES, Job, Priority
+from bpp.domain import SLOT_MINUTES, Job, Priority
 
 ALIBABA_FILE = "alibaba_gpu2023_openb_pod_list_default.csv"
 GAIA_FILE = "gaia_pai_1k.csv"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 from hypothesis import strategies as st
 
-from bpp.model import (
+from bpp.domain import (
     MWH_PER_KW_SLOT,
     Battery,
     CommittedReduction,

@@ -12,7 +12,7 @@ import pytest
 from bpp.agent import CommitRefused, ComputeAgent, SignalUpdate, StorageAgent, series_provider
 from bpp.baselines import genetic, greedy_best_window, run_at_release
 from bpp.decisions import decisions_for_plan, query, settle
-from bpp.model import ControlActions, Instance, Job, ObjectiveKind, ObjectiveSpec, Priority, Site, iso
+from bpp.domain import ControlActions, Instance, Job, ObjectiveKind, ObjectiveSpec, Priority, Site, iso
 from bpp.scheduler import solve
 from bpp.signals import SignalSeries
 from bpp.workload import job_mix, read_alibaba, read_gaia

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpp.model import (
+from bpp.domain import (
     MWH_PER_KW_SLOT,
     SLOT_HOURS,
     Battery,

@@ -8,7 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from bpp.model import (
+from bpp.domain import (
     Battery,
     CommittedReduction,
     ControlActions,

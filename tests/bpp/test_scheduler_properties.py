@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpp.baselines import POLICIES
-from bpp.model import Instance, Priority
+from bpp.domain import Instance, Priority
 from bpp.scheduler import (
     Plan,
     SchedulingInfeasible,
@@ -101,7 +101,7 @@ def test_ctss_matches_brute_force_on_contiguous_instances(inst: Instance) -> Non
 
 def test_brute_force_agrees_on_a_capacity_bound_instance() -> None:
     """A hand-made instance where capacity forces a non-greedy choice: two 60 kW jobs, 100 kW site."""
-    from bpp.model import Instance, Job, Site
+    from bpp.domain import Instance, Job, Site
     from tests.bpp.ctss_helpers import START, signals
 
     rng = np.random.default_rng(3)
