@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from bap import service
 from bap.router import api, beckn_router
 from beckn.errors import Role
-from beckn.identity import Identity, load_or_create_identity
+from beckn.identity import load_or_create_identity
 from beckn.onboarding import subscribe
-from beckn.pipeline import BecknPipeline
+from beckn.pipeline import BecknPipeline, prefixed_route
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
 from flexmarket.config import get_settings
@@ -41,11 +41,5 @@ def create_app() -> FastAPI:
     )
     app.include_router(api)
     app.include_router(beckn_router)
-    me = app.state.identity
-
-    def beckn_route(path: str) -> tuple[str, Identity] | None:
-        action = path.removeprefix("/beckn/")
-        return (action, me) if action != path and action in service.HANDLERS else None
-
-    app.state.beckn_route = beckn_route
+    app.state.beckn_route = prefixed_route("/beckn/", app.state.identity, service.HANDLERS)
     return app

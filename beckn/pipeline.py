@@ -92,6 +92,16 @@ Handler = Callable[[Session, Inbound, int], Accepted]
 BecknRoute = Callable[[str], "tuple[str, Identity] | None"]
 
 
+def prefixed_route(prefix: str, receiver: Identity, actions: Collection[str]) -> BecknRoute:
+    """The BecknRoute of a participant that serves `actions` at `<prefix><action>` as one subscriber."""
+
+    def route(path: str) -> tuple[str, Identity] | None:
+        action = path.removeprefix(prefix)
+        return (action, receiver) if action != path and action in actions else None
+
+    return route
+
+
 class FastLane:
     """ASGI front of a participant's FastAPI app: POSTs to its Beckn action paths go straight to the
     pipeline; everything else (client API, ops, docs, unknown paths) to the app.

@@ -80,10 +80,6 @@ def process(schema: str, inbox_id: int) -> Batch:
             return Batch(len(rows), ids, leased)
         except Exception:
             outbox.discard_deferred(s)
-            if len(rows) == 1:
-                batch = Batch(1, [])
-                _process_alone(s, schema, processor, rows[0], batch)
-                return batch
         batch = Batch(len(rows), [])
         for row in rows:  # isolate the failing row(s)
             _process_alone(s, schema, processor, row, batch)

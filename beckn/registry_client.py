@@ -142,7 +142,7 @@ class RegistryClient:
 
     def cached_subscribers(self, **filters: Any) -> list[dict[str, Any]] | None:
         """What subscribers(**filters) would answer from the cache alone, or None on a miss — lets
-        synchronous callers skip the hop to the HTTP loop thread when the answer is already known."""
+        synchronous callers skip running an event loop when the answer is already known."""
         rows = self._cached(self._key({**filters, "status": "SUBSCRIBED"})[1])
         return None if rows is None else self._valid_subscribers(rows)
 

@@ -80,7 +80,12 @@ def offer_to_json(o: FlexOfferSpec) -> dict[str, Any]:
 
 
 def offer_from_row(row: Offer) -> FlexOfferSpec:
-    d = dict(row.spec)
+    return offer_from_json(row.spec)
+
+
+def offer_from_json(spec: dict[str, Any]) -> FlexOfferSpec:
+    """The offer as stored in offers.spec (offer_to_json): every FlexOfferSpec field, ISO times."""
+    d = dict(spec)
     d["window_start"] = datetime.fromisoformat(d["window_start"])
     d["window_end"] = datetime.fromisoformat(d["window_end"])
     return FlexOfferSpec(**d)
@@ -432,10 +437,7 @@ def _update(session: Session, spec: OrderSpec) -> Order:
 # stored content and reused. Keys are the stored JSON text, so a changed offer is simply a new key.
 @functools.lru_cache(maxsize=8192)
 def _offer_entry(spec_text: str) -> tuple[FlexOfferSpec, dict[str, Any]]:
-    d = json.loads(spec_text)
-    d["window_start"] = datetime.fromisoformat(d["window_start"])
-    d["window_end"] = datetime.fromisoformat(d["window_end"])
-    spec = FlexOfferSpec(**d)
+    spec = offer_from_json(json.loads(spec_text))
     return spec, offer_to_item(spec).dump()
 
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from beckn.errors import Role
 from beckn.identity import load_or_create_identity
 from beckn.onboarding import subscribe
-from beckn.pipeline import BecknPipeline
+from beckn.pipeline import BecknPipeline, prefixed_route
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
 from flexmarket.config import get_settings
@@ -33,6 +33,5 @@ def create_app() -> FastAPI:
         savepoint_actions=(),  # acceptance checks only read: no savepoints in a shared transaction
     )
     app.include_router(router)
-    me = app.state.identity
-    app.state.beckn_route = lambda path: (path[1:], me) if path[1:] in service.HANDLERS else None
+    app.state.beckn_route = prefixed_route("/", app.state.identity, service.HANDLERS)
     return app

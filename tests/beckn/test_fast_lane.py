@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from beckn.pipeline import FastLane
+from beckn.pipeline import FastLane, prefixed_route
 
 
 class StubPipeline:
@@ -49,11 +49,7 @@ def health() -> dict[str, str]:
 
 def test_beckn_posts_take_the_lane_and_the_rest_reaches_the_app() -> None:
     app.state.pipeline = pipeline = StubPipeline()
-    served = {"on_search", "on_confirm"}
-
-    def route(path: str) -> tuple[str, str] | None:
-        action = path.removeprefix("/beckn/")
-        return (action, "me") if action != path and action in served else None
+    route = prefixed_route("/beckn/", "me", {"on_search", "on_confirm"})  # type: ignore[arg-type]
 
     with TestClient(FastLane(app, route)) as client:
         assert started  # lifespan events pass through to the app
