@@ -32,16 +32,29 @@ class BapClient:
         return r.json()
 
     def search(self, window_start: datetime, window_end: datetime, power_kw: float, **kw: Any) -> dict[str, Any]:
-        return self._post("/search", {"window_start": window_start.isoformat(), "window_end": window_end.isoformat(),
-                                      "power_kw": power_kw, **kw})
+        return self._post(
+            "/search",
+            {
+                "window_start": window_start.isoformat(),
+                "window_end": window_end.isoformat(),
+                "power_kw": power_kw,
+                **kw,
+            },
+        )
 
     def order(self, action: str, transaction_id: str, bpp_id: str, provider_id: str, **kw: Any) -> dict[str, Any]:
         body = {"transaction_id": transaction_id, "bpp_id": bpp_id, "provider_id": provider_id}
         body.update({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in kw.items() if v is not None})
         return self._post(f"/{action}", body)
 
-    def plan(self, transaction_id: str, target_kw: float, objective: str = "cost",
-             window_start: datetime | None = None, window_end: datetime | None = None) -> dict[str, Any]:
+    def plan(
+        self,
+        transaction_id: str,
+        target_kw: float,
+        objective: str = "cost",
+        window_start: datetime | None = None,
+        window_end: datetime | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"transaction_id": transaction_id, "target_kw": target_kw, "objective": objective}
         if window_start and window_end:
             body.update(window_start=window_start.isoformat(), window_end=window_end.isoformat())
@@ -53,8 +66,9 @@ class BapClient:
             raise BapApiError(r.status_code, r.json())
         return r.json()
 
-    def wait(self, transaction_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0,
-             interval: float = 0.02) -> dict[str, Any]:
+    def wait(
+        self, transaction_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0, interval: float = 0.02
+    ) -> dict[str, Any]:
         """Poll the transaction until `done(view)`; raise TimeoutError with the last view otherwise."""
         deadline = time.monotonic() + timeout
         view = self.transaction(transaction_id)

@@ -12,30 +12,42 @@ from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline, prefixed_route
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
-from flexmarket.config import get_settings
-from flexmarket.web import create_base_app
+from beckn.webapp import create_base_app
+from kernel.config import get_settings
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
     if not settings.subscriber_id or not settings.subscriber_url or not settings.gateway_url:
         raise RuntimeError(
-            "the BAP needs FLEXMARKET_SUBSCRIBER_ID, FLEXMARKET_SUBSCRIBER_URL and FLEXMARKET_GATEWAY_URL")
+            "the BAP needs FLEXMARKET_SUBSCRIBER_ID, FLEXMARKET_SUBSCRIBER_URL and FLEXMARKET_GATEWAY_URL"
+        )
     app = create_base_app(
-        "bap", "flexmarket BAP (grid orchestrator)",
+        "bap",
+        "flexmarket BAP (grid orchestrator)",
         "Client API for aggregators: search the Beckn network for data-centre flexibility, choose offers, "
         "and order and track load reduction. Every call becomes a signed Beckn message; callbacks arrive at "
         "/beckn/on_*.",
     )
-    app.state.identity = load_or_create_identity(settings.home, settings.subscriber_id, Role.BAP,
-                                                 settings.subscriber_url, settings.city_code, settings.country_code)
+    app.state.identity = load_or_create_identity(
+        settings.home,
+        settings.subscriber_id,
+        Role.BAP,
+        settings.subscriber_url,
+        settings.city_code,
+        settings.country_code,
+    )
     app.state.gateway_url = settings.gateway_url
     if settings.auto_subscribe:
         subscribe(app.state.identity, settings.registry_url, [settings.city_code], settings.registry_operator_token)
     app.state.pipeline = BecknPipeline(
-        participant="bap", role=Role.BAP, schema="bap", handlers=service.HANDLERS,
+        participant="bap",
+        role=Role.BAP,
+        schema="bap",
+        handlers=service.HANDLERS,
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
-        clock_skew_s=settings.clock_skew_s, enqueue_processing=send_processing,
+        clock_skew_s=settings.clock_skew_s,
+        enqueue_processing=send_processing,
         # on_search refuses only before it writes; the order callbacks change ORM state first
         savepoint_actions=frozenset(service.HANDLERS) - {"on_search"},
     )

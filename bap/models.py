@@ -66,4 +66,5 @@ class BapOrder(BapBase):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     order: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # last order object received
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

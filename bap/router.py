@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from bap import service
 from bap.selection import SelectionError
 from beckn.tasks import send_delivery
-from flexmarket.config import get_settings
-from flexmarket.db import session_scope
+from kernel.config import get_settings
+from kernel.db import session_scope
 from schemas.flex import FlexRequest
 
 beckn_router = APIRouter(prefix="/beckn", tags=["beckn callbacks"])
@@ -48,9 +48,18 @@ class SearchIn(BaseModel):
 
     _tz = field_validator("window_start", "window_end")(_aware)
 
-    model_config = {"json_schema_extra": {"example": {
-        "window_start": "2026-11-24T16:00:00Z", "window_end": "2026-11-24T18:00:00Z", "power_kw": 2000,
-        "max_price_gbp_per_mwh": 300, "region": "GB-R13", "resource_type": "compute"}}}
+    model_config = {
+        "json_schema_extra": {
+            "example": {
+                "window_start": "2026-11-24T16:00:00Z",
+                "window_end": "2026-11-24T18:00:00Z",
+                "power_kw": 2000,
+                "max_price_gbp_per_mwh": 300,
+                "region": "GB-R13",
+                "resource_type": "compute",
+            }
+        }
+    }
 
 
 class OrderIn(BaseModel):
@@ -79,8 +88,9 @@ class PlanIn(BaseModel):
 
 
 def _error(exc: Exception, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": {"code": "invalid_request" if status < 500 else "error", "message": str(exc)}},
-                        status_code=status)
+    return JSONResponse(
+        {"error": {"code": "invalid_request" if status < 500 else "error", "message": str(exc)}}, status_code=status
+    )
 
 
 async def _run(fn: Callable[[Session], T]) -> T:
@@ -95,12 +105,20 @@ async def _run(fn: Callable[[Session], T]) -> T:
 async def search(body: SearchIn, request: Request) -> JSONResponse:
     settings = get_settings()
     me = request.app.state.identity
-    req = FlexRequest(body.window_start, body.window_end, body.power_kw, body.max_price_gbp_per_mwh, body.region,
-                      body.resource_type)
+    req = FlexRequest(
+        body.window_start, body.window_end, body.power_kw, body.max_price_gbp_per_mwh, body.region, body.resource_type
+    )
     try:
-        sent = await _run(lambda s: service.search(s, me, request.app.state.gateway_url, req,
-                                                   body.city_code or settings.city_code,
-                                                   body.country_code or settings.country_code))
+        sent = await _run(
+            lambda s: service.search(
+                s,
+                me,
+                request.app.state.gateway_url,
+                req,
+                body.city_code or settings.city_code,
+                body.country_code or settings.country_code,
+            )
+        )
     except service.ClientError as exc:
         return _error(exc, exc.status)
     send_delivery("bap", [sent.outbox_id])
@@ -144,16 +162,31 @@ async def transaction(transaction_id: str) -> JSONResponse:
 @api.post("/plan", summary="Cheapest / lowest-carbon set of received offers meeting a kW target")
 async def plan(body: PlanIn) -> JSONResponse:
     try:
-        choices = await _run(lambda s: service.plan(s, body.transaction_id, body.target_kw, body.objective,
-                                                    body.window_start, body.window_end))
+        choices = await _run(
+            lambda s: service.plan(
+                s, body.transaction_id, body.target_kw, body.objective, body.window_start, body.window_end
+            )
+        )
     except service.ClientError as exc:
         return _error(exc, exc.status)
     except SelectionError as exc:
         return _error(exc, 422)
-    return JSONResponse({"transaction_id": body.transaction_id, "target_kw": body.target_kw,
-                         "choices": [{"bpp_id": c.key[0], "provider_id": c.key[1], "item_id": c.key[2],
-                                      "power_kw": c.power_kw, "price_gbp_per_mwh": c.price_gbp_per_mwh}
-                                     for c in choices]})
+    return JSONResponse(
+        {
+            "transaction_id": body.transaction_id,
+            "target_kw": body.target_kw,
+            "choices": [
+                {
+                    "bpp_id": c.key[0],
+                    "provider_id": c.key[1],
+                    "item_id": c.key[2],
+                    "power_kw": c.power_kw,
+                    "price_gbp_per_mwh": c.price_gbp_per_mwh,
+                }
+                for c in choices
+            ],
+        }
+    )
 
 
 @api.get("/deliveries/failed", summary="Outbound messages that could not be delivered within their TTL")

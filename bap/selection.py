@@ -74,8 +74,7 @@ def select_offers(
     upper = np.concatenate([[c.max_kw for c in pool], np.ones(n)])
     h.addVars(2 * n, lower, upper)
     h.changeColsCost(n, np.arange(n, dtype=np.int32), cost)
-    h.changeColsIntegrality(n, np.arange(n, 2 * n, dtype=np.int32),
-                            np.array([highspy.HighsVarType.kInteger] * n))
+    h.changeColsIntegrality(n, np.arange(n, 2 * n, dtype=np.int32), np.array([highspy.HighsVarType.kInteger] * n))
     # Σ x ≥ target
     h.addRow(target_kw, inf, n, np.arange(n, dtype=np.int32), np.ones(n))
     for i, c in enumerate(pool):
@@ -87,8 +86,11 @@ def select_offers(
         raise SelectionError(f"no set of offers meets {target_kw:g} kW within their minimum/maximum sizes")
     x = np.array(h.getSolution().col_value[:n])
     # Sizes in 0.1 kW steps, rounded down so an order never exceeds its offer's maximum.
-    out = [Choice(pool[i].key, math.floor(float(x[i]) * 10 + 1e-6) / 10, pool[i].price_gbp_per_mwh)
-           for i in range(n) if x[i] > 1e-6]
+    out = [
+        Choice(pool[i].key, math.floor(float(x[i]) * 10 + 1e-6) / 10, pool[i].price_gbp_per_mwh)
+        for i in range(n)
+        if x[i] > 1e-6
+    ]
     # Invariant: the chosen set meets the target and every size respects its offer.
     assert sum(ch.power_kw for ch in out) >= target_kw - 0.1 * len(out) - 1e-6
     return out

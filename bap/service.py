@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -22,8 +22,9 @@ from beckn.identity import Identity
 from beckn.models import inbox
 from beckn.models import outbox as outbox_table
 from beckn.pipeline import Accepted, Handler, Inbound
-from flexmarket.config import get_settings
-from flexmarket.db import raw
+from kernel import clock
+from kernel.config import get_settings
+from kernel.db import raw
 from schemas.core import Order
 from schemas.flex import (
     FlexFormatError,
@@ -56,8 +57,9 @@ class Sent:
 
 
 # -- client operations ----------------------------------------------------------------------------
-def search(session: Session, me: Identity, gateway_url: str, req: FlexRequest, city_code: str,
-           country_code: str) -> Sent:
+def search(
+    session: Session, me: Identity, gateway_url: str, req: FlexRequest, city_code: str, country_code: str
+) -> Sent:
     if req.window_end <= req.window_start:
         raise ClientError("window_end must be after window_start")
     if req.power_kw <= 0:
@@ -65,11 +67,22 @@ def search(session: Session, me: Identity, gateway_url: str, req: FlexRequest, c
     tx = envelope.new_id()
     body = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(req).items()}
     session.add(Transaction(id=tx, request=body, city_code=city_code, country_code=country_code))
-    ctx = envelope.context("search", bap_id=me.subscriber_id, bap_uri=me.url, transaction_id=tx,
-                           city_code=city_code, country_code=country_code)
+    ctx = envelope.context(
+        "search",
+        bap_id=me.subscriber_id,
+        bap_uri=me.url,
+        transaction_id=tx,
+        city_code=city_code,
+        country_code=country_code,
+    )
     payload = {"context": ctx, "message": {"intent": request_to_intent(req).dump()}}
-    oid = outbox.enqueue(session, sender_id=me.subscriber_id, receiver_url=outbox.endpoint(gateway_url, "search"),
-                         action="search", payload=payload)
+    oid = outbox.enqueue(
+        session,
+        sender_id=me.subscriber_id,
+        receiver_url=outbox.endpoint(gateway_url, "search"),
+        action="search",
+        payload=payload,
+    )
     return Sent(tx, ctx["message_id"], oid)
 
 
@@ -99,10 +112,23 @@ class OrderRequest:
 
 
 def _send(session: Session, me: Identity, t: Transaction, o: BapOrder, action: str, message: dict[str, Any]) -> Sent:
-    ctx = envelope.context(action, bap_id=me.subscriber_id, bap_uri=me.url, transaction_id=t.id,
-                           bpp_id=o.bpp_id, bpp_uri=o.bpp_uri, city_code=t.city_code, country_code=t.country_code)
-    oid = outbox.enqueue(session, sender_id=me.subscriber_id, receiver_url=outbox.endpoint(o.bpp_uri, action),
-                         action=action, payload={"context": ctx, "message": message})
+    ctx = envelope.context(
+        action,
+        bap_id=me.subscriber_id,
+        bap_uri=me.url,
+        transaction_id=t.id,
+        bpp_id=o.bpp_id,
+        bpp_uri=o.bpp_uri,
+        city_code=t.city_code,
+        country_code=t.country_code,
+    )
+    oid = outbox.enqueue(
+        session,
+        sender_id=me.subscriber_id,
+        receiver_url=outbox.endpoint(o.bpp_uri, action),
+        action=action,
+        payload={"context": ctx, "message": message},
+    )
     return Sent(t.id, ctx["message_id"], oid)
 
 
@@ -121,8 +147,13 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
         if offer is None:
             raise ClientError(f"no offer {item_id} from {r.provider_id} at {r.bpp_id} in transaction {t.id}", 404)
         if o is None:
-            o = BapOrder(transaction_id=t.id, bpp_id=r.bpp_id, provider_id=r.provider_id, bpp_uri=offer.bpp_uri,
-                         settlement_method="P415")
+            o = BapOrder(
+                transaction_id=t.id,
+                bpp_id=r.bpp_id,
+                provider_id=r.provider_id,
+                bpp_uri=offer.bpp_uri,
+                settlement_method="P415",
+            )
             session.add(o)
         o.item_id = item_id
         o.power_kw = r.power_kw or (o.power_kw if o.power_kw else offer.available_kw)
@@ -141,9 +172,16 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
         raise ClientError(f"{action} needs the order id the BPP assigns at init; init first", 409)
     if action == "confirm" and o.state not in ("CREATED", "ACCEPTED"):
         raise ClientError(f"order is {o.state}; confirm needs an initialised order (CREATED)", 409)
-    spec = OrderSpec(provider_id=o.provider_id, item_id=o.item_id, power_kw=o.power_kw, window_start=o.window_start,
-                     window_end=o.window_end, meter_id=o.meter_id, settlement_method=o.settlement_method,
-                     order_id=o.order_id)
+    spec = OrderSpec(
+        provider_id=o.provider_id,
+        item_id=o.item_id,
+        power_kw=o.power_kw,
+        window_start=o.window_start,
+        window_end=o.window_end,
+        meter_id=o.meter_id,
+        settlement_method=o.settlement_method,
+        order_id=o.order_id,
+    )
     if action in ("select", "init", "confirm"):
         message: dict[str, Any] = {"order": order_spec_to_order(spec).dump()}
     elif action == "update":
@@ -158,8 +196,14 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
     return _send(session, me, t, o, action, message)
 
 
-def plan(session: Session, tx: str, target_kw: float, objective: str,
-         start: datetime | None = None, end: datetime | None = None) -> list[Choice]:
+def plan(
+    session: Session,
+    tx: str,
+    target_kw: float,
+    objective: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Choice]:
     """The cheapest (or lowest-carbon) set of received offers that meets `target_kw` (bap/selection.py)."""
     t = _transaction(session, tx)
     start = start or datetime.fromisoformat(t.request["window_start"])
@@ -181,51 +225,120 @@ def plan(session: Session, tx: str, target_kw: float, objective: str,
 
 def transaction_view(session: Session, tx: str) -> dict[str, Any]:
     t = _transaction(session, tx)
-    offers = session.scalars(select(CatalogOffer).where(CatalogOffer.transaction_id == tx)
-                             .order_by(CatalogOffer.price_gbp_per_mwh, CatalogOffer.provider_id)).all()
-    orders = session.scalars(select(BapOrder).where(BapOrder.transaction_id == tx)
-                             .order_by(BapOrder.provider_id)).all()
-    received = session.execute(select(inbox.c.action, inbox.c.sender_id, inbox.c.gateway_id, inbox.c.message_id,
-                                      inbox.c.signature_verified, inbox.c.received_at)
-                               .where(inbox.c.transaction_id == tx).order_by(inbox.c.id)).all()
-    sent = session.execute(select(outbox_table.c.action, outbox_table.c.receiver_url, outbox_table.c.message_id,
-                                  outbox_table.c.status, outbox_table.c.attempts, outbox_table.c.last_error)
-                           .where(outbox_table.c.transaction_id == tx).order_by(outbox_table.c.id)).all()
+    offers = session.scalars(
+        select(CatalogOffer)
+        .where(CatalogOffer.transaction_id == tx)
+        .order_by(CatalogOffer.price_gbp_per_mwh, CatalogOffer.provider_id)
+    ).all()
+    orders = session.scalars(select(BapOrder).where(BapOrder.transaction_id == tx).order_by(BapOrder.provider_id)).all()
+    received = session.execute(
+        select(
+            inbox.c.action,
+            inbox.c.sender_id,
+            inbox.c.gateway_id,
+            inbox.c.message_id,
+            inbox.c.signature_verified,
+            inbox.c.received_at,
+        )
+        .where(inbox.c.transaction_id == tx)
+        .order_by(inbox.c.id)
+    ).all()
+    sent = session.execute(
+        select(
+            outbox_table.c.action,
+            outbox_table.c.receiver_url,
+            outbox_table.c.message_id,
+            outbox_table.c.status,
+            outbox_table.c.attempts,
+            outbox_table.c.last_error,
+        )
+        .where(outbox_table.c.transaction_id == tx)
+        .order_by(outbox_table.c.id)
+    ).all()
     return {
         "transaction_id": t.id,
         "request": t.request,
         "created_at": t.created_at.isoformat(),
         "offers": [
-            {"bpp_id": c.bpp_id, "bpp_uri": c.bpp_uri, "provider_id": c.provider_id, "provider_name": c.provider_name,
-             "item_id": c.item_id, "price_gbp_per_mwh": c.price_gbp_per_mwh, "available_kw": c.available_kw,
-             "window_start": c.window_start.isoformat(), "window_end": c.window_end.isoformat(), **{
-                 k: c.spec.get(k) for k in ("min_kw", "max_kw", "resource_type", "expected_carbon_g_per_kwh",
-                                            "marginal_cost_gbp_per_mwh", "response_time_s")}}
+            {
+                "bpp_id": c.bpp_id,
+                "bpp_uri": c.bpp_uri,
+                "provider_id": c.provider_id,
+                "provider_name": c.provider_name,
+                "item_id": c.item_id,
+                "price_gbp_per_mwh": c.price_gbp_per_mwh,
+                "available_kw": c.available_kw,
+                "window_start": c.window_start.isoformat(),
+                "window_end": c.window_end.isoformat(),
+                **{
+                    k: c.spec.get(k)
+                    for k in (
+                        "min_kw",
+                        "max_kw",
+                        "resource_type",
+                        "expected_carbon_g_per_kwh",
+                        "marginal_cost_gbp_per_mwh",
+                        "response_time_s",
+                    )
+                },
+            }
             for c in offers
         ],
         "orders": [order_json(o) for o in orders],
-        "callbacks": [{"action": r.action, "from": r.sender_id, "via": r.gateway_id, "message_id": r.message_id,
-                       "signature_verified": r.signature_verified, "received_at": r.received_at.isoformat()}
-                      for r in received],
-        "sent": [{"action": r.action, "to": r.receiver_url, "message_id": r.message_id, "status": r.status,
-                  "attempts": r.attempts, "last_error": r.last_error} for r in sent],
+        "callbacks": [
+            {
+                "action": r.action,
+                "from": r.sender_id,
+                "via": r.gateway_id,
+                "message_id": r.message_id,
+                "signature_verified": r.signature_verified,
+                "received_at": r.received_at.isoformat(),
+            }
+            for r in received
+        ],
+        "sent": [
+            {
+                "action": r.action,
+                "to": r.receiver_url,
+                "message_id": r.message_id,
+                "status": r.status,
+                "attempts": r.attempts,
+                "last_error": r.last_error,
+            }
+            for r in sent
+        ],
     }
 
 
 def order_json(o: BapOrder) -> dict[str, Any]:
-    return {"bpp_id": o.bpp_id, "provider_id": o.provider_id, "item_id": o.item_id, "order_id": o.order_id,
-            "state": o.state, "power_kw": o.power_kw, "window_start": o.window_start.isoformat(),
-            "window_end": o.window_end.isoformat(), "meter_id": o.meter_id, "price_gbp_per_mwh": o.price_gbp_per_mwh,
-            "quote_gbp": o.quote_gbp, "settlement_method": o.settlement_method, "last_error": o.last_error,
-            "updated_at": o.updated_at.isoformat() if o.updated_at else None}
+    return {
+        "bpp_id": o.bpp_id,
+        "provider_id": o.provider_id,
+        "item_id": o.item_id,
+        "order_id": o.order_id,
+        "state": o.state,
+        "power_kw": o.power_kw,
+        "window_start": o.window_start.isoformat(),
+        "window_end": o.window_end.isoformat(),
+        "meter_id": o.meter_id,
+        "price_gbp_per_mwh": o.price_gbp_per_mwh,
+        "quote_gbp": o.quote_gbp,
+        "settlement_method": o.settlement_method,
+        "last_error": o.last_error,
+        "updated_at": o.updated_at.isoformat() if o.updated_at else None,
+    }
 
 
 # -- callbacks (synchronous: storing them is all the work there is) --------------------------------
 def _known_tx(session: Session, msg: Inbound) -> Transaction:
     t = session.get(Transaction, msg.context.transaction_id)
     if t is None:
-        raise BecknError("not_found", f"unknown transaction {msg.context.transaction_id}", http_status=200,
-                         paths="context.transaction_id")
+        raise BecknError(
+            "not_found",
+            f"unknown transaction {msg.context.transaction_id}",
+            http_status=200,
+            paths="context.transaction_id",
+        )
     return t
 
 
@@ -233,10 +346,16 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     """Store the offers of one catalog. It refuses only before it writes (every check first, then ONE
     statement), so it needs no savepoint when it shares a transaction with other messages (bap/main.py)."""
     # Fifty of these arrive per search: an existence check in plain SQL, not an ORM load.
-    if raw(session).execute("SELECT 1 FROM transactions WHERE id = %s", (msg.context.transaction_id,)).fetchone() \
-            is None:
-        raise BecknError("not_found", f"unknown transaction {msg.context.transaction_id}", http_status=200,
-                         paths="context.transaction_id")
+    if (
+        raw(session).execute("SELECT 1 FROM transactions WHERE id = %s", (msg.context.transaction_id,)).fetchone()
+        is None
+    ):
+        raise BecknError(
+            "not_found",
+            f"unknown transaction {msg.context.transaction_id}",
+            http_status=200,
+            paths="context.transaction_id",
+        )
     if msg.error is not None:
         log.info("on_search error", bpp=msg.context.bpp_id, code=msg.error.code, message=msg.error.message)
         return Accepted(process_async=False)
@@ -253,25 +372,47 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
                 raise BecknError("invalid_response", str(exc), http_status=400, paths=exc.path) from exc
             spec = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(offer).items()}
             rows[(prov.id, offer.item_id)] = (
-                ctx.transaction_id, ctx.bpp_id, prov.id, offer.item_id, ctx.bpp_uri,
-                prov.descriptor.name if prov.descriptor else None, offer.price_gbp_per_mwh, offer.available_kw,
-                offer.window_start, offer.window_end, Json(spec))
+                ctx.transaction_id,
+                ctx.bpp_id,
+                prov.id,
+                offer.item_id,
+                ctx.bpp_uri,
+                prov.descriptor.name if prov.descriptor else None,
+                offer.price_gbp_per_mwh,
+                offer.available_kw,
+                offer.window_start,
+                offer.window_end,
+                Json(spec),
+            )
     if rows:  # one statement for the whole catalog
         raw(session).execute(_upsert_offers_sql(len(rows)), [v for row in rows.values() for v in row])
     return Accepted(process_async=False)
 
 
-_OFFER_COLUMNS = ("transaction_id", "bpp_id", "provider_id", "item_id", "bpp_uri", "provider_name",
-                  "price_gbp_per_mwh", "available_kw", "window_start", "window_end", "spec")
+_OFFER_COLUMNS = (
+    "transaction_id",
+    "bpp_id",
+    "provider_id",
+    "item_id",
+    "bpp_uri",
+    "provider_name",
+    "price_gbp_per_mwh",
+    "available_kw",
+    "window_start",
+    "window_end",
+    "spec",
+)
 
 
 @functools.lru_cache(maxsize=64)
 def _upsert_offers_sql(n: int) -> str:
     # Plain VALUES rows: psycopg adapts scalars in C, where arrays for unnest() went through Python.
     row = "(" + ", ".join(["%s"] * len(_OFFER_COLUMNS)) + ")"
-    return (f"INSERT INTO catalog_offers ({', '.join(_OFFER_COLUMNS)}) VALUES {', '.join([row] * n)} "
-            "ON CONFLICT (transaction_id, bpp_id, provider_id, item_id) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in _OFFER_COLUMNS[4:]))
+    return (
+        f"INSERT INTO catalog_offers ({', '.join(_OFFER_COLUMNS)}) VALUES {', '.join([row] * n)} "
+        "ON CONFLICT (transaction_id, bpp_id, provider_id, item_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in _OFFER_COLUMNS[4:])
+    )
 
 
 def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
@@ -308,18 +449,22 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
             o.price_gbp_per_mwh = float(order.items[0].price.value)
         o.order = order.dump()
     o.last_error = f"{msg.error.code}: {msg.error.message}" if msg.error else None
-    o.updated_at = datetime.now(UTC)
+    o.updated_at = clock.now()
     # Orders the provider accepted (or cancelled) are registered with the ledger for settlement —
     # asynchronously, by bap/tasks.py, so the callback is ACKed whatever the ledger is doing.
     settle_worthy = (msg.action == "on_confirm" and o.state == "ACCEPTED") or (
-        msg.action == "on_cancel" and o.state == "CANCELLED")
+        msg.action == "on_cancel" and o.state == "CANCELLED"
+    )
     return Accepted(process_async=settle_worthy and bool(get_settings().ledger_url))
 
 
 def _order_of_request(session: Session, msg: Inbound) -> BapOrder | None:
-    body = session.scalar(select(outbox_table.c.body).where(
-        outbox_table.c.message_id == msg.context.message_id,
-        outbox_table.c.transaction_id == msg.context.transaction_id))
+    body = session.scalar(
+        select(outbox_table.c.body).where(
+            outbox_table.c.message_id == msg.context.message_id,
+            outbox_table.c.transaction_id == msg.context.transaction_id,
+        )
+    )
     if body is None:
         return None
     request = json.loads(bytes(body)).get("message", {})
@@ -327,20 +472,36 @@ def _order_of_request(session: Session, msg: Inbound) -> BapOrder | None:
     if provider:
         return _order(session, str(msg.context.transaction_id), str(msg.context.bpp_id), provider)
     order_id = request.get("order_id")
-    return session.scalars(select(BapOrder).where(BapOrder.transaction_id == msg.context.transaction_id,
-                                                  BapOrder.order_id == order_id)).first() if order_id else None
+    return (
+        session.scalars(
+            select(BapOrder).where(BapOrder.transaction_id == msg.context.transaction_id, BapOrder.order_id == order_id)
+        ).first()
+        if order_id
+        else None
+    )
 
 
-HANDLERS: dict[str, Handler] = {"on_search": on_search, **{
-    a: on_order for a in ("on_select", "on_init", "on_confirm", "on_status", "on_cancel", "on_update")}}
+HANDLERS: dict[str, Handler] = {
+    "on_search": on_search,
+    **{a: on_order for a in ("on_select", "on_init", "on_confirm", "on_status", "on_cancel", "on_update")},
+}
 
 
 def delivery_failures(session: Session, limit: int = 100) -> list[dict[str, Any]]:
-    rows = session.execute(select(outbox_table).where(outbox_table.c.status == "FAILED")
-                           .order_by(outbox_table.c.id.desc()).limit(limit)).all()
-    return [{"id": r.id, "action": r.action, "to": r.receiver_url, "transaction_id": r.transaction_id,
-             "attempts": r.attempts, "last_error": r.last_error} for r in rows]
-
+    rows = session.execute(
+        select(outbox_table).where(outbox_table.c.status == "FAILED").order_by(outbox_table.c.id.desc()).limit(limit)
+    ).all()
+    return [
+        {
+            "id": r.id,
+            "action": r.action,
+            "to": r.receiver_url,
+            "transaction_id": r.transaction_id,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+        }
+        for r in rows
+    ]
 
 
 # -- ledger registration (Celery: beckn.process_inbox → ledger_process) -----------------------------
@@ -358,21 +519,34 @@ def ledger_process(session: Session, row: Any) -> list[int]:
     # The worker's pooled HTTP client (beckn/http.py): a fresh httpx client per call built a TLS context
     # each time, about 20 ms of CPU holding the GIL, and slowed every other task in the worker.
     if row.action == "on_cancel":
-        r = http.post_sync(f"{base}/{spec.order_id}/cancel",
-                           json.dumps({"reason": "cancelled on the Beckn network"}).encode(), headers)
+        r = http.post_sync(
+            f"{base}/{spec.order_id}/cancel", json.dumps({"reason": "cancelled on the Beckn network"}).encode(), headers
+        )
         if r.status == 404:
             return []  # never registered (cancelled before acceptance): nothing to undo
     else:
         price = order.items[0].price.value if order.items and order.items[0].price else None
-        r = http.post_sync(base, json.dumps({
-            "order_id": spec.order_id, "transaction_id": ctx["transaction_id"], "provider_id": spec.provider_id,
-            "bap_id": ctx["bap_id"], "meter_id": spec.meter_id, "supplier_id": settings.default_supplier_id,
-            "window_start": spec.window_start.isoformat(), "window_end": spec.window_end.isoformat(),
-            "contracted_kw": str(spec.power_kw), "price_gbp_per_mwh": price,
-            "settlement_method": spec.settlement_method,
-            # the BPP's acceptance time: the same on every re-send, so re-registration stays idempotent
-            "confirmed_at": order.updated_at.isoformat() if order.updated_at else ctx["timestamp"],
-        }).encode(), headers)
+        r = http.post_sync(
+            base,
+            json.dumps(
+                {
+                    "order_id": spec.order_id,
+                    "transaction_id": ctx["transaction_id"],
+                    "provider_id": spec.provider_id,
+                    "bap_id": ctx["bap_id"],
+                    "meter_id": spec.meter_id,
+                    "supplier_id": settings.default_supplier_id,
+                    "window_start": spec.window_start.isoformat(),
+                    "window_end": spec.window_end.isoformat(),
+                    "contracted_kw": str(spec.power_kw),
+                    "price_gbp_per_mwh": price,
+                    "settlement_method": spec.settlement_method,
+                    # the BPP's acceptance time: the same on every re-send, so re-registration stays idempotent
+                    "confirmed_at": order.updated_at.isoformat() if order.updated_at else ctx["timestamp"],
+                }
+            ).encode(),
+            headers,
+        )
     if r.status is None:
         raise RuntimeError(f"ledger unreachable: {r.error}")
     if r.status >= 300:

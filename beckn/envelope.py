@@ -10,6 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from kernel import clock
+
 PROTOCOL_VERSION = "1.1.0"
 DOMAIN = "deg:flexibility"
 
@@ -22,7 +24,7 @@ def new_id() -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return clock.wall_now()
 
 
 def iso(ts: datetime) -> str:

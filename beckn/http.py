@@ -45,9 +45,12 @@ class Client:
 
     def __init__(self) -> None:
         self.session = aiohttp.ClientSession(
-            timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0),
-            skip_auto_headers=("User-Agent",), auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar())  # Beckn peers set no cookies; skip the jar's per-request work
+            timeout=TIMEOUT,
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0),
+            skip_auto_headers=("User-Agent",),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )  # Beckn peers set no cookies; skip the jar's per-request work
 
     async def aclose(self) -> None:
         await self.session.close()
@@ -59,16 +62,13 @@ def make_client() -> Client:
 
 async def post(client: Client, url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
     try:
-        async with client.session.post(url, data=body,
-                                       headers={"Content-Type": "application/json", **headers}) as resp:
+        async with client.session.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as resp:
             return HttpResult(url, resp.status, await resp.read())
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
         return HttpResult(url, None, b"", f"{type(exc).__name__}: {exc}")
 
 
-async def post_many(
-    client: Client, requests: Sequence[tuple[str, bytes, dict[str, str]]]
-) -> list[HttpResult]:
+async def post_many(client: Client, requests: Sequence[tuple[str, bytes, dict[str, str]]]) -> list[HttpResult]:
     """Send all requests concurrently; one slow or dead receiver never delays the others' results."""
     return list(await asyncio.gather(*(post(client, u, b, h) for u, b, h in requests)))
 
@@ -141,9 +141,7 @@ def post_sync(url: str, body: bytes, headers: dict[str, str], timeout: float = 1
     return _thread_loop().run(lambda client: post(client, url, body, headers), timeout)
 
 
-def post_many_sync(
-    requests: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float = 20.0
-) -> list[HttpResult]:
+def post_many_sync(requests: Sequence[tuple[str, bytes, dict[str, str]]], timeout: float = 20.0) -> list[HttpResult]:
     return _thread_loop().run(lambda client: post_many(client, requests), timeout)
 
 

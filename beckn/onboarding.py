@@ -16,21 +16,33 @@ from beckn.identity import Identity
 log = structlog.get_logger(__name__)
 
 
-def subscribe(identity: Identity, registry_url: str, cities: list[str], operator_token: str | None = None,
-              wait_s: float = 60.0) -> str:
+def subscribe(
+    identity: Identity, registry_url: str, cities: list[str], operator_token: str | None = None, wait_s: float = 60.0
+) -> str:
     """Returns the registry's status; retries while the registry is not up yet."""
     statuses = []
     for city in cities:
-        body = envelope.dumps({
-            "subscriber_id": identity.subscriber_id, "url": identity.url, "type": identity.role.value,
-            "domain": identity.domain, "location": {"city": {"code": city}, "country": {"code": identity.country_code}},
-            "key_id": identity.unique_key_id, "signing_public_key": identity.keys.signing_public_key_b64,
-            "encr_public_key": identity.keys.encryption_public_key_b64, "nonce": str(uuid.uuid4()),
-        })
+        body = envelope.dumps(
+            {
+                "subscriber_id": identity.subscriber_id,
+                "url": identity.url,
+                "type": identity.role.value,
+                "domain": identity.domain,
+                "location": {"city": {"code": city}, "country": {"code": identity.country_code}},
+                "key_id": identity.unique_key_id,
+                "signing_public_key": identity.keys.signing_public_key_b64,
+                "encr_public_key": identity.keys.encryption_public_key_b64,
+                "nonce": str(uuid.uuid4()),
+            }
+        )
         deadline = time.monotonic() + wait_s
         while True:
-            headers = {"Content-Type": "application/json", "Authorization": signing.authorization_header(
-                body, identity.keys.signing_private_key, identity.subscriber_id, identity.unique_key_id)}
+            headers = {
+                "Content-Type": "application/json",
+                "Authorization": signing.authorization_header(
+                    body, identity.keys.signing_private_key, identity.subscriber_id, identity.unique_key_id
+                ),
+            }
             if operator_token:
                 headers["X-Operator-Token"] = operator_token
             try:

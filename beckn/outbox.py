@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -27,8 +27,9 @@ from beckn import http, signing
 from beckn.envelope import dumps
 from beckn.identity import load_identity
 from beckn.models import outbox
-from flexmarket.config import get_settings
-from flexmarket.db import raw, session_scope
+from kernel import clock
+from kernel.config import get_settings
+from kernel.db import raw, session_scope
 
 log = structlog.get_logger(__name__)
 
@@ -83,13 +84,24 @@ class LeasedRow:
     attempts: int = 0
 
 
-def _insert(session: Session, messages: Sequence[Outbound], ttl_s: int | None,
-            lease_s: float | None) -> list[tuple[int, datetime, datetime]]:
+def _insert(
+    session: Session, messages: Sequence[Outbound], ttl_s: int | None, lease_s: float | None
+) -> list[tuple[int, datetime, datetime]]:
     if not messages:
         return []
     ttl = ttl_s if ttl_s is not None else get_settings().delivery_ttl_s
-    cols = [[getattr(m, f) for m in messages] for f in (
-        "sender_id", "receiver_url", "action", "message_id", "transaction_id", "body", "forwarded_authorization")]
+    cols = [
+        [getattr(m, f) for m in messages]
+        for f in (
+            "sender_id",
+            "receiver_url",
+            "action",
+            "message_id",
+            "transaction_id",
+            "body",
+            "forwarded_authorization",
+        )
+    ]
     with raw(session).cursor() as cur:
         cur.execute(_INSERT_SQL, (ttl, lease_s, *cols))
         return [(r[0], r[1], r[2]) for r in cur.fetchall()]
@@ -105,8 +117,10 @@ def enqueue_leased(session: Session, messages: Sequence[Outbound], ttl_s: int | 
     leased to it from the start (LEASE), so no other worker sends them meanwhile and the writer needs no
     claim. If it dies before sending, the rows become due when the lease runs out (the beat sweep)."""
     rows = _insert(session, messages, ttl_s, LEASE.total_seconds())
-    return [LeasedRow(oid, m.sender_id, m.receiver_url, m.body, m.forwarded_authorization, exp, nxt)
-            for (oid, exp, nxt), m in zip(rows, messages, strict=True)]
+    return [
+        LeasedRow(oid, m.sender_id, m.receiver_url, m.body, m.forwarded_authorization, exp, nxt)
+        for (oid, exp, nxt), m in zip(rows, messages, strict=True)
+    ]
 
 
 _DEFERRED = "beckn.outbox.deferred"
@@ -130,14 +144,26 @@ def discard_deferred(session: Session) -> None:
     session.info.pop(_DEFERRED, None)
 
 
-def outbound(sender_id: str, receiver_url: str, action: str, payload: dict[str, Any] | bytes,
-             forwarded_authorization: str | None = None) -> Outbound:
+def outbound(
+    sender_id: str,
+    receiver_url: str,
+    action: str,
+    payload: dict[str, Any] | bytes,
+    forwarded_authorization: str | None = None,
+) -> Outbound:
     if isinstance(payload, bytes):  # relays pass the exact bytes they received
         body, ctx = payload, json.loads(payload).get("context", {})
     else:
         body, ctx = dumps(payload), payload.get("context", {})
-    return Outbound(sender_id, receiver_url, action, body, ctx.get("message_id", ""), ctx.get("transaction_id", ""),
-                    forwarded_authorization)
+    return Outbound(
+        sender_id,
+        receiver_url,
+        action,
+        body,
+        ctx.get("message_id", ""),
+        ctx.get("transaction_id", ""),
+        forwarded_authorization,
+    )
 
 
 def enqueue(
@@ -188,7 +214,7 @@ def _classify(result: http.HttpResult) -> tuple[str, str | None]:
 def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -> list[Outcome]:
     """Send, concurrently, the given PENDING rows that nobody else holds (claimed here with a lease) and
     the rows this worker wrote already leased to itself (enqueue_leased: no claim needed)."""
-    now = datetime.now(UTC)
+    now = clock.wall_now()
     rows: list[Any] = list(leased)
     if ids:
         with session_scope(schema) as s, raw(s).cursor(row_factory=namedtuple_row) as cur:
@@ -202,8 +228,10 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
     outcomes: list[Outcome] = []
     for row in rows:
         if row.expires_at < now:
-            _record(schema, [_outcome_values(row, "FAILED", None, f"TTL expired before attempt {row.attempts + 1}",
-                                             None, None)])
+            _record(
+                schema,
+                [_outcome_values(row, "FAILED", None, f"TTL expired before attempt {row.attempts + 1}", None, None)],
+            )
             outcomes.append(Outcome(row.id, "FAILED"))
             continue
         ident = load_identity(home, row.sender_id)
@@ -233,8 +261,14 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
             retry_in = backoff_s(row.attempts + 1)
             status = "PENDING"
             if now + timedelta(seconds=retry_in) > row.expires_at:
-                log.warning("delivery failed after TTL", schema=schema, outbox_id=row.id, url=row.receiver_url,
-                            attempts=row.attempts + 1, error=err)
+                log.warning(
+                    "delivery failed after TTL",
+                    schema=schema,
+                    outbox_id=row.id,
+                    url=row.receiver_url,
+                    attempts=row.attempts + 1,
+                    error=err,
+                )
                 status, retry_in = "FAILED", None
                 err = f"TTL expired after {row.attempts + 1} attempts; last: {err}"
         updates.append(_outcome_values(row, status, result, err, auth, retry_in))
@@ -244,9 +278,10 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
     return outcomes
 
 
-def _outcome_values(row: Any, status: str, result: http.HttpResult | None, error: str | None,
-                    auth: str | None, retry_in: float | None) -> dict[str, Any]:
-    now = datetime.now(UTC)
+def _outcome_values(
+    row: Any, status: str, result: http.HttpResult | None, error: str | None, auth: str | None, retry_in: float | None
+) -> dict[str, Any]:
+    now = clock.wall_now()
     return {
         "b_id": row.id,
         "status": status,
@@ -272,8 +307,17 @@ _RECORD_SQL = (
     "%s::text[], %s::timestamptz[]) AS v(id, status, attempts, next_attempt_at, last_status_code, last_error, "
     "last_authorization, response_body, delivered_at) WHERE o.id = v.id"
 )
-_RECORD_FIELDS = ("b_id", "status", "attempts", "next_attempt_at", "last_status_code", "last_error",
-                  "last_authorization", "response_body", "delivered_at")
+_RECORD_FIELDS = (
+    "b_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "last_status_code",
+    "last_error",
+    "last_authorization",
+    "response_body",
+    "delivered_at",
+)
 
 
 def _record(schema: str, updates: list[dict[str, Any]]) -> None:
@@ -286,7 +330,7 @@ def _record(schema: str, updates: list[dict[str, Any]]) -> None:
 
 def due_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:
     """PENDING rows whose next attempt is overdue by `older_than_s` and that nobody holds."""
-    now = datetime.now(UTC)
+    now = clock.wall_now()
     return list(
         session.scalars(
             select(outbox.c.id)

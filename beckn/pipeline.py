@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import structlog
@@ -34,7 +34,8 @@ from beckn.envelope import BPP_ACTIONS, DOMAIN, PROTOCOL_VERSION
 from beckn.errors import BecknError, Role, code_for
 from beckn.identity import Identity
 from beckn.registry_client import KeyRecord, RegistryClient, RegistryError
-from flexmarket.db import pool_size, raw, session_scope
+from kernel import clock
+from kernel.db import pool_size, raw, session_scope
 from schemas.core import AckResponse, Context, Error
 from schemas.messages import message_model
 
@@ -42,8 +43,12 @@ log = structlog.get_logger(__name__)
 
 INBOUND = Counter("beckn_inbound_total", "Beckn messages received", ["participant", "action", "result"])
 VERIFICATIONS = Counter("beckn_signature_verifications_total", "Signature checks", ["participant", "header", "result"])
-LATENCY = Histogram("beckn_inbound_seconds", "Time to ACK/NACK", ["participant", "action"],
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+LATENCY = Histogram(
+    "beckn_inbound_seconds",
+    "Time to ACK/NACK",
+    ["participant", "action"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 
 # Which role may send each action (requests come from BAPs, callbacks from BPPs).
 SENDER_ROLE = {a: Role.BAP for a in BPP_ACTIONS} | {f"on_{a}": Role.BPP for a in BPP_ACTIONS}
@@ -270,14 +275,21 @@ class BecknPipeline:
         return payload
 
     async def verify(self, client: http.Client, headers: Any, raw: bytes, action: str) -> Verified:
-        sender = await self._verify_header(client, headers.get("authorization"), raw, "Authorization",
-                                           SENDER_ROLE[action])
+        sender = await self._verify_header(
+            client, headers.get("authorization"), raw, "Authorization", SENDER_ROLE[action]
+        )
         gateway = None
         if headers.get("x-gateway-authorization") is not None:
-            gateway = await self._verify_header(client, headers.get("x-gateway-authorization"), raw,
-                                                "X-Gateway-Authorization", Role.BG)
-        return Verified(sender.subscriber_id, sender.unique_key_id, sender.url,
-                        gateway.subscriber_id if gateway else None, gateway.unique_key_id if gateway else None)
+            gateway = await self._verify_header(
+                client, headers.get("x-gateway-authorization"), raw, "X-Gateway-Authorization", Role.BG
+            )
+        return Verified(
+            sender.subscriber_id,
+            sender.unique_key_id,
+            sender.url,
+            gateway.subscriber_id if gateway else None,
+            gateway.unique_key_id if gateway else None,
+        )
 
     async def _verify_header(
         self, client: http.Client, header: str | None, raw: bytes, name: str, role: Role
@@ -299,7 +311,7 @@ class BecknPipeline:
             raise refuse("unknown_key", f"key {params.unique_key_id} of {params.subscriber_id} is not subscribed")
         if record.type != role.value:
             raise refuse("wrong_role", f"{params.subscriber_id} is a {record.type}, expected a {role.value}")
-        if not record.valid_at(datetime.now(UTC)):
+        if not record.valid_at(clock.wall_now()):
             raise refuse("key_not_valid", f"key {params.unique_key_id} is outside its validity window")
         try:
             signing.verify(params, raw, record.public_key, clock_skew_s=self.clock_skew_s)
@@ -316,15 +328,21 @@ class BecknPipeline:
         except ValidationError as exc:
             raise _schema_error(exc, "context") from exc
         if context.action != action:
-            raise BecknError("invalid_request", f"context.action {context.action!r} does not match /{action}",
-                             paths="context.action")
+            raise BecknError(
+                "invalid_request", f"context.action {context.action!r} does not match /{action}", paths="context.action"
+            )
         if context.version != PROTOCOL_VERSION:
-            raise BecknError("invalid_request",
-                             f"context.version must be {PROTOCOL_VERSION!r}, got {context.version!r}",
-                             paths="context.version")
+            raise BecknError(
+                "invalid_request",
+                f"context.version must be {PROTOCOL_VERSION!r}, got {context.version!r}",
+                paths="context.version",
+            )
         if context.domain != DOMAIN:
-            raise BecknError("invalid_request", f"unsupported domain {context.domain!r}; this network serves {DOMAIN}",
-                             paths="context.domain")
+            raise BecknError(
+                "invalid_request",
+                f"unsupported domain {context.domain!r}; this network serves {DOMAIN}",
+                paths="context.domain",
+            )
         is_callback = action.startswith("on_")
         required = ["bap_id", "bap_uri", "transaction_id", "message_id", "timestamp"]
         if is_callback or action != "search":
@@ -333,29 +351,35 @@ class BecknPipeline:
         if missing:
             raise BecknError("invalid_request", f"context lacks {', '.join(missing)}", paths="context")
         if not context.city_code or not context.country_code:
-            raise BecknError("invalid_request", "context.location.city.code and country.code are required",
-                             paths="context.location")
+            raise BecknError(
+                "invalid_request", "context.location.city.code and country.code are required", paths="context.location"
+            )
         ttl = _iso_duration_s(context.ttl, self.default_ttl_s)
         assert context.timestamp is not None
         ts = context.timestamp if context.timestamp.tzinfo else context.timestamp.replace(tzinfo=UTC)
-        if ts + timedelta(seconds=ttl + self.clock_skew_s) < datetime.now(UTC):
+        if ts + timedelta(seconds=ttl + self.clock_skew_s) < clock.wall_now():
             raise BecknError("stale", f"message expired: timestamp {context.timestamp.isoformat()} + ttl {ttl:g} s")
         # The signer must be the participant the context names as sender.
         claimed = context.bpp_id if is_callback else context.bap_id
         if verified.sender_id != claimed:
-            raise BecknError("invalid_signature",
-                             f"signed by {verified.sender_id} but context names {claimed} as sender",
-                             http_status=401)
+            raise BecknError(
+                "invalid_signature",
+                f"signed by {verified.sender_id} but context names {claimed} as sender",
+                http_status=401,
+            )
         # Callbacks go to the URL the registry holds for the sender, never to an unchecked one.
         claimed_uri = context.bpp_uri if is_callback else context.bap_uri
         if claimed_uri is not None and claimed_uri.rstrip("/") != verified.sender_url.rstrip("/"):
-            raise BecknError("invalid_request",
-                             f"{'bpp_uri' if is_callback else 'bap_uri'} {claimed_uri} is not the URL registered "
-                             f"for {claimed}", paths="context")
+            raise BecknError(
+                "invalid_request",
+                f"{'bpp_uri' if is_callback else 'bap_uri'} {claimed_uri} is not the URL registered for {claimed}",
+                paths="context",
+            )
         addressed = context.bap_id if is_callback else context.bpp_id
         if self.role != Role.BG and addressed is not None and addressed != receiver.subscriber_id:
-            raise BecknError("invalid_request", f"message is addressed to {addressed}, not {receiver.subscriber_id}",
-                             paths="context")
+            raise BecknError(
+                "invalid_request", f"message is addressed to {addressed}, not {receiver.subscriber_id}", paths="context"
+            )
         error = None
         if payload.get("error") is not None:
             try:
@@ -418,19 +442,37 @@ class BecknPipeline:
             cols: list[list[Any]] = [[] for _ in range(11)]
             for m in msgs:
                 v = m.verified
-                for col, value in zip(cols, (
-                        m.receiver.subscriber_id, v.sender_id, v.sender_key_id, v.gateway_id, v.gateway_key_id,
-                        m.action, m.context.message_id, m.context.transaction_id, m.raw, m.authorization,
-                        m.gateway_authorization), strict=True):
+                for col, value in zip(
+                    cols,
+                    (
+                        m.receiver.subscriber_id,
+                        v.sender_id,
+                        v.sender_key_id,
+                        v.gateway_id,
+                        v.gateway_key_id,
+                        m.action,
+                        m.context.message_id,
+                        m.context.transaction_id,
+                        m.raw,
+                        m.authorization,
+                        m.gateway_authorization,
+                    ),
+                    strict=True,
+                ):
                     col.append(value)
             new_ids = {(r[1], r[2], r[3], r[4]): r[0] for r in conn.execute(_INBOX_SQL, cols).fetchall()}
             done: list[int] = []
             for i, m in enumerate(msgs):
-                inbox_id = new_ids.pop((m.receiver.subscriber_id, m.verified.sender_id, m.context.message_id,
-                                        m.action), None)
+                inbox_id = new_ids.pop(
+                    (m.receiver.subscriber_id, m.verified.sender_id, m.context.message_id, m.action), None
+                )
                 if inbox_id is None:  # a duplicate (also of an earlier message in this batch)
-                    log.info("duplicate message ignored", action=m.action, message_id=m.context.message_id,
-                             sender=m.verified.sender_id)
+                    log.info(
+                        "duplicate message ignored",
+                        action=m.action,
+                        message_id=m.context.message_id,
+                        sender=m.verified.sender_id,
+                    )
                     continue
                 handler = self.handlers[m.action]
                 try:
@@ -451,8 +493,7 @@ class BecknPipeline:
                 else:
                     done.append(inbox_id)
             if done:
-                conn.execute("UPDATE inbox SET status = 'PROCESSED', processed_at = now() WHERE id = ANY(%s)",
-                             (done,))
+                conn.execute("UPDATE inbox SET status = 'PROCESSED', processed_at = now() WHERE id = ANY(%s)", (done,))
         return results, later
 
     def _enqueue(self, accepted: list[tuple[Inbound, int]]) -> None:
@@ -481,7 +522,7 @@ class BecknPipeline:
 # The inbox_dedup constraint makes a duplicate (same receiver, sender, message_id, action) a no-op.
 _INBOX_SQL = (
     "INSERT INTO inbox (receiver_id, sender_id, sender_key_id, gateway_id, gateway_key_id, signature_verified, "
-    "action, message_id, transaction_id, body, \"authorization\", gateway_authorization, status) "
+    'action, message_id, transaction_id, body, "authorization", gateway_authorization, status) '
     "SELECT r, s, sk, g, gk, true, a, m, t, b, au, ga, 'RECEIVED' FROM unnest(%s::text[], %s::text[], %s::text[], "
     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[]) "
     "AS v(r, s, sk, g, gk, a, m, t, b, au, ga) "

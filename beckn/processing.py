@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from beckn import outbox
 from beckn.models import inbox
-from flexmarket.db import raw, session_scope
+from kernel import clock
+from kernel.db import raw, session_scope
 
 log = structlog.get_logger(__name__)
 
@@ -97,8 +98,10 @@ def _process_alone(s: Session, schema: str, processor: Processor, row: Any, batc
     except Exception as exc:
         outbox.discard_deferred(s)
         attempts = row.attempts + 1
-        raw(s).execute(_FAILED_SQL, (attempts, f"{type(exc).__name__}: {exc}",
-                                     "FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED", row.id))
+        raw(s).execute(
+            _FAILED_SQL,
+            (attempts, f"{type(exc).__name__}: {exc}", "FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED", row.id),
+        )
         log.exception("processing failed", schema=schema, inbox_id=row.id, attempts=attempts)
 
 
@@ -107,14 +110,21 @@ def has_received_siblings(schema: str, inbox_id: int) -> bool:
         head = s.execute(select(inbox.c.message_id, inbox.c.action).where(inbox.c.id == inbox_id)).first()
         if head is None:
             return False
-        return s.execute(select(inbox.c.id).where(inbox.c.message_id == head.message_id,
-                                                  inbox.c.action == head.action,
-                                                  inbox.c.status == "RECEIVED").limit(1)).first() is not None
+        return (
+            s.execute(
+                select(inbox.c.id)
+                .where(
+                    inbox.c.message_id == head.message_id, inbox.c.action == head.action, inbox.c.status == "RECEIVED"
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
 
 
 def stuck_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:
     """RECEIVED rows nobody has processed for a while (a lost task or a crashed worker)."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    cutoff = clock.wall_now() - timedelta(seconds=older_than_s)
     return list(
         session.scalars(
             select(inbox.c.id)

@@ -6,13 +6,14 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from beckn import http
 from beckn.keys import KeyError_, public_key_from_b64
+from kernel import clock
 
 NEGATIVE_TTL_S = 1.0  # a key registered a moment ago must become visible quickly
 
@@ -135,7 +136,12 @@ class RegistryClient:
     ) -> list[dict[str, Any]]:
         """SUBSCRIBED participants matching the filters, one row per subscriber (first valid key)."""
         rows = await self.lookup(
-            client, type=type, subscriber_id=subscriber_id, domain=domain, city=city, country=country,
+            client,
+            type=type,
+            subscriber_id=subscriber_id,
+            domain=domain,
+            city=city,
+            country=country,
             status="SUBSCRIBED",
         )
         return self._valid_subscribers(rows)
@@ -148,7 +154,7 @@ class RegistryClient:
 
     @staticmethod
     def _valid_subscribers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        now = datetime.now(UTC)
+        now = clock.wall_now()
         seen: dict[str, dict[str, Any]] = {}
         for row in rows:
             sid = row.get("subscriber_id")
@@ -164,7 +170,7 @@ _sync_client: RegistryClient | None = None
 def worker_registry() -> RegistryClient:
     """The registry client of a worker process (settings decide the URL and cache TTL)."""
     global _sync_client
-    from flexmarket.config import get_settings
+    from kernel.config import get_settings
 
     settings = get_settings()
     if _sync_client is None or _sync_client.url != settings.registry_url.rstrip("/"):

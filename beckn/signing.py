@@ -99,7 +99,7 @@ def parse_authorization(header: str | None) -> SignatureParams:
     while pos < len(text):
         m = _PARAM.match(text, pos)
         if not m:
-            raise SignatureError("malformed", f"cannot parse Authorization parameters at {text[pos:pos + 20]!r}")
+            raise SignatureError("malformed", f"cannot parse Authorization parameters at {text[pos : pos + 20]!r}")
         params[m.group(1)] = m.group(2)
         pos = m.end()
     missing = [k for k in ("keyId", "algorithm", "created", "expires", "headers", "signature") if k not in params]

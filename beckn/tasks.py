@@ -7,9 +7,9 @@ import redis
 import structlog
 
 from beckn import outbox, processing
-from flexmarket.celery_app import celery_app
-from flexmarket.config import get_settings
-from flexmarket.db import session_scope
+from kernel.celery_app import celery_app
+from kernel.config import get_settings
+from kernel.db import session_scope
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +70,11 @@ def process_inbox(schema: str, inbox_id: int, batch_key: str | None = None) -> N
         _broker().delete(batch_key)
         # Siblings that arrived while we worked are ours unless someone else claims them; rows another
         # worker holds right now (attempted == 0) are that worker's business.
-        if (batch.attempted == 0 or not processing.has_received_siblings(schema, inbox_id)
-                or not _broker().set(batch_key, inbox_id, nx=True, ex=30)):
+        if (
+            batch.attempted == 0
+            or not processing.has_received_siblings(schema, inbox_id)
+            or not _broker().set(batch_key, inbox_id, nx=True, ex=30)
+        ):
             return
 
 

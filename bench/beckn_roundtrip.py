@@ -39,10 +39,10 @@ from bap.client import BapClient, order_in  # noqa: E402
 from beckn import envelope, http, signing  # noqa: E402
 from beckn.identity import load_identity  # noqa: E402
 from bpp.catalog import example_config  # noqa: E402
-from flexmarket.config import reset_settings  # noqa: E402
-from flexmarket.db import create_database, drop_database, libpq_url  # noqa: E402
-from flexmarket.embedded import ensure_services, free_port_range  # noqa: E402
 from flexmarket.runner import BAP_ID, prepare_network  # noqa: E402
+from kernel.config import reset_settings  # noqa: E402
+from kernel.db import create_database, drop_database, libpq_url  # noqa: E402
+from kernel.embedded import ensure_services, free_port_range  # noqa: E402
 
 SIZES = (1, 10, 50)
 
@@ -66,8 +66,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(ms: list[float]) -> dict[str, float]:
-    return {"n": len(ms), "p50_ms": round(pct(ms, 50), 2), "p99_ms": round(pct(ms, 99), 2),
-            "mean_ms": round(statistics.fmean(ms), 2), "max_ms": round(max(ms), 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 50), 2),
+        "p99_ms": round(pct(ms, 99), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+        "max_ms": round(max(ms), 2),
+    }
 
 
 def main() -> None:
@@ -81,14 +86,20 @@ def main() -> None:
     bench_url = create_database(server, "fm_bench")
     db_url = libpq_url(bench_url)
     home = Path(tempfile.mkdtemp(prefix="fm-bench-"))
-    os.environ.update(DATABASE_URL=bench_url, FLEXMARKET_HOME=str(home),
-                      FLEXMARKET_CELERY_QUEUE=f"bench-{uuid.uuid4().hex[:6]}")
+    os.environ.update(
+        DATABASE_URL=bench_url, FLEXMARKET_HOME=str(home), FLEXMARKET_CELERY_QUEUE=f"bench-{uuid.uuid4().hex[:6]}"
+    )
     reset_settings()
     providers_file = home / "providers.json"
     providers_file.write_text(json.dumps(fanout_config(max(SIZES))))
-    net = prepare_network(home=home, base_port=args.base_port or free_port_range(5), providers_file=providers_file,
-                          with_ledger=False,
-                          worker_concurrency=12, city_code="FAN-50")
+    net = prepare_network(
+        home=home,
+        base_port=args.base_port or free_port_range(5),
+        providers_file=providers_file,
+        with_ledger=False,
+        worker_concurrency=12,
+        city_code="FAN-50",
+    )
     load_before = os.getloadavg()
     try:
         net.start(timeout=120)
@@ -98,13 +109,16 @@ def main() -> None:
         conn = psycopg.connect(db_url, autocommit=True)
 
         def arrived(tx: str) -> int:
-            return conn.execute("select count(*) from bap.inbox where transaction_id = %s and action = 'on_search'",
-                                (tx,)).fetchone()[0]
+            return conn.execute(
+                "select count(*) from bap.inbox where transaction_id = %s and action = 'on_search'", (tx,)
+            ).fetchone()[0]
 
         def elapsed_ms(tx: str, action: str, since_sql: str) -> float:
             return conn.execute(
                 f"select extract(epoch from (select max(received_at) from bap.inbox where transaction_id = %s "
-                f"and action = %s) - ({since_sql})) * 1000", (tx, action, tx)).fetchone()[0]
+                f"and action = %s) - ({since_sql})) * 1000",
+                (tx, action, tx),
+            ).fetchone()[0]
 
         def search(n: int) -> tuple[str, float]:
             tx = bap.search(start, end, 100, city_code=f"FAN-{n}")["transaction_id"]
@@ -131,16 +145,29 @@ def main() -> None:
             view = bap.wait(tx, lambda v: len(v["offers"]) > 0)
             o = next(o for o in view["offers"] if "evening" in o["item_id"])
             for action, state in (("select", "QUOTED"), ("init", "CREATED")):
-                bap.order(action, tx, o["bpp_id"], o["provider_id"], item_id=o["item_id"], power_kw=100,
-                          window_start=start, window_end=end)
+                bap.order(
+                    action,
+                    tx,
+                    o["bpp_id"],
+                    o["provider_id"],
+                    item_id=o["item_id"],
+                    power_kw=100,
+                    window_start=start,
+                    window_end=end,
+                )
                 bap.wait(tx, order_in(o["provider_id"], state), interval=0.005)
             mid = bap.order("confirm", tx, o["bpp_id"], o["provider_id"])["message_id"]
             bap.wait(tx, order_in(o["provider_id"], "ACCEPTED", "CREATED"), interval=0.005)
             bap.wait(tx, lambda v: any(c["action"] == "on_confirm" for c in v["callbacks"]), interval=0.005)
-            confirm_ms.append(float(conn.execute(
-                "select extract(epoch from (select received_at from bap.inbox where transaction_id = %s and "
-                "action = 'on_confirm') - (select created_at from bap.outbox where message_id = %s)) * 1000",
-                (tx, mid)).fetchone()[0]))
+            confirm_ms.append(
+                float(
+                    conn.execute(
+                        "select extract(epoch from (select received_at from bap.inbox where transaction_id = %s and "
+                        "action = 'on_confirm') - (select created_at from bap.outbox where message_id = %s)) * 1000",
+                        (tx, mid),
+                    ).fetchone()[0]
+                )
+            )
             # release the capacity again so every round can confirm
             bap.order("cancel", tx, o["bpp_id"], o["provider_id"])
             bap.wait(tx, order_in(o["provider_id"], "CANCELLED"), interval=0.005)
@@ -154,11 +181,26 @@ def main() -> None:
         async def direct(n: int) -> float:
             reqs = []
             for p in platforms[:n]:
-                ctx = envelope.context("search", bap_id=me.subscriber_id, bap_uri=me.url,
-                                       transaction_id=envelope.new_id(), city_code=f"FAN-{n}", country_code="GBR")
+                ctx = envelope.context(
+                    "search",
+                    bap_id=me.subscriber_id,
+                    bap_uri=me.url,
+                    transaction_id=envelope.new_id(),
+                    city_code=f"FAN-{n}",
+                    country_code="GBR",
+                )
                 body = envelope.dumps({"context": ctx, "message": {"intent": {}}})
-                reqs.append((p["url"] + "/search", body, {"Authorization": signing.authorization_header(
-                    body, me.keys.signing_private_key, me.subscriber_id, me.unique_key_id)}))
+                reqs.append(
+                    (
+                        p["url"] + "/search",
+                        body,
+                        {
+                            "Authorization": signing.authorization_header(
+                                body, me.keys.signing_private_key, me.subscriber_id, me.unique_key_id
+                            )
+                        },
+                    )
+                )
             client = http.make_client()
             t0 = time.perf_counter()
             res = await http.post_many(client, reqs)
@@ -171,19 +213,23 @@ def main() -> None:
         result = {
             "benchmark": "beckn round trip (signed, loopback, real processes, Celery delivery)",
             "generated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                        "loadavg_before": [round(x, 2) for x in load_before],
-                        "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            },
             "rounds": args.rounds,
             "search_fanout_until_all_on_search_at_bap": fanout,
             "confirm_until_on_confirm_at_bap": confirm,
             "limit_direct_signed_search_one_hop_ack": limit,
             "ratio_p99_ours_vs_limit": {
-                n: round(fanout[n]["p99_ms"] / max(limit[n]["p99_ms"], 1e-9), 2) for n in fanout},
+                n: round(fanout[n]["p99_ms"] / max(limit[n]["p99_ms"], 1e-9), 2) for n in fanout
+            },
             "target": {"p99_ms_50_providers": 250, "met": fanout["50"]["p99_ms"] < 250},
             "note": "search path: BAP API → outbox → Celery → gateway → Celery fan-out → BPP → Celery → gateway "
-                    "→ Celery relay → BAP: four queue hops and three signature checks per provider answer. The limit "
-                    "is a single signed hop with no queue, no callback and no database write on the sender side.",
+            "→ Celery relay → BAP: four queue hops and three signature checks per provider answer. The limit "
+            "is a single signed hop with no queue, no callback and no database write on the sender side.",
         }
         out = ROOT / "bench/results/beckn_roundtrip.json"
         out.parent.mkdir(parents=True, exist_ok=True)

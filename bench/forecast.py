@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bpp import forecast as fc
-from bpp import signals
+from grid import signals
 
 RESULTS = Path(__file__).resolve().parent / "results" / "forecast.json"
 YEAR = 2023

@@ -45,7 +45,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flexmarket import db  # noqa: E402
+from kernel import db  # noqa: E402
 from ledger import accounts as acct  # noqa: E402
 from ledger import service as svc  # noqa: E402
 from ledger.chain import GENESIS_PREV_HASH  # noqa: E402

@@ -1,7 +1,7 @@
 """Write the trimmed grid data the demo needs into data/grid/, so a clone without ../shared works.
 
 Copies the rows of a few 2023 weeks, byte for byte and with the original headers, from the shared
-files into files of the same names (so ``bpp.signals`` loads either directory unchanged), and writes
+files into files of the same names (so ``grid.signals`` loads either directory unchanged), and writes
 ``data/grid/README.md`` with the sources' attribution lines.
 
     .venv/bin/python bench/make_demo_data.py [--start 2023-11-20] [--weeks 4] [--src DIR] [--out DIR]
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bpp.signals import ELECTRICITYMAPS_REGIONS, GB_CARBON_FILE, GB_PRICES_FILE, electricitymaps_file
+from grid.signals import ELECTRICITYMAPS_REGIONS, GB_CARBON_FILE, GB_PRICES_FILE, electricitymaps_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SRC = ROOT.parent / "shared" / "data" / "grid"
@@ -50,7 +50,7 @@ A {weeks}-week excerpt ({start} to {end} UTC, period starts) of the real 2023 se
 `../shared/data/grid/`, written by `bench/make_demo_data.py` so that `flexmarket demo` and the tests of
 this copy run in a clone without `../shared`. Rows are copied byte for byte with the original headers
 and file names; only rows outside the window were dropped. Column meanings, gaps and caveats: see
-the shared folder's README (`shared/data/grid/README.md`). `bpp.signals` loads either directory.
+the shared folder's README (`shared/data/grid/README.md`). `grid.signals` loads either directory.
 
 | file | rows | size |
 |---|---|---|

@@ -7,7 +7,7 @@ All policies run on the same instances in one run; prints JSON and writes
 
 Instances: three sites of one provider — DC-North (GB, with a battery), DC-Iberia (ES, with on-site
 solar) and DC-Nordic (NO) — 96 half-hour slots (48 h) from 00:00 UTC on each date. Signals are the
-real series from ``../shared/data/grid/`` via ``bpp.signals`` (GB market-index price for every region,
+real series from ``../shared/data/grid/`` via ``grid.signals`` (GB market-index price for every region,
 which has no price data of its own; carbon per region). Jobs come from the Alibaba GPU 2023 trace
 (``../shared/data/jobs/alibaba_gpu2023_openb_pod_list_default.csv``) via ``bpp.workload.job_mix``
 (BE → batch, LS → critical, 30% of movable jobs with a carbon threshold). Site capacity is sized from
@@ -46,8 +46,8 @@ from bpp.baselines import genetic, greedy_best_window, run_at_release
 from bpp.domain import Battery, Instance, Site, SolverSettings
 from bpp.forecast import forecast_series
 from bpp.scheduler import Plan, evaluate, plan_violations, solve, verify_plan
-from bpp.signals import SLOT, SLOTS_PER_DAY, load_region
 from bpp.workload import MixSettings, job_mix, synthetic_solar_kw
+from grid.signals import SLOT, SLOTS_PER_DAY, load_region
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

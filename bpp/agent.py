@@ -60,9 +60,9 @@ from bpp.domain import (
 )
 from bpp.offers import FlexOffer, OfferSettings, derive_offers
 from bpp.scheduler import Plan, SchedulingInfeasible, advance_jobs, solve
-from bpp.signals import SLOTS_PER_DAY, SignalSeries, load_region
 from bpp.storage import summarise_storage
 from bpp.workload import MixSettings, job_mix, synthetic_solar_kw
+from grid.signals import SLOTS_PER_DAY, SignalSeries, load_region
 
 SignalProvider = Callable[[str, datetime, int], SignalSeries]
 
@@ -71,7 +71,7 @@ SignalProvider = Callable[[str, datetime, int], SignalSeries]
 
 
 def actual_provider(data_dir: Path | None = None) -> SignalProvider:
-    """Actual 2023 series from ``../shared/data/grid`` (via :func:`bpp.signals.load_region`)."""
+    """Actual 2023 series from ``../shared/data/grid`` (via :func:`grid.signals.load_region`)."""
 
     def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
         return load_region(region, start_utc, start_utc + SLOT * n_slots, data_dir)
@@ -108,8 +108,10 @@ def analogue_provider(base: SignalProvider, coverage_of: Callable[[str], tuple[d
         while start_utc - shift < lo:
             shift -= ANALOGUE_STEP
         if end - shift > hi:
-            raise ValueError(f"no analogue of {iso(start_utc)}–{iso(end)} inside the {region} data "
-                             f"({iso(lo)}–{iso(hi)}); the data must cover {n_slots} slots on that weekday")
+            raise ValueError(
+                f"no analogue of {iso(start_utc)}–{iso(end)} inside the {region} data "
+                f"({iso(lo)}–{iso(hi)}); the data must cover {n_slots} slots on that weekday"
+            )
         return replace(base(region, start_utc - shift, n_slots), start_utc=start_utc)
 
     return provide

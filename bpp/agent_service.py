@@ -24,7 +24,8 @@ from bpp.agent import CommitRefused, ComputeAgent, analogue_provider, signal_pro
 from bpp.catalog import CommitmentError, ProviderConfig
 from bpp.decisions import Decision as AgentDecision
 from bpp.models import Decision, Offer, Order, OrderEvent, Provider
-from bpp.signals import coverage
+from grid.signals import coverage
+from kernel import clock
 from schemas.flex import FlexOfferSpec
 
 log = structlog.get_logger(__name__)
@@ -40,8 +41,9 @@ def anchor_for(now: datetime, window_slots: int) -> datetime:
     return midnight + step * ((now - midnight) // step)
 
 
-def build_agent(session: Session, row: Provider, *, exclude_order: str | None = None,
-                data_dir: Path | None = None) -> ComputeAgent:
+def build_agent(
+    session: Session, row: Provider, *, exclude_order: str | None = None, data_dir: Path | None = None
+) -> ComputeAgent:
     assert row.agent is not None and row.agent_anchor_utc is not None
     cfg: dict[str, Any] = dict(row.agent)
     cfg["start_utc"] = row.agent_anchor_utc.isoformat()
@@ -57,13 +59,23 @@ def build_agent(session: Session, row: Provider, *, exclude_order: str | None = 
 
 
 def accepted_orders(session: Session, row: Provider) -> list[tuple[Order, str]]:
-    accepted_at = (select(OrderEvent.at).where(OrderEvent.order_id == Order.id, OrderEvent.to_state == "ACCEPTED")
-                   .correlate(Order).scalar_subquery())
-    q = (select(Order, Offer.location_id)
-         .join(Offer, (Offer.bpp_id == Order.bpp_id) & (Offer.provider_id == Order.provider_id)
-               & (Offer.item_id == Order.item_id))
-         .where(Order.bpp_id == row.bpp_id, Order.provider_id == row.provider_id, Order.state.in_(COMMITTED))
-         .order_by(accepted_at, Order.id))
+    accepted_at = (
+        select(OrderEvent.at)
+        .where(OrderEvent.order_id == Order.id, OrderEvent.to_state == "ACCEPTED")
+        .correlate(Order)
+        .scalar_subquery()
+    )
+    q = (
+        select(Order, Offer.location_id)
+        .join(
+            Offer,
+            (Offer.bpp_id == Order.bpp_id)
+            & (Offer.provider_id == Order.provider_id)
+            & (Offer.item_id == Order.item_id),
+        )
+        .where(Order.bpp_id == row.bpp_id, Order.provider_id == row.provider_id, Order.state.in_(COMMITTED))
+        .order_by(accepted_at, Order.id)
+    )
     return [(o, site) for o, site in session.execute(q)]
 
 
@@ -71,20 +83,37 @@ def store_decisions(session: Session, bpp_id: str, provider_id: str, decisions: 
     n = 0
     for d in decisions:
         rec = d.to_dict()
-        n += len(session.execute(insert(Decision).values(
-            bpp_id=bpp_id, provider_id=provider_id, decision_id=d.decision_id, action=d.action, job_id=d.job_id,
-            site_id=d.site_id, order_id=d.order_id, start_utc=d.start_utc, end_utc=d.end_utc,
-            decided_at_utc=d.decided_at_utc, rationale=d.rationale, record=rec,
-        ).on_conflict_do_nothing(constraint="decisions_once").returning(Decision.id)).all())
+        n += len(
+            session.execute(
+                insert(Decision)
+                .values(
+                    bpp_id=bpp_id,
+                    provider_id=provider_id,
+                    decision_id=d.decision_id,
+                    action=d.action,
+                    job_id=d.job_id,
+                    site_id=d.site_id,
+                    order_id=d.order_id,
+                    start_utc=d.start_utc,
+                    end_utc=d.end_utc,
+                    decided_at_utc=d.decided_at_utc,
+                    rationale=d.rationale,
+                    record=rec,
+                )
+                .on_conflict_do_nothing(constraint="decisions_once")
+                .returning(Decision.id)
+            ).all()
+        )
     return n
 
 
-def publish(session: Session, bpp_id: str, provider: ProviderConfig, now: datetime | None = None,
-            data_dir: Path | None = None) -> list[FlexOfferSpec]:
+def publish(
+    session: Session, bpp_id: str, provider: ProviderConfig, now: datetime | None = None, data_dir: Path | None = None
+) -> list[FlexOfferSpec]:
     """(Re)plan the provider's agent from `now` and publish the offers its optimal plan leaves."""
     assert provider.agent is not None
     window_slots = int(provider.agent.get("offers", {}).get("window_slots", 4))
-    anchor = anchor_for(now or datetime.now(UTC), window_slots)
+    anchor = anchor_for(now or clock.now(), window_slots)
     row = session.get(Provider, (bpp_id, provider.id))
     assert row is not None  # sync_platform upserts it first
     row.agent, row.agent_anchor_utc = provider.agent, anchor
@@ -92,8 +121,14 @@ def publish(session: Session, bpp_id: str, provider: ProviderConfig, now: dateti
     agent = build_agent(session, row, data_dir=data_dir)
     specs = [_published(FlexOfferSpec(**o.catalog_fields())) for o in agent.offers() if o.available_kw >= 1.0]
     stored = store_decisions(session, bpp_id, provider.id, agent.decisions())
-    log.info("agent offers published", provider=provider.id, offers=len(specs), decisions=stored,
-             anchor=anchor.isoformat(), objective=agent.summary()["metrics"].get("objective"))
+    log.info(
+        "agent offers published",
+        provider=provider.id,
+        offers=len(specs),
+        decisions=stored,
+        anchor=anchor.isoformat(),
+        objective=agent.summary()["metrics"].get("objective"),
+    )
     return specs
 
 
@@ -101,8 +136,12 @@ def _published(o: FlexOfferSpec) -> FlexOfferSpec:
     """Quantities as the catalog carries them (0.1 kW), rounded inwards, so what a buyer reads is
     exactly what the BPP will accept."""
     down = math.floor(o.available_kw * 10) / 10
-    return replace(o, available_kw=down, max_kw=min(math.floor(o.max_kw * 10) / 10, down),
-                   min_kw=min(math.ceil(o.min_kw * 10) / 10, down))
+    return replace(
+        o,
+        available_kw=down,
+        max_kw=min(math.floor(o.max_kw * 10) / 10, down),
+        min_kw=min(math.ceil(o.min_kw * 10) / 10, down),
+    )
 
 
 def commit(session: Session, order: Order, site_id: str) -> None:
@@ -114,28 +153,37 @@ def commit(session: Session, order: Order, site_id: str) -> None:
     try:
         agent.commit(order.id, site_id, order.window_start, order.window_end, order.power_kw)
     except CommitRefused as exc:
-        store_decisions(session, order.bpp_id, order.provider_id,
-                        [d for d in agent.decisions() if d.order_id == order.id])
-        raise CommitmentError("quantity_unavailable",
-                              f"the provider's schedule cannot honour {order.power_kw:g} kW: {exc.reason}") from exc
+        store_decisions(
+            session, order.bpp_id, order.provider_id, [d for d in agent.decisions() if d.order_id == order.id]
+        )
+        raise CommitmentError(
+            "quantity_unavailable", f"the provider's schedule cannot honour {order.power_kw:g} kW: {exc.reason}"
+        ) from exc
     store_decisions(session, order.bpp_id, order.provider_id, agent.decisions())
 
 
-def check_update(session: Session, order: Order, site_id: str, power_kw: float, start: datetime,
-                 end: datetime) -> None:
+def check_update(session: Session, order: Order, site_id: str, power_kw: float, start: datetime, end: datetime) -> None:
     row = session.get(Provider, (order.bpp_id, order.provider_id))
     if row is None or row.agent is None or order.state != "ACCEPTED":
         return
     agent = build_agent(session, row, exclude_order=order.id)
     check = agent.can_commit(site_id, start, end, power_kw, order.id)
     if not check.ok:
-        raise CommitmentError("update_not_possible",
-                              f"the provider's schedule cannot honour the change: {check.reason}")
+        raise CommitmentError(
+            "update_not_possible", f"the provider's schedule cannot honour the change: {check.reason}"
+        )
 
 
-def query_decisions(session: Session, bpp_id: str, provider_id: str | None = None, job_id: str | None = None,
-                    action: str | None = None, start: datetime | None = None, end: datetime | None = None,
-                    limit: int = 500) -> list[dict[str, Any]]:
+def query_decisions(
+    session: Session,
+    bpp_id: str,
+    provider_id: str | None = None,
+    job_id: str | None = None,
+    action: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
     q = select(Decision).where(Decision.bpp_id == bpp_id)
     if provider_id:
         q = q.where(Decision.provider_id == provider_id)

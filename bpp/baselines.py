@@ -159,9 +159,7 @@ def greedy_best_window(instance: Instance) -> Plan:
                 k, tau = int(ss[c]), int(tt[c])
                 new = load[k, tau : tau + d] + job.power_kw
                 imp = np.maximum(new - solar[k, tau : tau + d], 0.0)
-                if np.all(new <= cap[k, tau : tau + d] + TOL) and np.all(
-                    imp <= import_cap[k, tau : tau + d] + TOL
-                ):
+                if np.all(new <= cap[k, tau : tau + d] + TOL) and np.all(imp <= import_cap[k, tau : tau + d] + TOL):
                     chosen = (k, tau)
                     break
         if chosen is None:  # nowhere fits: fall back to release (the checker reports the violation)
@@ -278,9 +276,7 @@ def genetic(
         pop = np.stack(new)
         fit = fitness(pop)
     best = pop[int(np.argmin(fit))]
-    placements = {
-        jx: (int(opts_site[i][best[i]]), int(opts_start[i][best[i]])) for i, jx in enumerate(movers)
-    }
+    placements = {jx: (int(opts_site[i][best[i]]), int(opts_start[i][best[i]])) for i, jx in enumerate(movers)}
     plan = _plan_from_placements(instance, placements, "genetic", cand.gating_waived, t0)
     plan.notes.append(f"GA: population {population}, generations run {gens_run}, seed {seed}")
     return plan

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kernel import clock
 from schemas.flex import FlexOfferSpec, FlexRequest
 
 SLOT = timedelta(minutes=30)
@@ -121,8 +122,13 @@ def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
         for j, pr in enumerate(p.get("providers", [])):
             pw = f"{where}.providers[{j}]"
             sites = tuple(
-                Site(id=s["id"], region=s["region"], meter_id=s["meter_id"], baseline_kw=float(s["baseline_kw"]),
-                     name=s.get("name"))
+                Site(
+                    id=s["id"],
+                    region=s["region"],
+                    meter_id=s["meter_id"],
+                    baseline_kw=float(s["baseline_kw"]),
+                    name=s.get("name"),
+                )
                 for s in pr.get("sites", [])
             )
             offers = tuple(_offer(o, pr["id"], f"{pw}.offers[{k}]") for k, o in enumerate(pr.get("offers", [])))
@@ -135,8 +141,9 @@ def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
                 unknown = {s.get("id") for s in agent.get("sites", [])} - site_ids
                 if unknown or not agent.get("sites"):
                     raise CatalogConfigError(f"{pw}.agent: sites must be the provider's sites; unknown {unknown}")
-            providers.append(ProviderConfig(id=pr["id"], name=pr.get("name", pr["id"]), sites=sites, offers=offers,
-                                            agent=agent))
+            providers.append(
+                ProviderConfig(id=pr["id"], name=pr.get("name", pr["id"]), sites=sites, offers=offers, agent=agent)
+            )
         try:
             out.append(
                 PlatformConfig(
@@ -211,18 +218,23 @@ class CommitmentError(ValueError):
 
 def check_order_fits_offer(o: FlexOfferSpec, power_kw: float, start: datetime, end: datetime) -> None:
     if start < o.window_start or end > o.window_end:
-        raise CommitmentError("fulfillment_unavailable",
-                              f"window {start.isoformat()}–{end.isoformat()} is outside offer {o.item_id}'s "
-                              f"{o.window_start.isoformat()}–{o.window_end.isoformat()}")
+        raise CommitmentError(
+            "fulfillment_unavailable",
+            f"window {start.isoformat()}–{end.isoformat()} is outside offer {o.item_id}'s "
+            f"{o.window_start.isoformat()}–{o.window_end.isoformat()}",
+        )
     if start.minute % 30 or end.minute % 30 or start.second or end.second or start.microsecond or end.microsecond:
         raise CommitmentError("fulfillment_unavailable", "window must be aligned to 30-minute slots")
     duration_min = (end - start).total_seconds() / 60
     if not (o.min_duration_min <= duration_min <= o.max_duration_min):
-        raise CommitmentError("fulfillment_unavailable",
-                              f"duration {duration_min:g} min outside {o.min_duration_min}–{o.max_duration_min} min")
+        raise CommitmentError(
+            "fulfillment_unavailable",
+            f"duration {duration_min:g} min outside {o.min_duration_min}–{o.max_duration_min} min",
+        )
     if power_kw < o.min_kw or power_kw > o.max_kw:
-        raise CommitmentError("quantity_unavailable",
-                              f"{power_kw:g} kW outside offer {o.item_id}'s {o.min_kw:g}–{o.max_kw:g} kW")
+        raise CommitmentError(
+            "quantity_unavailable", f"{power_kw:g} kW outside offer {o.item_id}'s {o.min_kw:g}–{o.max_kw:g} kW"
+        )
 
 
 def check_capacity(o: FlexOfferSpec, committed: list[Commitment], new: Commitment) -> None:
@@ -238,8 +250,18 @@ def check_capacity(o: FlexOfferSpec, committed: list[Commitment], new: Commitmen
 
 
 # -- a generated catalog for `flexmarket up` / `demo` ----------------------------------------------
-PROVIDER_NAMES = ["DC North", "DC Docklands", "DC Slough", "DC Thames Valley", "DC Croydon", "DC Enfield",
-                  "DC Park Royal", "DC Hayes", "DC Dartford", "DC Watford"]
+PROVIDER_NAMES = [
+    "DC North",
+    "DC Docklands",
+    "DC Slough",
+    "DC Thames Valley",
+    "DC Croydon",
+    "DC Enfield",
+    "DC Park Royal",
+    "DC Hayes",
+    "DC Dartford",
+    "DC Watford",
+]
 
 
 def example_config(
@@ -256,33 +278,65 @@ def example_config(
     the providers are spread over that many BPP subscribers (each its own key and URL). With `agents`,
     each provider's offers are derived by its compute agent (example_agent) instead.
     """
-    now = (now or datetime.now(UTC)).astimezone(UTC)
+    now = (now or clock.now()).astimezone(UTC)
     day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     out: list[dict[str, Any]] = []
     for p in range(platforms):
         slug = f"dc-platform-{p + 1}" if platforms > 1 else "dc-platform"
-        out.append({"subscriber_id": f"{slug}.{base_subscriber}", "slug": slug, "name": f"Data-centre platform {p + 1}",
-                    "city_codes": [city_code], "country_code": "GBR", "providers": []})
+        out.append(
+            {
+                "subscriber_id": f"{slug}.{base_subscriber}",
+                "slug": slug,
+                "name": f"Data-centre platform {p + 1}",
+                "city_codes": [city_code],
+                "country_code": "GBR",
+                "providers": [],
+            }
+        )
     for i in range(n_providers):
         pid = f"dc-{i + 1:02d}"
         name = PROVIDER_NAMES[i % len(PROVIDER_NAMES)] + ("" if i < len(PROVIDER_NAMES) else f" {i + 1}")
-        site = {"id": f"{pid}-site", "region": city_code, "meter_id": f"MTR-{i + 1:04d}",
-                "baseline_kw": 2000 + 400 * (i % 5), "name": f"{name} hall A"}
+        site = {
+            "id": f"{pid}-site",
+            "region": city_code,
+            "meter_id": f"MTR-{i + 1:04d}",
+            "baseline_kw": 2000 + 400 * (i % 5),
+            "name": f"{name} hall A",
+        }
         available = 600 + 200 * (i % 4)
         offers = [
-            {"id": f"{pid}-evening-peak", "location_id": site["id"], "name": f"{name} evening peak turn-down",
-             "window_start": (day + timedelta(hours=16)).isoformat(),
-             "window_end": (day + timedelta(hours=20)).isoformat(),
-             "available_kw": available, "min_kw": 100, "max_kw": available,
-             "price_gbp_per_mwh": 150 + 15 * ((i * 7) % 6), "resource_type": "compute",
-             "min_duration_min": 30, "max_duration_min": 240, "response_time_s": 300,
-             "expected_carbon_g_per_kwh": 180 + 5 * (i % 7), "marginal_cost_gbp_per_mwh": 120 + 10 * (i % 5)},
-            {"id": f"{pid}-morning", "location_id": site["id"], "name": f"{name} morning turn-down",
-             "window_start": (day + timedelta(days=1, hours=6)).isoformat(),
-             "window_end": (day + timedelta(days=1, hours=9)).isoformat(),
-             "available_kw": available // 2, "min_kw": 50, "max_kw": available // 2,
-             "price_gbp_per_mwh": 110 + 10 * (i % 4), "resource_type": "compute",
-             "min_duration_min": 30, "max_duration_min": 180, "response_time_s": 600},
+            {
+                "id": f"{pid}-evening-peak",
+                "location_id": site["id"],
+                "name": f"{name} evening peak turn-down",
+                "window_start": (day + timedelta(hours=16)).isoformat(),
+                "window_end": (day + timedelta(hours=20)).isoformat(),
+                "available_kw": available,
+                "min_kw": 100,
+                "max_kw": available,
+                "price_gbp_per_mwh": 150 + 15 * ((i * 7) % 6),
+                "resource_type": "compute",
+                "min_duration_min": 30,
+                "max_duration_min": 240,
+                "response_time_s": 300,
+                "expected_carbon_g_per_kwh": 180 + 5 * (i % 7),
+                "marginal_cost_gbp_per_mwh": 120 + 10 * (i % 5),
+            },
+            {
+                "id": f"{pid}-morning",
+                "location_id": site["id"],
+                "name": f"{name} morning turn-down",
+                "window_start": (day + timedelta(days=1, hours=6)).isoformat(),
+                "window_end": (day + timedelta(days=1, hours=9)).isoformat(),
+                "available_kw": available // 2,
+                "min_kw": 50,
+                "max_kw": available // 2,
+                "price_gbp_per_mwh": 110 + 10 * (i % 4),
+                "resource_type": "compute",
+                "min_duration_min": 30,
+                "max_duration_min": 180,
+                "response_time_s": 600,
+            },
         ]
         provider: dict[str, Any] = {"id": pid, "name": name, "sites": [site], "offers": offers}
         if agents:

@@ -228,9 +228,7 @@ class Job:
             deadline_slot=int(d["deadline_slot"]),
             priority=Priority(d.get("priority", "flexible")),
             carbon_threshold_g_per_kwh=(
-                None
-                if d.get("carbon_threshold_g_per_kwh") is None
-                else float(d["carbon_threshold_g_per_kwh"])
+                None if d.get("carbon_threshold_g_per_kwh") is None else float(d["carbon_threshold_g_per_kwh"])
             ),
             interruptible=bool(d.get("interruptible", False)),
             checkpointable=bool(d.get("checkpointable", False)),
@@ -407,9 +405,7 @@ class CommittedReduction:
             raise ValueError(f"order {self.order_id}: window must cover at least one slot")
         object.__setattr__(self, "baseline_kw", tuple(float(x) for x in self.baseline_kw))
         if len(self.baseline_kw) != n:
-            raise ValueError(
-                f"order {self.order_id}: baseline_kw needs {n} values, got {len(self.baseline_kw)}"
-            )
+            raise ValueError(f"order {self.order_id}: baseline_kw needs {n} values, got {len(self.baseline_kw)}")
         if self.reduction_kw <= 0:
             raise ValueError(f"order {self.order_id}: reduction_kw must be > 0")
 
@@ -554,9 +550,7 @@ class Instance:
         self, price_gbp_per_mwh: Mapping[str, np.ndarray], carbon_g_per_kwh: Mapping[str, np.ndarray]
     ) -> Instance:
         """The same instance on other signals (e.g. actuals, to evaluate a plan made on forecasts)."""
-        return replace(
-            self, price_gbp_per_mwh=dict(price_gbp_per_mwh), carbon_g_per_kwh=dict(carbon_g_per_kwh)
-        )
+        return replace(self, price_gbp_per_mwh=dict(price_gbp_per_mwh), carbon_g_per_kwh=dict(carbon_g_per_kwh))
 
     def commitment_caps_kw(self) -> np.ndarray:
         """(n_sites, n_slots) upper bound on grid import from committed reductions (inf where none).

@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-from bpp.signals import (
+from grid.signals import (
     SLOT_MINUTES,
     SLOTS_PER_DAY,
     SLOTS_PER_WEEK,

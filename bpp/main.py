@@ -13,19 +13,23 @@ from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
+from beckn.webapp import create_base_app
 from bpp import service
 from bpp.catalog import PlatformConfig, example_config, load_config
 from bpp.router import router
-from flexmarket.config import get_settings
-from flexmarket.db import session_scope
-from flexmarket.web import create_base_app
+from kernel.config import get_settings
+from kernel.db import session_scope
 
 
 def platform_identity(platform: PlatformConfig, base_url: str) -> Identity:
     settings = get_settings()
     return load_or_create_identity(
-        settings.home, platform.subscriber_id, Role.BPP, f"{base_url.rstrip('/')}/{platform.slug}",
-        city_code=platform.city_codes[0], country_code=platform.country_code,
+        settings.home,
+        platform.subscriber_id,
+        Role.BPP,
+        f"{base_url.rstrip('/')}/{platform.slug}",
+        city_code=platform.city_codes[0],
+        country_code=platform.country_code,
     )
 
 
@@ -37,9 +41,16 @@ def create_app() -> FastAPI:
         raise RuntimeError("FLEXMARKET_SUBSCRIBER_URL must be the BPP's public base URL")
     if not settings.providers_file.exists() and settings.example_providers:
         settings.providers_file.parent.mkdir(parents=True, exist_ok=True)
-        settings.providers_file.write_text(json.dumps(example_config(
-            settings.example_providers, city_code=settings.city_code,
-            base_subscriber=settings.subscriber_id or "bpp.flexmarket.local"), indent=2))
+        settings.providers_file.write_text(
+            json.dumps(
+                example_config(
+                    settings.example_providers,
+                    city_code=settings.city_code,
+                    base_subscriber=settings.subscriber_id or "bpp.flexmarket.local",
+                ),
+                indent=2,
+            )
+        )
     platforms = load_config(settings.providers_file)
 
     def startup(app: FastAPI) -> None:
@@ -48,7 +59,8 @@ def create_app() -> FastAPI:
                 service.sync_platform(s, p)
 
     app = create_base_app(
-        "bpp", "flexmarket BPP",
+        "bpp",
+        "flexmarket BPP",
         "Beckn provider platform hosting data-centre flexibility providers. Beckn actions are served at "
         "`/{platform}/{search|select|init|confirm|status|cancel|update}`.",
         on_startup=startup,
@@ -56,8 +68,9 @@ def create_app() -> FastAPI:
     app.state.platforms = {p.slug: platform_identity(p, settings.subscriber_url) for p in platforms}
     if settings.auto_subscribe:
         for p in platforms:
-            subscribe(app.state.platforms[p.slug], settings.registry_url, list(p.city_codes),
-                      settings.registry_operator_token)
+            subscribe(
+                app.state.platforms[p.slug], settings.registry_url, list(p.city_codes), settings.registry_operator_token
+            )
     app.state.pipeline = BecknPipeline(
         participant="bpp",
         role=Role.BPP,

@@ -45,7 +45,8 @@ class Offer(BppBase):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # every FlexOfferSpec field, ISO times
     active: Mapped[bool] = mapped_column(default=True)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
 
 class Provider(BppBase):
@@ -89,7 +90,8 @@ class Order(BppBase):
     country_code: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
 
 class OrderEvent(BppBase):

@@ -137,9 +137,7 @@ class FlexOffer:
         }
 
     def overlaps(self, start_utc: datetime | None, end_utc: datetime | None) -> bool:
-        return (start_utc is None or self.end_utc > start_utc) and (
-            end_utc is None or self.start_utc < end_utc
-        )
+        return (start_utc is None or self.end_utc > start_utc) and (end_utc is None or self.start_utc < end_utc)
 
 
 def _probe(instance: Instance, site_id: str, a: int, b: int, q_kw: float, baseline: np.ndarray) -> Instance:
@@ -219,10 +217,7 @@ def derive_offers(
                     start_utc=instance.slot_start(a),
                     end_utc=instance.slot_start(b),
                     available_kw=r_max,
-                    min_kw=math.floor(
-                        min(r_max, max(cfg.min_offer_kw, cfg.min_order_fraction * r_max)) * 1000
-                    )
-                    / 1000,
+                    min_kw=math.floor(min(r_max, max(cfg.min_offer_kw, cfg.min_order_fraction * r_max)) * 1000) / 1000,
                     max_kw=r_max,
                     price_gbp_per_mwh=round(price, 2),
                     marginal_cost_gbp_per_mwh=round(marginal, 2),
@@ -238,8 +233,6 @@ def derive_offers(
     return out
 
 
-def _overlaps(
-    instance: Instance, a: int, b: int, start_utc: datetime | None, end_utc: datetime | None
-) -> bool:
+def _overlaps(instance: Instance, a: int, b: int, start_utc: datetime | None, end_utc: datetime | None) -> bool:
     s, e = instance.slot_start(a), instance.slot_start(b)
     return (start_utc is None or e > start_utc) and (end_utc is None or s < end_utc)

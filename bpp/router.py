@@ -27,38 +27,53 @@ def get_order(slug: str, order_id: str, request: Request) -> JSONResponse:
     from sqlalchemy import select
 
     from bpp.models import Order, OrderEvent
-    from flexmarket.db import session_scope
+    from kernel.db import session_scope
 
     identity = request.app.state.platforms.get(slug)
     with session_scope("bpp") as s:
         order = s.get(Order, order_id)
         if identity is None or order is None or order.bpp_id != identity.subscriber_id:
-            return JSONResponse({"error": {"code": "not_found", "message": f"order {order_id} not found"}},
-                                status_code=404)
+            return JSONResponse(
+                {"error": {"code": "not_found", "message": f"order {order_id} not found"}}, status_code=404
+            )
         events = s.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)).all()
-        return JSONResponse({
-            "order_id": order.id, "state": order.state, "provider_id": order.provider_id, "item_id": order.item_id,
-            "power_kw": order.power_kw, "window_start": order.window_start.isoformat(),
-            "window_end": order.window_end.isoformat(), "meter_id": order.meter_id,
-            "transaction_id": order.transaction_id, "bap_id": order.bap_id,
-            "events": [{"from": e.from_state, "to": e.to_state, "reason": e.reason, "at": e.at.isoformat()}
-                       for e in events],
-        })
+        return JSONResponse(
+            {
+                "order_id": order.id,
+                "state": order.state,
+                "provider_id": order.provider_id,
+                "item_id": order.item_id,
+                "power_kw": order.power_kw,
+                "window_start": order.window_start.isoformat(),
+                "window_end": order.window_end.isoformat(),
+                "meter_id": order.meter_id,
+                "transaction_id": order.transaction_id,
+                "bap_id": order.bap_id,
+                "events": [
+                    {"from": e.from_state, "to": e.to_state, "reason": e.reason, "at": e.at.isoformat()} for e in events
+                ],
+            }
+        )
 
 
 @router.get("/{slug}/decisions", tags=["ops"], summary="The compute agents' decision log, by job and time")
-def decisions(slug: str, request: Request, provider_id: str | None = None, job_id: str | None = None,
-              action: str | None = None, start: datetime | None = None, end: datetime | None = None,
-              limit: int = 500) -> JSONResponse:
+def decisions(
+    slug: str,
+    request: Request,
+    provider_id: str | None = None,
+    job_id: str | None = None,
+    action: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 500,
+) -> JSONResponse:
     from bpp.agent_service import query_decisions
-    from flexmarket.db import session_scope
+    from kernel.db import session_scope
 
     identity = request.app.state.platforms.get(slug)
     if identity is None:
         return JSONResponse({"error": {"code": "not_found", "message": f"no platform {slug!r}"}}, status_code=404)
     if not 1 <= limit <= 5000:
-        return JSONResponse({"error": {"code": "invalid_request", "message": "limit must be 1..5000"}},
-                            status_code=400)
+        return JSONResponse({"error": {"code": "invalid_request", "message": "limit must be 1..5000"}}, status_code=400)
     with session_scope("bpp") as s:
-        return JSONResponse(query_decisions(s, identity.subscriber_id, provider_id, job_id, action, start, end,
-                                            limit))
+        return JSONResponse(query_decisions(s, identity.subscriber_id, provider_id, job_id, action, start, end, limit))

@@ -13,7 +13,7 @@ import functools
 import itertools
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -36,8 +36,9 @@ from bpp.catalog import (
     matching_offers,
 )
 from bpp.models import Offer, Order, OrderEvent, Provider
-from flexmarket.config import get_settings
-from flexmarket.db import raw
+from kernel import clock
+from kernel.config import get_settings
+from kernel.db import raw
 from schemas.core import Descriptor, Fulfillment, Location
 from schemas.core import Order as BecknOrder
 from schemas.core import Provider as BecknProvider
@@ -98,10 +99,10 @@ def sync_platform(session: Session, platform: PlatformConfig) -> int:
     for p in platform.providers:
         session.execute(
             insert(Provider)
-            .values(bpp_id=platform.subscriber_id, provider_id=p.id, name=p.name,
-                    sites=[asdict(s) for s in p.sites])
-            .on_conflict_do_update(index_elements=["bpp_id", "provider_id"],
-                                   set_={"name": p.name, "sites": [asdict(s) for s in p.sites]})
+            .values(bpp_id=platform.subscriber_id, provider_id=p.id, name=p.name, sites=[asdict(s) for s in p.sites])
+            .on_conflict_do_update(
+                index_elements=["bpp_id", "provider_id"], set_={"name": p.name, "sites": [asdict(s) for s in p.sites]}
+            )
         )
         offers = list(p.offers)
         if p.agent is not None:  # the catalog comes from the provider's own optimal schedule
@@ -111,9 +112,15 @@ def sync_platform(session: Session, platform: PlatformConfig) -> int:
             site = p.site(o.location_id)
             assert site is not None  # parse_config checked it
             values = dict(
-                location_id=o.location_id, region=site.region, meter_id=site.meter_id,
-                window_start=o.window_start, window_end=o.window_end, available_kw=o.available_kw,
-                price_gbp_per_mwh=o.price_gbp_per_mwh, spec=offer_to_json(o), active=True,
+                location_id=o.location_id,
+                region=site.region,
+                meter_id=site.meter_id,
+                window_start=o.window_start,
+                window_end=o.window_end,
+                available_kw=o.available_kw,
+                price_gbp_per_mwh=o.price_gbp_per_mwh,
+                spec=offer_to_json(o),
+                active=True,
             )
             session.execute(
                 insert(Offer)
@@ -135,12 +142,20 @@ def _flex_error(exc: FlexFormatError) -> BecknError:
 
 def _offer_for(session: Session, bpp_id: str, spec: OrderSpec) -> Offer:
     if session.get(Provider, (bpp_id, spec.provider_id)) is None:
-        raise BecknError("provider_not_found", f"provider {spec.provider_id!r} is not hosted here",
-                         http_status=200, paths="message.order.provider.id")
+        raise BecknError(
+            "provider_not_found",
+            f"provider {spec.provider_id!r} is not hosted here",
+            http_status=200,
+            paths="message.order.provider.id",
+        )
     offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
     if offer is None or not offer.active:
-        raise BecknError("item_not_found", f"item {spec.item_id!r} is not offered by {spec.provider_id}",
-                         http_status=200, paths="message.order.items[0].id")
+        raise BecknError(
+            "item_not_found",
+            f"item {spec.item_id!r} is not offered by {spec.provider_id}",
+            http_status=200,
+            paths="message.order.items[0].id",
+        )
     return offer
 
 
@@ -158,8 +173,7 @@ def _order_for_tx(session: Session, msg: Inbound, provider_id: str) -> Order | N
 def _order_by_id(session: Session, msg: Inbound, order_id: str) -> Order:
     order = session.get(Order, order_id)
     if order is None or order.bpp_id != msg.receiver.subscriber_id or order.bap_id != msg.context.bap_id:
-        raise BecknError("order_not_found", f"order {order_id!r} not found", http_status=200,
-                         paths="message.order_id")
+        raise BecknError("order_not_found", f"order {order_id!r} not found", http_status=200, paths="message.order_id")
     return order
 
 
@@ -183,9 +197,12 @@ def accept_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     if msg.action == "confirm":
         order = _order_for_tx(session, msg, spec.provider_id)
         if order is None:
-            raise BecknError("order_not_found",
-                             f"no order was initialised for transaction {msg.context.transaction_id} with provider "
-                             f"{spec.provider_id}; send init first", http_status=200)
+            raise BecknError(
+                "order_not_found",
+                f"no order was initialised for transaction {msg.context.transaction_id} with provider "
+                f"{spec.provider_id}; send init first",
+                http_status=200,
+            )
     return Accepted(process_async=True)
 
 
@@ -205,10 +222,11 @@ def accept_update(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     assert isinstance(msg.message, UpdateMessage)
     targets = {t.strip() for t in msg.message.update_target.split(",") if t.strip()}
     if not targets or not targets <= UPDATE_TARGETS:
-        raise BecknError("invalid_update_target",
-                         f"update_target must name {', '.join(sorted(UPDATE_TARGETS))}; "
-                         f"got {msg.message.update_target!r}",
-                         paths="message.update_target")
+        raise BecknError(
+            "invalid_update_target",
+            f"update_target must name {', '.join(sorted(UPDATE_TARGETS))}; got {msg.message.update_target!r}",
+            paths="message.update_target",
+        )
     if not msg.message.order.id:
         raise BecknError("invalid_request", "message.order.id is required", paths="message.order.id")
     _order_by_id(session, msg, msg.message.order.id)
@@ -231,16 +249,31 @@ HANDLERS: dict[str, Handler] = {
 
 
 # -- asynchronous processing (Celery: beckn.process_inbox → process) -------------------------------
-def _callback(session: Session, bpp_id: str, req_ctx: dict[str, Any], action: str, *,
-              message: dict[str, Any] | None = None, error: BecknError | None = None,
-              to_url: str | None = None) -> int:
+def _callback(
+    session: Session,
+    bpp_id: str,
+    req_ctx: dict[str, Any],
+    action: str,
+    *,
+    message: dict[str, Any] | None = None,
+    error: BecknError | None = None,
+    to_url: str | None = None,
+) -> int:
     """Record the callback in the outbox (in the caller's transaction); its outbox id."""
-    return outbox.enqueue_many(session, [_callback_message(bpp_id, req_ctx, action, message=message, error=error,
-                                                           to_url=to_url)])[0]
+    return outbox.enqueue_many(
+        session, [_callback_message(bpp_id, req_ctx, action, message=message, error=error, to_url=to_url)]
+    )[0]
 
 
-def _callback_message(bpp_id: str, req_ctx: dict[str, Any], action: str, *, message: dict[str, Any] | None = None,
-                      error: BecknError | None = None, to_url: str | None = None) -> outbox.Outbound:
+def _callback_message(
+    bpp_id: str,
+    req_ctx: dict[str, Any],
+    action: str,
+    *,
+    message: dict[str, Any] | None = None,
+    error: BecknError | None = None,
+    to_url: str | None = None,
+) -> outbox.Outbound:
     ident = load_identity(get_settings().home, bpp_id)
     ctx = envelope.callback_context(req_ctx, action)
     ctx["bpp_id"], ctx["bpp_uri"] = ident.subscriber_id, ident.url
@@ -254,35 +287,54 @@ def _callback_message(bpp_id: str, req_ctx: dict[str, Any], action: str, *, mess
 
 
 def _view(order: Order) -> dict[str, Any]:
-    spec = OrderSpec(provider_id=order.provider_id, item_id=order.item_id, power_kw=order.power_kw,
-                     window_start=order.window_start, window_end=order.window_end, meter_id=order.meter_id,
-                     settlement_method=order.settlement_method, order_id=order.id)
-    v = OrderView(spec=spec, state=order.state, price_gbp_per_mwh=order.price_gbp_per_mwh,
-                  quote_gbp=quote_gbp(order.power_kw, order.window_start, order.window_end, order.price_gbp_per_mwh),
-                  updated_at=order.updated_at or datetime.now(UTC), cancellation_reason=order.cancellation_reason)
+    spec = OrderSpec(
+        provider_id=order.provider_id,
+        item_id=order.item_id,
+        power_kw=order.power_kw,
+        window_start=order.window_start,
+        window_end=order.window_end,
+        meter_id=order.meter_id,
+        settlement_method=order.settlement_method,
+        order_id=order.id,
+    )
+    v = OrderView(
+        spec=spec,
+        state=order.state,
+        price_gbp_per_mwh=order.price_gbp_per_mwh,
+        quote_gbp=quote_gbp(order.power_kw, order.window_start, order.window_end, order.price_gbp_per_mwh),
+        updated_at=order.updated_at or clock.now(),
+        cancellation_reason=order.cancellation_reason,
+    )
     return {"order": order_view_to_order(v).dump()}
 
 
-def transition(session: Session, order: Order, to_state: str, reason: str | None = None,
-               message_id: str | None = None) -> None:
+def transition(
+    session: Session, order: Order, to_state: str, reason: str | None = None, message_id: str | None = None
+) -> None:
     if to_state not in TRANSITIONS.get(order.state, set()):
         raise CommitmentError("invalid_request", f"order {order.id} cannot go from {order.state} to {to_state}")
-    session.add(OrderEvent(order_id=order.id, from_state=order.state, to_state=to_state, reason=reason,
-                           message_id=message_id))
+    session.add(
+        OrderEvent(order_id=order.id, from_state=order.state, to_state=to_state, reason=reason, message_id=message_id)
+    )
     order.state = to_state
-    order.updated_at = datetime.now(UTC)
+    order.updated_at = clock.now()
 
 
 def _committed(session: Session, offer: Offer, exclude: str | None = None) -> list[Commitment]:
-    q = select(Order).where(Order.bpp_id == offer.bpp_id, Order.provider_id == offer.provider_id,
-                            Order.item_id == offer.item_id, Order.state.in_(COMMITTED_STATES))
+    q = select(Order).where(
+        Order.bpp_id == offer.bpp_id,
+        Order.provider_id == offer.provider_id,
+        Order.item_id == offer.item_id,
+        Order.state.in_(COMMITTED_STATES),
+    )
     return [Commitment(o.power_kw, o.window_start, o.window_end) for o in session.scalars(q) if o.id != exclude]
 
 
 def _locked_offer(session: Session, bpp_id: str, provider_id: str, item_id: str) -> Offer | None:
     # The offer row serialises concurrent commitments against it (no double-booking).
     return session.scalars(
-        select(Offer).where(Offer.bpp_id == bpp_id, Offer.provider_id == provider_id, Offer.item_id == item_id)
+        select(Offer)
+        .where(Offer.bpp_id == bpp_id, Offer.provider_id == provider_id, Offer.item_id == item_id)
         .with_for_update()
     ).first()
 
@@ -301,50 +353,75 @@ def process(session: Session, row: Any) -> list[int]:
             return _process(session, bpp_id, row.action, ctx, payload, row)
     except CommitmentError as exc:
         # A well-formed request the BPP cannot honour: the callback carries the error; nothing else changes.
-        return [_callback(session, bpp_id, ctx, on, error=BecknError(exc.kind, str(exc)),
-                          message=_error_message(session, bpp_id, ctx, payload, row.action))]
+        return [
+            _callback(
+                session,
+                bpp_id,
+                ctx,
+                on,
+                error=BecknError(exc.kind, str(exc)),
+                message=_error_message(session, bpp_id, ctx, payload, row.action),
+            )
+        ]
     except FlexFormatError as exc:
         return [_callback(session, bpp_id, ctx, on, error=BecknError("invalid_request", str(exc)))]
 
 
-def _process(session: Session, bpp_id: str, action: str, ctx: dict[str, Any], payload: dict[str, Any],
-             row: Any) -> list[int]:
+def _process(
+    session: Session, bpp_id: str, action: str, ctx: dict[str, Any], payload: dict[str, Any], row: Any
+) -> list[int]:
     on = f"on_{action}"
     if action in ("status", "cancel"):
         order = session.get(Order, payload["message"]["order_id"])
         assert order is not None  # checked at acceptance; orders are never deleted
         if action == "cancel":
-            if order.state not in CANCELLABLE_STATES or datetime.now(UTC) >= order.window_start:
-                raise CommitmentError("cancellation_not_possible",
-                                      f"order {order.id} is {order.state}; cancellation is possible only "
-                                      "before the window opens")
-            reason = (payload["message"].get("descriptor") or {}).get("name") or \
-                payload["message"].get("cancellation_reason_id") or "cancelled by buyer"
+            if order.state not in CANCELLABLE_STATES or clock.now() >= order.window_start:
+                raise CommitmentError(
+                    "cancellation_not_possible",
+                    f"order {order.id} is {order.state}; cancellation is possible only before the window opens",
+                )
+            reason = (
+                (payload["message"].get("descriptor") or {}).get("name")
+                or payload["message"].get("cancellation_reason_id")
+                or "cancelled by buyer"
+            )
             order.cancellation_reason = reason
             transition(session, order, "CANCELLED", reason, ctx["message_id"])
         return [_callback(session, bpp_id, ctx, on, message=_view(order))]
-    spec = order_to_spec(BecknOrder.model_validate(payload["message"]["order"]),
-                         need_window=action != "confirm")
+    spec = order_to_spec(BecknOrder.model_validate(payload["message"]["order"]), need_window=action != "confirm")
     if action == "select":
         offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
         assert offer is not None
         check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
-        view = OrderView(spec=spec, state=None, price_gbp_per_mwh=offer.price_gbp_per_mwh,
-                         quote_gbp=quote_gbp(spec.power_kw, spec.window_start, spec.window_end,
-                                             offer.price_gbp_per_mwh),
-                         updated_at=datetime.now(UTC))
+        view = OrderView(
+            spec=spec,
+            state=None,
+            price_gbp_per_mwh=offer.price_gbp_per_mwh,
+            quote_gbp=quote_gbp(spec.power_kw, spec.window_start, spec.window_end, offer.price_gbp_per_mwh),
+            updated_at=clock.now(),
+        )
         return [_callback(session, bpp_id, ctx, on, message={"order": order_view_to_order(view).dump()})]
     if action == "init":
         return [_callback(session, bpp_id, ctx, on, message=_view(_init(session, bpp_id, ctx, spec)))]
     if action == "confirm":
-        order = session.scalars(select(Order).where(
-            Order.bpp_id == bpp_id, Order.bap_id == ctx["bap_id"], Order.transaction_id == ctx["transaction_id"],
-            Order.provider_id == spec.provider_id).with_for_update()).one()
+        order = session.scalars(
+            select(Order)
+            .where(
+                Order.bpp_id == bpp_id,
+                Order.bap_id == ctx["bap_id"],
+                Order.transaction_id == ctx["transaction_id"],
+                Order.provider_id == spec.provider_id,
+            )
+            .with_for_update()
+        ).one()
         if order.state == "CREATED":
             offer = _locked_offer(session, bpp_id, order.provider_id, order.item_id)
             assert offer is not None
-            check_capacity(offer_from_row(offer), _committed(session, offer),
-                           Commitment(order.power_kw, order.window_start, order.window_end))
+            check_capacity(
+                offer_from_row(offer),
+                _committed(session, offer),
+                Commitment(order.power_kw, order.window_start, order.window_end),
+            )
             agent_service.commit(session, order, offer.location_id)  # re-plan with it, or refuse
             transition(session, order, "ACCEPTED", "confirmed", ctx["message_id"])
         elif order.state not in COMMITTED_STATES:
@@ -355,17 +432,23 @@ def _process(session: Session, bpp_id: str, action: str, ctx: dict[str, Any], pa
     raise CommitmentError("action_not_applicable", f"no processor for {action}")
 
 
-def _error_message(session: Session, bpp_id: str, ctx: dict[str, Any], payload: dict[str, Any],
-                   action: str) -> dict[str, Any] | None:
+def _error_message(
+    session: Session, bpp_id: str, ctx: dict[str, Any], payload: dict[str, Any], action: str
+) -> dict[str, Any] | None:
     """The current order (if there is one) travels with the error so the buyer sees its true state."""
     message = payload.get("message") or {}
     order_id = message.get("order_id") or (message.get("order") or {}).get("id")
     order = session.get(Order, order_id) if order_id else None
     if order is None and action in ("confirm", "init"):
         provider = ((payload.get("message") or {}).get("order") or {}).get("provider", {}).get("id")
-        order = session.scalars(select(Order).where(
-            Order.bpp_id == bpp_id, Order.bap_id == ctx["bap_id"], Order.transaction_id == ctx["transaction_id"],
-            Order.provider_id == provider)).first()
+        order = session.scalars(
+            select(Order).where(
+                Order.bpp_id == bpp_id,
+                Order.bap_id == ctx["bap_id"],
+                Order.transaction_id == ctx["transaction_id"],
+                Order.provider_id == provider,
+            )
+        ).first()
     if order is not None:
         return _view(order)
     # No order exists yet (a refused select): echo the buyer's order so it can tell which one failed.
@@ -377,16 +460,30 @@ def _init(session: Session, bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -
     offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
     assert offer is not None
     check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
-    order = session.scalars(select(Order).where(
-        Order.bpp_id == bpp_id, Order.bap_id == ctx["bap_id"], Order.transaction_id == ctx["transaction_id"],
-        Order.provider_id == spec.provider_id).with_for_update()).first()
+    order = session.scalars(
+        select(Order)
+        .where(
+            Order.bpp_id == bpp_id,
+            Order.bap_id == ctx["bap_id"],
+            Order.transaction_id == ctx["transaction_id"],
+            Order.provider_id == spec.provider_id,
+        )
+        .with_for_update()
+    ).first()
     if order is not None and order.state != "CREATED":
         raise CommitmentError("invalid_request", f"order {order.id} is already {order.state}")
     previous = order.state if order is not None else None
     if order is None:
-        order = Order(bpp_id=bpp_id, bap_id=ctx["bap_id"], bap_uri=ctx["bap_uri"],
-                      transaction_id=ctx["transaction_id"], provider_id=spec.provider_id, state="CREATED",
-                      city_code=ctx["location"]["city"]["code"], country_code=ctx["location"]["country"]["code"])
+        order = Order(
+            bpp_id=bpp_id,
+            bap_id=ctx["bap_id"],
+            bap_uri=ctx["bap_uri"],
+            transaction_id=ctx["transaction_id"],
+            provider_id=spec.provider_id,
+            state="CREATED",
+            city_code=ctx["location"]["city"]["code"],
+            country_code=ctx["location"]["country"]["code"],
+        )
         session.add(order)
     order.item_id = spec.item_id
     order.power_kw = spec.power_kw
@@ -394,19 +491,27 @@ def _init(session: Session, bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -
     order.meter_id = spec.meter_id or offer.meter_id
     order.settlement_method = spec.settlement_method
     order.price_gbp_per_mwh = offer.price_gbp_per_mwh
-    order.updated_at = datetime.now(UTC)
+    order.updated_at = clock.now()
     session.flush()
-    session.add(OrderEvent(order_id=order.id, from_state=previous, to_state="CREATED", reason="initialised",
-                           message_id=ctx["message_id"]))
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            from_state=previous,
+            to_state="CREATED",
+            reason="initialised",
+            message_id=ctx["message_id"],
+        )
+    )
     return order
 
 
 def _update(session: Session, spec: OrderSpec) -> Order:
     order = session.get(Order, spec.order_id, with_for_update=True)
     assert order is not None
-    if order.state not in ("CREATED", "ACCEPTED") or datetime.now(UTC) >= order.window_start:
-        raise CommitmentError("update_not_possible",
-                              f"order {order.id} is {order.state}; it can change only before its window opens")
+    if order.state not in ("CREATED", "ACCEPTED") or clock.now() >= order.window_start:
+        raise CommitmentError(
+            "update_not_possible", f"order {order.id} is {order.state}; it can change only before its window opens"
+        )
     if spec.provider_id != order.provider_id or spec.item_id != order.item_id:
         raise CommitmentError("update_inconsistency", "provider and item of an order cannot change")
     offer = _locked_offer(session, order.bpp_id, order.provider_id, order.item_id)
@@ -415,20 +520,29 @@ def _update(session: Session, spec: OrderSpec) -> Order:
     try:
         check_order_fits_offer(flex, spec.power_kw, spec.window_start, spec.window_end)
         if order.state == "ACCEPTED":
-            check_capacity(flex, _committed(session, offer, exclude=order.id),
-                           Commitment(spec.power_kw, spec.window_start, spec.window_end))
-            agent_service.check_update(session, order, offer.location_id, spec.power_kw, spec.window_start,
-                                       spec.window_end)
+            check_capacity(
+                flex,
+                _committed(session, offer, exclude=order.id),
+                Commitment(spec.power_kw, spec.window_start, spec.window_end),
+            )
+            agent_service.check_update(
+                session, order, offer.location_id, spec.power_kw, spec.window_start, spec.window_end
+            )
     except CommitmentError as exc:
         raise CommitmentError("update_not_possible", str(exc)) from exc
     order.power_kw = spec.power_kw
     order.window_start, order.window_end = spec.window_start, spec.window_end
     if spec.meter_id:
         order.meter_id = spec.meter_id
-    session.add(OrderEvent(order_id=order.id, from_state=order.state, to_state=order.state,
-                           reason=f"updated to {spec.power_kw:g} kW {spec.window_start.isoformat()}–"
-                                  f"{spec.window_end.isoformat()}"))
-    order.updated_at = datetime.now(UTC)
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            from_state=order.state,
+            to_state=order.state,
+            reason=f"updated to {spec.power_kw:g} kW {spec.window_start.isoformat()}–{spec.window_end.isoformat()}",
+        )
+    )
+    order.updated_at = clock.now()
     return order
 
 
@@ -447,8 +561,15 @@ def _provider_entry(provider_id: str, name: str, sites_text: str) -> tuple[dict[
     skeleton = BecknProvider(
         id=provider_id,
         descriptor=Descriptor(name=name),
-        locations=[Location(id=s["id"], descriptor=Descriptor(name=s.get("name") or s["id"]),
-                            city={"code": s["region"]}, country={"code": "GBR"}) for s in sites],
+        locations=[
+            Location(
+                id=s["id"],
+                descriptor=Descriptor(name=s.get("name") or s["id"]),
+                city={"code": s["region"]},
+                country={"code": "GBR"},
+            )
+            for s in sites
+        ],
         fulfillments=[Fulfillment(id=FULFILLMENT_TYPE, type=FULFILLMENT_TYPE)],
     ).dump()
     return {s["id"]: s["region"] for s in sites}, skeleton
@@ -487,15 +608,16 @@ def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any)
         to_url = url_of_sync(row.gateway_id, type="BG")
         if to_url is None:
             raise RuntimeError(f"gateway {row.gateway_id} is not in the registry")
-    outbox.defer(session, _callback_message(bpp_id, payload["context"], "on_search", message={"catalog": catalog},
-                                            to_url=to_url))
+    outbox.defer(
+        session, _callback_message(bpp_id, payload["context"], "on_search", message={"catalog": catalog}, to_url=to_url)
+    )
 
 
 # -- time-driven transitions (Celery beat: bpp.advance_orders) ------------------------------------
 def advance_orders(session: Session, now: datetime | None = None) -> list[int]:
     """ACCEPTED → IN-PROGRESS when the window opens, IN-PROGRESS → COMPLETED when it closes; each
     transition is announced to the buyer with an unsolicited on_status."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     ids = []
     q = select(Order).where(Order.state.in_(COMMITTED_STATES)).with_for_update(skip_locked=True)
     for order in session.scalars(q):
@@ -510,8 +632,12 @@ def advance_orders(session: Session, now: datetime | None = None) -> list[int]:
             continue
         transition(session, order, target, "window opened" if target == "IN-PROGRESS" else "window closed")
         ctx = envelope.context(
-            "on_status", bap_id=order.bap_id, bap_uri=order.bap_uri, transaction_id=order.transaction_id,
-            city_code=order.city_code, country_code=order.country_code,
+            "on_status",
+            bap_id=order.bap_id,
+            bap_uri=order.bap_uri,
+            transaction_id=order.transaction_id,
+            city_code=order.city_code,
+            country_code=order.country_code,
         )
         ids.append(_callback(session, order.bpp_id, ctx, "on_status", message=_view(order)))
     return ids

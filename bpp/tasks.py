@@ -8,8 +8,8 @@ from datetime import timedelta
 from beckn import processing
 from beckn.tasks import deliver_now
 from bpp import service
-from flexmarket.celery_app import celery_app
-from flexmarket.db import session_scope
+from kernel.celery_app import celery_app
+from kernel.db import session_scope
 
 processing.register("bpp", service.process)
 

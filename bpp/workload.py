@@ -240,9 +240,7 @@ def job_mix(
     arrival_span = max(1, int(cfg.arrival_fraction * horizon_slots))
     scale = arrival_span / max(rel.max() if n_jobs else 1.0, 1.0)
     releases = np.minimum(np.floor(rel * scale).astype(int), arrival_span - 1)
-    caps = np.asarray(
-        site_capacity_kw if site_capacity_kw is not None else [1.0] * len(site_ids), dtype=float
-    )
+    caps = np.asarray(site_capacity_kw if site_capacity_kw is not None else [1.0] * len(site_ids), dtype=float)
     homes = rng.choice(len(site_ids), size=n_jobs, p=caps / caps.sum())
     pre = rng.random(n_jobs) < cfg.preemptible_share
     thr_draw = rng.random(n_jobs) < cfg.threshold_share
@@ -251,9 +249,7 @@ def job_mix(
         d = int(min(max(math.ceil(t.run_s / SLOT_S), 1), cfg.max_duration_slots))
         r = int(releases[i])
         d = min(d, horizon_slots - r)  # a task longer than what is left of the horizon is cut there
-        slack = {Priority.BATCH: cfg.batch_slack_slots, Priority.FLEXIBLE: cfg.flexible_slack_slots}.get(
-            t.priority, 0
-        )
+        slack = {Priority.BATCH: cfg.batch_slack_slots, Priority.FLEXIBLE: cfg.flexible_slack_slots}.get(t.priority, 0)
         deadline = min(r + d + slack, horizon_slots)
         power = cfg.pue * (cfg.gpu_kw * t.gpus + cfg.cpu_kw_per_core * t.cores) * cfg.power_scale
         home = site_ids[int(homes[i])]

@@ -13,8 +13,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="flexmarket: a Beckn flexibility marketplace with a hash-chained settlement ledger.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+from kernel import clock
+
+app = typer.Typer(
+    help="flexmarket: a Beckn flexibility marketplace with a hash-chained settlement ledger.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 console = Console()
 
 db_app = typer.Typer(help="Database migrations (alembic).", no_args_is_help=True)
@@ -32,8 +37,8 @@ APPS = {
 
 
 def _services() -> None:
-    from flexmarket.embedded import ensure_services
-    from flexmarket.logging import configure_logging
+    from kernel.embedded import ensure_services
+    from kernel.logging import configure_logging
 
     configure_logging()
     ensure_services()
@@ -43,7 +48,7 @@ def _services() -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Migrate the database (DATABASE_URL, or the embedded server) up to REVISION."""
-    from flexmarket import db
+    from kernel import db
 
     _services()
     db.upgrade(revision=revision)
@@ -53,7 +58,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument("base")) -> None:
     """Migrate the database down to REVISION (default: base, i.e. drop everything)."""
-    from flexmarket import db
+    from kernel import db
 
     _services()
     db.downgrade(revision=revision)
@@ -74,17 +79,24 @@ def serve(
         raise typer.BadParameter(f"participant must be one of {', '.join(APPS)}")
     _services()
     os.environ["FLEXMARKET_PARTICIPANT"] = participant
-    from flexmarket.web import served_app
+    from beckn.webapp import served_app
 
-    uvicorn.run(functools.partial(served_app, APPS[participant]), factory=True, host=host, port=port,
-                log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        functools.partial(served_app, APPS[participant]),
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()
 def worker(
-    participants: Annotated[str, typer.Option(help="comma-separated queues to consume: registry,gateway,bap,bpp,"
-                                                   "ledger (default all)")] = "all",
+    participants: Annotated[
+        str, typer.Option(help="comma-separated queues to consume: registry,gateway,bap,bpp,ledger (default all)")
+    ] = "all",
     concurrency: Annotated[int, typer.Option(help="worker threads")] = 16,
     beat: Annotated[bool, typer.Option(help="also run the periodic scheduler (only ONE process may)")] = False,
     hostname: Annotated[str | None, typer.Option(help="Celery node name (unique per worker)")] = None,
@@ -93,15 +105,26 @@ def worker(
     Redis and PostgreSQL: tasks carry ids and read their state from the database."""
     os.environ.setdefault("FLEXMARKET_DB_POOL_SIZE", str(concurrency))  # one connection per worker thread
     _services()
-    from flexmarket.celery_app import PARTICIPANT_QUEUES, celery_app, queue_for
+    from kernel.celery_app import PARTICIPANT_QUEUES, celery_app, queue_for
 
     chosen = PARTICIPANT_QUEUES if participants == "all" else tuple(p.strip() for p in participants.split(","))
     unknown = set(chosen) - set(PARTICIPANT_QUEUES)
     if unknown:
         raise typer.BadParameter(f"unknown participants: {', '.join(sorted(unknown))}")
     queues = [queue_for(None)] + [queue_for(p) for p in chosen]
-    argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "-Q", ",".join(queues),
-            "--loglevel", os.environ.get("FLEXMARKET_LOG_LEVEL", "INFO"), "--without-mingle", "--without-gossip"]
+    argv = [
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        ",".join(queues),
+        "--loglevel",
+        os.environ.get("FLEXMARKET_LOG_LEVEL", "INFO"),
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if beat:
         argv += ["--beat", "--schedule", str(Path(os.environ.get("FLEXMARKET_HOME", ".flexmarket")) / "celerybeat")]
     if hostname:
@@ -113,7 +136,7 @@ def worker(
 def beat() -> None:
     """Run Celery beat on its own (outbox sweeps, order transitions, ledger checkpoints, CFT expiry)."""
     _services()
-    from flexmarket.celery_app import celery_app
+    from kernel.celery_app import celery_app
 
     home = Path(os.environ.get("FLEXMARKET_HOME", ".flexmarket"))
     home.mkdir(parents=True, exist_ok=True)
@@ -129,12 +152,17 @@ def up(
     providers_file: Annotated[Path | None, typer.Option(help="catalog file (default: generated)")] = None,
 ) -> None:
     """Start registry, gateway, BAP, BPP, ledger and a Celery worker on loopback; run until interrupted."""
-    from flexmarket.config import get_settings
     from flexmarket.runner import prepare_network
+    from kernel.config import get_settings
 
     _services()
-    net = prepare_network(home=get_settings().home, base_port=base_port, providers=providers, platforms=platforms,
-                          providers_file=providers_file)
+    net = prepare_network(
+        home=get_settings().home,
+        base_port=base_port,
+        providers=providers,
+        platforms=platforms,
+        providers_file=providers_file,
+    )
     with console.status("starting processes…"):
         net.start()
     manifest.write_text(json.dumps(net.manifest, indent=2))
@@ -193,24 +221,36 @@ def registry_add(
 ) -> None:
     """Onboard a participant as the registry operator: it is SUBSCRIBED at once."""
     import uuid
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
-    from flexmarket.db import session_scope
+    from kernel.db import session_scope
     from registry import service
 
     _services()
-    from flexmarket import db
+    from kernel import db
 
     db.upgrade()
-    now = datetime.now(UTC)
+    now = clock.now()
     key_id = key_id or str(uuid.uuid4())
     try:
         with session_scope("registry") as s:
-            service.upsert(s, service.NewSubscriber(
-                subscriber_id=subscriber_id, type=type.upper(), url=url, domain=domain, cities=city or [],
-                country_code=country, unique_key_id=key_id, signing_public_key=signing_public_key,
-                encr_public_key=encr_public_key, valid_from=now, valid_until=now + timedelta(days=valid_days)),
-                status="SUBSCRIBED")
+            service.upsert(
+                s,
+                service.NewSubscriber(
+                    subscriber_id=subscriber_id,
+                    type=type.upper(),
+                    url=url,
+                    domain=domain,
+                    cities=city or [],
+                    country_code=country,
+                    unique_key_id=key_id,
+                    signing_public_key=signing_public_key,
+                    encr_public_key=encr_public_key,
+                    valid_from=now,
+                    valid_until=now + timedelta(days=valid_days),
+                ),
+                status="SUBSCRIBED",
+            )
     except service.RegistryRequestError as exc:
         console.print(f"[red]refused:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -220,7 +260,7 @@ def registry_add(
 @registry_app.command("approve")
 def registry_approve(subscriber_id: Annotated[str, typer.Option("--subscriber-id")]) -> None:
     """Approve a subscription that arrived through /subscribe (UNDER_SUBSCRIPTION → SUBSCRIBED)."""
-    from flexmarket.db import session_scope
+    from kernel.db import session_scope
     from registry import service
 
     _services()
@@ -238,16 +278,21 @@ def registry_list() -> None:
     """Every subscriber with its status, coverage and keys."""
     from rich.table import Table
 
-    from flexmarket.db import session_scope
+    from kernel.db import session_scope
     from registry import service
 
     _services()
     table = Table("subscriber", "type", "status", "url", "coverage", "keys")
     with session_scope("registry") as s:
         for sub in service.list_subscribers(s):
-            table.add_row(sub.subscriber_id, sub.type, sub.status, sub.url,
-                          ", ".join(f"{c.domain}@{c.city_code}/{c.country_code}" for c in sub.coverage),
-                          ", ".join(f"{k.unique_key_id[:8]}…({k.status})" for k in sub.keys))
+            table.add_row(
+                sub.subscriber_id,
+                sub.type,
+                sub.status,
+                sub.url,
+                ", ".join(f"{c.domain}@{c.city_code}/{c.country_code}" for c in sub.coverage),
+                ", ".join(f"{k.unique_key_id[:8]}…({k.status})" for k in sub.keys),
+            )
     console.print(table)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ from rich.table import Table
 
 from bap.client import BapClient, order_in, order_of
 from bpp.catalog import example_config
-from flexmarket.config import get_settings
-from flexmarket.embedded import free_port_range
 from flexmarket.runner import prepare_network
+from kernel import clock
+from kernel.config import get_settings
+from kernel.embedded import free_port_range
 
 GATE_CLOSURE = timedelta(hours=1)  # ../shared/reference/market/p415-settlement.md rule 2
 
@@ -52,34 +53,60 @@ def run_demo(console: Console, *, providers: int, target_kw: float, base_port: i
     providers_file.write_text(json.dumps(example_config(providers, agents=True), indent=2))
     net = prepare_network(home=home, base_port=base_port or free_port_range(5), providers_file=providers_file)
     platform = net.manifest["participants"]["bpp"]["platforms"][0]
-    sites = {s["id"]: s for p in json.loads(providers_file.read_text())["platforms"][0]["providers"]
-             for s in p["sites"]}
+    sites = {
+        s["id"]: s for p in json.loads(providers_file.read_text())["platforms"][0]["providers"] for s in p["sites"]
+    }
     steps = ["start", "search", "plan", "select", "init", "confirm", "status", "settle"]
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
-            task = progress.add_task("starting registry, gateway, BAP, BPP (agents planning), ledger, worker…",
-                                     total=len(steps))
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(
+                "starting registry, gateway, BAP, BPP (agents planning), ledger, worker…", total=len(steps)
+            )
             net.start(timeout=240)
             progress.advance(task)
             bap = BapClient(net.url("bap"))
-            day = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            day = (clock.now() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             progress.update(task, description="search: the gateway fans out, the BPP answers from its agents' plans")
             tx = bap.search(day, day + timedelta(days=1), target_kw, region=settings.city_code)["transaction_id"]
-            view = bap.wait(tx, lambda v: len({o["provider_id"] for o in v["offers"]}) >= min(providers, 3)
-                            and any(c["action"] == "on_search" for c in v["callbacks"]), timeout=60)
+            view = bap.wait(
+                tx,
+                lambda v: (
+                    len({o["provider_id"] for o in v["offers"]}) >= min(providers, 3)
+                    and any(c["action"] == "on_search" for c in v["callbacks"])
+                ),
+                timeout=60,
+            )
             progress.advance(task)
             progress.update(task, description="plan: the cheapest set of offers meeting the target")
-            start, end, on_offer = best_window(view["offers"], datetime.now(UTC) + GATE_CLOSURE + timedelta(minutes=30))
+            start, end, on_offer = best_window(view["offers"], clock.now() + GATE_CLOSURE + timedelta(minutes=30))
             wanted = min(target_kw, round(0.8 * on_offer, -1))
             choices = bap.plan(tx, wanted, window_start=start, window_end=end)["choices"]
             progress.advance(task)
-            for action, states in [("select", ("QUOTED",)), ("init", ("CREATED",)), ("confirm", ("ACCEPTED",)),
-                                   ("status", ("ACCEPTED", "IN-PROGRESS"))]:
+            for action, states in [
+                ("select", ("QUOTED",)),
+                ("init", ("CREATED",)),
+                ("confirm", ("ACCEPTED",)),
+                ("status", ("ACCEPTED", "IN-PROGRESS")),
+            ]:
                 progress.update(task, description=f"{action} × {len(choices)}")
                 for c in choices:
-                    bap.order(action, tx, c["bpp_id"], c["provider_id"], item_id=c["item_id"], power_kw=c["power_kw"],
-                              window_start=start, window_end=end)
+                    bap.order(
+                        action,
+                        tx,
+                        c["bpp_id"],
+                        c["provider_id"],
+                        item_id=c["item_id"],
+                        power_kw=c["power_kw"],
+                        window_start=start,
+                        window_end=end,
+                    )
                 for c in choices:
                     view = bap.wait(tx, order_in(c["provider_id"], *states), timeout=60)
                     o = order_of(view, c["provider_id"])
@@ -109,24 +136,40 @@ def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
         if o["state"] != "ACCEPTED":
             continue
         site = next(s for s in sites.values() if s["meter_id"] == o["meter_id"])
-        orders.append(DemoOrder(
-            order_id=o["order_id"], provider_id=o["provider_id"], bap_id="grid-orchestrator", meter_id=o["meter_id"],
-            window_start=datetime.fromisoformat(o["window_start"]), window_end=datetime.fromisoformat(o["window_end"]),
-            contracted_kw=o["power_kw"], price_gbp_per_mwh=o["price_gbp_per_mwh"], baseline_kw=site["baseline_kw"],
-            transaction_id=view["transaction_id"]))
+        orders.append(
+            DemoOrder(
+                order_id=o["order_id"],
+                provider_id=o["provider_id"],
+                bap_id="grid-orchestrator",
+                meter_id=o["meter_id"],
+                window_start=datetime.fromisoformat(o["window_start"]),
+                window_end=datetime.fromisoformat(o["window_end"]),
+                contracted_kw=o["power_kw"],
+                price_gbp_per_mwh=o["price_gbp_per_mwh"],
+                baseline_kw=site["baseline_kw"],
+                transaction_id=view["transaction_id"],
+            )
+        )
     return settle_demo_orders(None, orders, out / "statements", seed=7)
 
 
 def _print(console: Console, view: dict, target_kw: float, wanted: float, start: datetime, end: datetime) -> None:
-    offers = Table(title=f"Offers in the chosen window {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC "
-                         f"({len(view['offers'])} offers received for the whole day)")
+    offers = Table(
+        title=f"Offers in the chosen window {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC "
+        f"({len(view['offers'])} offers received for the whole day)"
+    )
     for col in ("provider", "item", "kW", "£/MWh", "marginal cost £/MWh", "gCO₂/kWh"):
         offers.add_column(col)
     for o in view["offers"]:
         if o["window_start"] == start.isoformat() and o["window_end"] == end.isoformat():
-            offers.add_row(o["provider_name"] or o["provider_id"], o["item_id"], f"{o['available_kw']:,.0f}",
-                           f"{o['price_gbp_per_mwh']:.2f}", f"{o.get('marginal_cost_gbp_per_mwh') or 0:.2f}",
-                           str(o.get("expected_carbon_g_per_kwh") or "–"))
+            offers.add_row(
+                o["provider_name"] or o["provider_id"],
+                o["item_id"],
+                f"{o['available_kw']:,.0f}",
+                f"{o['price_gbp_per_mwh']:.2f}",
+                f"{o.get('marginal_cost_gbp_per_mwh') or 0:.2f}",
+                str(o.get("expected_carbon_g_per_kwh") or "–"),
+            )
     console.print(offers)
     note = "" if wanted == target_kw else f" — reduced from {target_kw:,.0f} kW to 80% of what the window offers"
     orders = Table(title=f"Orders (target {wanted:,.0f} kW{note})")
@@ -134,16 +177,25 @@ def _print(console: Console, view: dict, target_kw: float, wanted: float, start:
         orders.add_column(col)
     total_kw = total_gbp = 0.0
     for o in view["orders"]:
-        orders.add_row(o["provider_id"], (o["order_id"] or "")[:8], o["state"], f"{o['power_kw']:,.0f}",
-                       f"{o['price_gbp_per_mwh'] or 0:.2f}", f"{o['quote_gbp'] or 0:,.2f}", o["meter_id"] or "")
+        orders.add_row(
+            o["provider_id"],
+            (o["order_id"] or "")[:8],
+            o["state"],
+            f"{o['power_kw']:,.0f}",
+            f"{o['price_gbp_per_mwh'] or 0:.2f}",
+            f"{o['quote_gbp'] or 0:,.2f}",
+            o["meter_id"] or "",
+        )
         total_kw += o["power_kw"]
         total_gbp += o["quote_gbp"] or 0
     orders.add_row("[bold]total", "", "", f"[bold]{total_kw:,.0f}", "", f"[bold]{total_gbp:,.2f}", "")
     console.print(orders)
     signed = sum(1 for c in view["callbacks"] if c["signature_verified"])
     delivered = sum(1 for s in view["sent"] if s["status"] == "DELIVERED")
-    console.print(f"{len(view['callbacks'])} callbacks received, {signed} with verified signatures; "
-                  f"{delivered}/{len(view['sent'])} messages delivered")
+    console.print(
+        f"{len(view['callbacks'])} callbacks received, {signed} with verified signatures; "
+        f"{delivered}/{len(view['sent'])} messages delivered"
+    )
 
 
 def _print_decisions(console: Console, platform_url: str) -> None:
@@ -158,16 +210,21 @@ def _print_decisions(console: Console, platform_url: str) -> None:
 
 
 def _print_settlement(console: Console, s: Any) -> None:
-    from ledger.money import pence_to_gbp_str
+    from grid.money import pence_to_gbp_str
 
     table = Table(title=f"P415 settlement (run as of {s.as_of:%Y-%m-%d %H:%M} UTC)")
-    for col in ("provider", "contracted kWh", "delivered kWh", "utilisation £", "shortfall £", "net £",
-                "statement"):
+    for col in ("provider", "contracted kWh", "delivered kWh", "utilisation £", "shortfall £", "net £", "statement"):
         table.add_column(col)
     for p in s.providers:
-        table.add_row(p.provider_id, p.contracted_kwh, p.delivered_kwh, pence_to_gbp_str(p.utilisation_pence),
-                      pence_to_gbp_str(p.shortfall_pence), p.net_gbp,
-                      f"{p.statement_json.name} ({'verified' if p.statement_verified else 'NOT VERIFIED'})")
+        table.add_row(
+            p.provider_id,
+            p.contracted_kwh,
+            p.delivered_kwh,
+            pence_to_gbp_str(p.utilisation_pence),
+            pence_to_gbp_str(p.shortfall_pence),
+            p.net_gbp,
+            f"{p.statement_json.name} ({'verified' if p.statement_verified else 'NOT VERIFIED'})",
+        )
     console.print(table)
     comp = ", ".join(f"{k}: £{pence_to_gbp_str(v)}" for k, v in s.supplier_compensation_pence.items())
     console.print(f"supplier compensation: £{pence_to_gbp_str(s.supplier_compensation_total_pence)} ({comp})")

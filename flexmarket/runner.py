@@ -21,9 +21,9 @@ import httpx
 from beckn.errors import Role
 from beckn.identity import Identity, load_or_create_identity
 from bpp.catalog import example_config, parse_config
-from flexmarket import db
-from flexmarket.config import get_settings
-from flexmarket.db import session_scope
+from kernel import clock, db
+from kernel.config import get_settings
+from kernel.db import session_scope
 from registry import service as registry_service
 
 PARTICIPANTS = ("registry", "gateway", "bap", "bpp", "ledger")
@@ -44,8 +44,9 @@ class Process:
         if self.health_url is None:  # a worker's readiness is read from its log: start a fresh one
             self.log_path.unlink(missing_ok=True)
         log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def alive(self) -> bool:
@@ -128,9 +129,14 @@ def register(identity: Identity, cities: list[str]) -> None:
         registry_service.upsert(
             s,
             registry_service.NewSubscriber(
-                subscriber_id=identity.subscriber_id, type=identity.role.value, url=identity.url,
-                domain=identity.domain, cities=cities, country_code=identity.country_code,
-                unique_key_id=identity.unique_key_id, signing_public_key=identity.keys.signing_public_key_b64,
+                subscriber_id=identity.subscriber_id,
+                type=identity.role.value,
+                url=identity.url,
+                domain=identity.domain,
+                cities=cities,
+                country_code=identity.country_code,
+                unique_key_id=identity.unique_key_id,
+                signing_public_key=identity.keys.signing_public_key_b64,
                 encr_public_key=identity.keys.encryption_public_key_b64,
             ),
             status="SUBSCRIBED",
@@ -143,7 +149,8 @@ def _ledger_key_for(bap_id: str) -> str:
 
     with ledger_service.connection() as conn:
         return ledger_service.in_transaction(
-            conn, lambda c: ledger_service.create_api_key(c, "bap", bap_id, "flexmarket up"))
+            conn, lambda c: ledger_service.create_api_key(c, "bap", bap_id, "flexmarket up")
+        )
 
 
 def prepare_network(
@@ -173,8 +180,9 @@ def prepare_network(
 
     if providers_file is None:
         providers_file = home / "providers.json"
-        providers_file.write_text(json.dumps(example_config(providers, platforms=platforms, city_code=city_code),
-                                             indent=2))
+        providers_file.write_text(
+            json.dumps(example_config(providers, platforms=platforms, city_code=city_code), indent=2)
+        )
     config = parse_config(json.loads(providers_file.read_text()))
 
     gateway = load_or_create_identity(home, GATEWAY_ID, Role.BG, base["gateway"], city_code)
@@ -183,11 +191,19 @@ def prepare_network(
     register(bap, [city_code])
     bpps = []
     for p in config:
-        ident = load_or_create_identity(home, p.subscriber_id, Role.BPP, f"{base['bpp']}/{p.slug}",
-                                        p.city_codes[0], p.country_code)
+        ident = load_or_create_identity(
+            home, p.subscriber_id, Role.BPP, f"{base['bpp']}/{p.slug}", p.city_codes[0], p.country_code
+        )
         register(ident, list(p.city_codes))
-        bpps.append({"subscriber_id": p.subscriber_id, "url": ident.url, "unique_key_id": ident.unique_key_id,
-                     "providers": [pr.id for pr in p.providers], "cities": list(p.city_codes)})
+        bpps.append(
+            {
+                "subscriber_id": p.subscriber_id,
+                "url": ident.url,
+                "unique_key_id": ident.unique_key_id,
+                "providers": [pr.id for pr in p.providers],
+                "cities": list(p.city_codes),
+            }
+        )
 
     ledger_key = _ledger_key_for(bap.subscriber_id) if with_ledger else None
     common = {
@@ -204,6 +220,7 @@ def prepare_network(
         **({"FLEXMARKET_LEDGER_API_KEY": ledger_key} if ledger_key else {}),
         **(extra_env or {}),
     }
+    common.update(clock.pinned_env(common))  # one simulated clock for every process, if any
     py = sys.executable
     own = {
         "gateway": {"FLEXMARKET_SUBSCRIBER_ID": gateway.subscriber_id, "FLEXMARKET_SUBSCRIBER_URL": gateway.url},
@@ -214,30 +231,53 @@ def prepare_network(
     names = [n for n in PARTICIPANTS if with_ledger or n != "ledger"]
     for name in names:
         net.processes[name] = Process(
-            name, [py, "-m", "flexmarket", "serve", name, "--host", "127.0.0.1", "--port", str(ports[name])],
-            {**common, "FLEXMARKET_PARTICIPANT": name, **own.get(name, {})}, logs / f"{name}.log",
+            name,
+            [py, "-m", "flexmarket", "serve", name, "--host", "127.0.0.1", "--port", str(ports[name])],
+            {**common, "FLEXMARKET_PARTICIPANT": name, **own.get(name, {})},
+            logs / f"{name}.log",
             f"{base[name]}/health",
         )
     # One worker consuming every queue by default; `workers` splits them, e.g. {"worker": "registry,gateway,
     # bap,ledger", "worker-bpp": "bpp"} — the first one named also runs beat (only one process may).
     for i, (wname, queues) in enumerate((workers or {"worker": "all"}).items()):
-        argv = [py, "-m", "flexmarket", "worker", "--participants", queues, "--concurrency", str(worker_concurrency),
-                "--hostname", f"{wname}@%h"]
+        argv = [
+            py,
+            "-m",
+            "flexmarket",
+            "worker",
+            "--participants",
+            queues,
+            "--concurrency",
+            str(worker_concurrency),
+            "--hostname",
+            f"{wname}@%h",
+        ]
         if i == 0:
             argv.append("--beat")
-        net.processes[wname] = Process(wname, argv, {**common, "FLEXMARKET_PARTICIPANT": wname},
-                                       logs / f"{wname}.log", None)
+        net.processes[wname] = Process(
+            wname, argv, {**common, "FLEXMARKET_PARTICIPANT": wname}, logs / f"{wname}.log", None
+        )
     net.manifest = {
         "home": str(home),
         "database_url": os.environ["DATABASE_URL"],
         "redis_url": os.environ["REDIS_URL"],
         "celery_queue": settings.celery_queue,
+        "clock": clock.pinned_env(common) or {"kind": "wall"},
         "participants": {
             "registry": {"base_url": base["registry"]},
-            "gateway": {"base_url": base["gateway"], "subscriber_id": gateway.subscriber_id,
-                        "unique_key_id": gateway.unique_key_id},
-            "bap": {"base_url": base["bap"], "subscriber_id": bap.subscriber_id, "url": bap.url,
-                    "unique_key_id": bap.unique_key_id, "api": f"{base['bap']}/api/v1", "docs": f"{base['bap']}/docs"},
+            "gateway": {
+                "base_url": base["gateway"],
+                "subscriber_id": gateway.subscriber_id,
+                "unique_key_id": gateway.unique_key_id,
+            },
+            "bap": {
+                "base_url": base["bap"],
+                "subscriber_id": bap.subscriber_id,
+                "url": bap.url,
+                "unique_key_id": bap.unique_key_id,
+                "api": f"{base['bap']}/api/v1",
+                "docs": f"{base['bap']}/docs",
+            },
             "bpp": {"base_url": base["bpp"], "platforms": bpps, "providers_file": str(providers_file)},
             **({"ledger": {"base_url": base["ledger"]}} if with_ledger else {}),
         },

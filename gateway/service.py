@@ -26,8 +26,12 @@ def accept_on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     if msg.verified.gateway_id is not None:
         raise BecknError("invalid_request", "on_search already relayed by a gateway; refusing a second hop")
     if not subscribers_sync(type="BAP", subscriber_id=msg.context.bap_id):
-        raise BecknError("not_found", f"BAP {msg.context.bap_id!r} is not subscribed to this network", http_status=200,
-                         paths="context.bap_id")
+        raise BecknError(
+            "not_found",
+            f"BAP {msg.context.bap_id!r} is not subscribed to this network",
+            http_status=200,
+            paths="context.bap_id",
+        )
     return Accepted(process_async=True)
 
 
@@ -39,8 +43,12 @@ def fan_out(session: Session, row: Any) -> list[int]:
     signs as the subscriber that received the message (row.receiver_id), so any worker can relay."""
     ctx = json.loads(row.body)["context"]
     loc = ctx.get("location", {})
-    bpps = subscribers_sync(type="BPP", domain=ctx.get("domain"), city=loc.get("city", {}).get("code"),
-                            country=loc.get("country", {}).get("code"))
+    bpps = subscribers_sync(
+        type="BPP",
+        domain=ctx.get("domain"),
+        city=loc.get("city", {}).get("code"),
+        country=loc.get("country", {}).get("code"),
+    )
     if ctx.get("bpp_id"):  # a search addressed to one BPP goes only there
         bpps = [b for b in bpps if b["subscriber_id"] == ctx["bpp_id"]]
     log.info("fan-out", transaction_id=ctx.get("transaction_id"), bpps=len(bpps))

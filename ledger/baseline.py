@@ -1,7 +1,7 @@
 """Baseline "10-of-10 with in-day adjustment" (p415-settlement.md rule 3), over plain data.
 
 For a meter and a settlement period: the mean metered energy of the same period over the most recent
-10 days of the same day type (working / non-working, ledger/periods.py) within a 60-day lookback,
+10 days of the same day type (working / non-working, grid/periods.py) within a 60-day lookback,
 excluding event days (days with any declared activity on that meter). Fewer than 10 eligible days:
 use those available, at least 5; otherwise the baseline is "insufficient data".
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 
-from ledger.periods import PERIOD, day_type, is_clock_change_day, local_clock, period_of, utc_for_local
+from grid.periods import PERIOD, day_type, is_clock_change_day, local_clock, period_of, utc_for_local
 
 IN_DAY_MODES = ("symmetric", "positive_only", "none")
 

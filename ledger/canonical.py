@@ -18,7 +18,7 @@ from typing import Any
 
 import rfc8785
 
-from ledger.money import MAX_SAFE_INTEGER
+from grid.money import MAX_SAFE_INTEGER
 
 ENTRY_FORMAT_VERSION = 1
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
 
+from grid.periods import is_period_aligned
 from ledger.errors import LedgerError
-from ledger.periods import is_period_aligned
 
 TOKEN_ENERGY_WH = 1_000_000  # 1 token = 1 MWh of callable deferral
 

@@ -5,7 +5,7 @@
     app.add_typer(metering_app, name="metering")    # flexmarket metering import FILE.csv
     app.command("statement")(statement)             # flexmarket statement --account … --from … --to …
 
-Every command first calls flexmarket.embedded.ensure_services() (DATABASE_URL, or the embedded
+Every command first calls kernel.embedded.ensure_services() (DATABASE_URL, or the embedded
 PostgreSQL when it is unset) and migrates a database that has no ledger tables yet.
 """
 
@@ -32,7 +32,7 @@ def _metering() -> None:
 
 
 def _services() -> None:
-    from flexmarket.embedded import ensure_services
+    from kernel.embedded import ensure_services
     from ledger.service import ensure_schema
 
     ensure_services()
@@ -256,9 +256,9 @@ def metering_import(
     """Import half-hourly readings; the whole file or nothing. Malformed or duplicate readings are
     refused with the reason, and the exit status is 1."""
     _services()
+    from grid.money import QuantityError, decimal_to_units
     from ledger import service as svc
     from ledger.errors import LedgerError
-    from ledger.money import QuantityError, decimal_to_units
 
     by_meter: dict[str, list[svc.Reading]] = defaultdict(list)
     owners: dict[str, str | None] = {}

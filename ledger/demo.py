@@ -37,10 +37,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from grid.money import decimal_to_units, gbp_per_mwh_to_millipence, pence_to_gbp_str, wh_to_kwh_str
+from grid.periods import LONDON, PERIOD
 from ledger import accounts as acct
 from ledger import service as svc
-from ledger.money import decimal_to_units, gbp_per_mwh_to_millipence, pence_to_gbp_str, wh_to_kwh_str
-from ledger.periods import LONDON, PERIOD
 from ledger.proofs import verify_statement
 from ledger.settlement import OrderTerms
 

@@ -52,8 +52,8 @@ def create_app() -> FastAPI:
         yield
         close_runtimes()
 
-    from flexmarket.logging import configure_logging
-    from flexmarket.web import add_ops_routes
+    from beckn.webapp import add_ops_routes
+    from kernel.logging import configure_logging
 
     configure_logging("ledger")
     app = FastAPI(title="flexmarket ledger", version="1", lifespan=lifespan)

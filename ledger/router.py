@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -49,11 +49,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
+from grid.money import QuantityError, decimal_to_units, gbp_per_mwh_to_millipence
+from grid.periods import PeriodError
+from kernel import clock
 from ledger import accounts as acct
 from ledger import service as svc
 from ledger.errors import LedgerError, forbidden
-from ledger.money import QuantityError, decimal_to_units, gbp_per_mwh_to_millipence
-from ledger.periods import PeriodError
 from ledger.settlement import DEFAULT_POLICY, OrderTerms
 from ledger.transfers import TransferSpec
 
@@ -119,7 +120,7 @@ _runtime_lock = threading.Lock()
 
 
 def get_runtime() -> LedgerRuntime:
-    from flexmarket import db
+    from kernel import db
 
     url = db.database_url()
     with _runtime_lock:
@@ -699,4 +700,4 @@ def post_apikey(body: ApiKeyIn, rt: Runtime, who: Who) -> JSONResponse:
 
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
-    return {"status": "ok", "time": datetime.now(UTC).isoformat()}
+    return {"status": "ok", "time": clock.wall_now().isoformat(), "market_time": clock.now().isoformat()}

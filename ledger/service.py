@@ -31,14 +31,15 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from grid.money import MAX_SAFE_INTEGER, gbp_per_mwh_to_millipence
+from grid.periods import PERIOD, is_period_aligned, require_utc
+from kernel import clock
 from ledger import accounts as acct
 from ledger import cft as cftrules
 from ledger.canonical import canonical_json
 from ledger.chain import CheckpointRef, EntryRoots, VerifyResult, describe_mismatch, entry_roots, verify_links
 from ledger.errors import LedgerError, forbidden, not_found
 from ledger.merkle import leaf_hash, levels, root_from_leaf_hashes
-from ledger.money import MAX_SAFE_INTEGER, gbp_per_mwh_to_millipence
-from ledger.periods import PERIOD, is_period_aligned, require_utc
 from ledger.proofs import STATEMENT_FORMAT, checkpoint_message, entry_proof, posted_delta, sign_checkpoint
 from ledger.proofs import verify_checkpoint as verify_checkpoint_doc
 from ledger.settlement import (
@@ -83,14 +84,14 @@ def iso(t: datetime) -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 # --- connections ---------------------------------------------------------------------------------
 
 
 def conninfo(url: str | None = None) -> str:
-    from flexmarket import db
+    from kernel import db
 
     return db.libpq_url(url or db.database_url())
 
@@ -1290,14 +1291,14 @@ def series_info(conn: psycopg.Connection, series_id: str) -> dict[str, Any]:
 
 def ledger_keypair(keys_dir: Path | None = None):  # -> beckn.keys.KeyPair
     from beckn.keys import load_or_create_keypair
-    from flexmarket.config import get_settings
+    from kernel.config import get_settings
 
     return load_or_create_keypair((keys_dir or get_settings().keys_dir) / "ledger.json")
 
 
 def existing_public_key_b64(keys_dir: Path | None = None) -> str | None:
     """The ledger key's public half if the key file exists (verification must not create a key)."""
-    from flexmarket.config import get_settings
+    from kernel.config import get_settings
 
     path = (keys_dir or get_settings().keys_dir) / "ledger.json"
     if not path.is_file():
@@ -1391,7 +1392,7 @@ def create_checkpoint(
 
 
 def default_publish_dir() -> Path:
-    from flexmarket.config import get_settings
+    from kernel.config import get_settings
 
     return get_settings().home / "ledger" / "checkpoints"
 
@@ -1956,7 +1957,7 @@ def revoke_api_key(conn: psycopg.Connection, key_id: str) -> bool:
 
 def ensure_schema(url: str | None = None) -> None:
     """Migrate to head when the ledger tables are missing (a fresh embedded database)."""
-    from flexmarket import db
+    from kernel import db
 
     with connection(url) as conn:
         present = conn.execute("SELECT to_regclass('ledger.links')").fetchone()

@@ -1,10 +1,10 @@
 """P415-style settlement as pure functions over integers (../shared/reference/market/p415-settlement.md).
 
 Units: energy in Wh (int readings; exact `Fraction` once averaged), power in W, prices in milli-pence per
-MWh, money in exact Fraction pence until each line is rounded once (ledger/money.py: half to even).
+MWh, money in exact Fraction pence until each line is rounded once (grid/money.py: half to even).
 Each numbered rule of p415-settlement.md is a function here (or in periods.py / baseline.py):
 
- 1 clock ............ ledger.periods (period_of, day_periods, periods_between)
+ 1 clock ............ grid.periods (period_of, day_periods, periods_between)
  2 declared activity  declared_periods — gate closure 1 h before each period
  3 baseline ......... ledger.baseline (10-of-10, in-day adjustment)
  4 delivered volume . delivered_volume_wh, payable_volume_wh
@@ -14,7 +14,7 @@ Each numbered rule of p415-settlement.md is a function here (or in periods.py / 
  8 availability ..... availability_pence
  9 supplier comp. ... supplier_compensation_pence, line_accounts (mutualised pot or buyer pays)
 10 runs ............. RUNS, next_run, run_transfers (reversing + new entries, never overwrite)
-11 money ............ ledger.money.round_half_even, applied once per line in settle()
+11 money ............ grid.money.round_half_even, applied once per line in settle()
 12 reproducibility .. settle() is a pure function of SettlementInputs + Policy; inputs_digest()
 """
 
@@ -27,6 +27,8 @@ from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
+from grid.money import MILLIPENCE_PER_PENNY, WH_PER_MWH, energy_price_pence, round_half_even
+from grid.periods import PERIOD, SettlementPeriod, periods_between
 from ledger import accounts as acct
 from ledger.baseline import (
     Adjustment,
@@ -36,8 +38,6 @@ from ledger.baseline import (
     unadjusted_baseline,
 )
 from ledger.canonical import canonical_json
-from ledger.money import MILLIPENCE_PER_PENNY, WH_PER_MWH, energy_price_pence, round_half_even
-from ledger.periods import PERIOD, SettlementPeriod, periods_between
 
 RUNS = ("II", "SF", "R1", "R2", "R3", "RF", "DF")
 LINES = ("utilisation", "availability", "shortfall", "supplier_compensation")

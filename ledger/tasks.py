@@ -1,4 +1,4 @@
-"""Celery tasks of the ledger (scheduled by flexmarket/celery_app.py's beat schedule).
+"""Celery tasks of the ledger (scheduled by kernel/celery_app.py's beat schedule).
 
 - `ledger.checkpoint`  — sign the chain head and publish it under $FLEXMARKET_HOME/ledger/checkpoints.
 - `ledger.expire_cfts` — expire tokens of ended CFT series and pending transfers past their timeout.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flexmarket.celery_app import celery_app
+from kernel.celery_app import celery_app
 
 
 def _now(now_iso: str | None) -> datetime:

@@ -31,9 +31,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from grid.money import MAX_SAFE_INTEGER
 from ledger.canonical import encode_entry
 from ledger.errors import LedgerError
-from ledger.money import MAX_SAFE_INTEGER
 
 FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS = 1
 FLAG_CREDITS_MUST_NOT_EXCEED_DEBITS = 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from flexmarket.web import create_base_app
+from beckn.webapp import create_base_app
 from registry.router import router
 
 

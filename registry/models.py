@@ -32,8 +32,9 @@ class Coverage(RegistryBase):
 
     __tablename__ = "coverage"
 
-    subscriber_id: Mapped[str] = mapped_column(ForeignKey("subscribers.subscriber_id", ondelete="CASCADE"),
-                                               primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.subscriber_id", ondelete="CASCADE"), primary_key=True
+    )
     domain: Mapped[str] = mapped_column(String(255), primary_key=True)
     city_code: Mapped[str] = mapped_column(String(64), primary_key=True)  # "*" = every city
     country_code: Mapped[str] = mapped_column(String(8), primary_key=True)
@@ -46,8 +47,9 @@ class SubscriberKey(RegistryBase):
 
     __tablename__ = "subscriber_keys"
 
-    subscriber_id: Mapped[str] = mapped_column(ForeignKey("subscribers.subscriber_id", ondelete="CASCADE"),
-                                               primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.subscriber_id", ondelete="CASCADE"), primary_key=True
+    )
     unique_key_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     signing_public_key: Mapped[str] = mapped_column(String(128))
     encr_public_key: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from flexmarket.db import session_scope
+from kernel.db import session_scope
 from registry import service
 from schemas.registry import LookupRequest, Subscription
 

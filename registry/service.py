@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from beckn import signing
 from beckn.keys import KeyError_, public_key_from_b64
+from kernel import clock
 from registry.models import Coverage, Subscriber, SubscriberKey
 from schemas.registry import LookupRequest, Subscription
 
@@ -56,7 +57,7 @@ def _check(new: NewSubscriber) -> None:
 def upsert(session: Session, new: NewSubscriber, status: str) -> Subscriber:
     """Create or update a subscriber, its coverage and one key (rotation keeps the others)."""
     _check(new)
-    now = datetime.now(UTC)
+    now = clock.wall_now()
     sub = session.get(Subscriber, new.subscriber_id, options=[selectinload(Subscriber.coverage)])
     if sub is None:
         sub = Subscriber(subscriber_id=new.subscriber_id, type=new.type, url=new.url, status=status)
@@ -92,15 +93,16 @@ def upsert(session: Session, new: NewSubscriber, status: str) -> Subscriber:
     return sub
 
 
-def subscribe(
-    session: Session, body: Subscription, raw_body: bytes, authorization: str | None, operator: bool
-) -> str:
+def subscribe(session: Session, body: Subscription, raw_body: bytes, authorization: str | None, operator: bool) -> str:
     """POST /subscribe. The request must be signed with the key it registers (proof of possession),
     or with an already-subscribed key of the same subscriber (rotation: approved at once). Otherwise
     the subscription waits as UNDER_SUBSCRIPTION until an operator approves it; a request carrying the
     operator token is approved immediately."""
-    missing = [f for f in ("subscriber_id", "url", "type", "domain", "key_id", "signing_public_key")
-               if getattr(body, f) in (None, "")]
+    missing = [
+        f
+        for f in ("subscriber_id", "url", "type", "domain", "key_id", "signing_public_key")
+        if getattr(body, f) in (None, "")
+    ]
     if missing:
         raise RegistryRequestError(f"missing fields: {', '.join(missing)}")
     if not body.city_code or not body.country_code:
@@ -183,8 +185,11 @@ def lookup(session: Session, req: LookupRequest) -> list[dict[str, Any]]:
         q = q.where(SubscriberKey.unique_key_id == req.key_id)
     rows = []
     for sub, cov, key in session.execute(q.order_by(Subscriber.subscriber_id, SubscriberKey.valid_from.desc())):
-        status = "SUBSCRIBED" if (sub.status == "SUBSCRIBED" and key.status == "SUBSCRIBED") else (
-            sub.status if sub.status != "SUBSCRIBED" else key.status)
+        status = (
+            "SUBSCRIBED"
+            if (sub.status == "SUBSCRIBED" and key.status == "SUBSCRIBED")
+            else (sub.status if sub.status != "SUBSCRIBED" else key.status)
+        )
         if req.status and status != req.status:
             continue
         rows.append(
@@ -211,7 +216,8 @@ def lookup(session: Session, req: LookupRequest) -> list[dict[str, Any]]:
 def list_subscribers(session: Session) -> list[Subscriber]:
     return list(
         session.scalars(
-            select(Subscriber).options(selectinload(Subscriber.coverage), selectinload(Subscriber.keys))
+            select(Subscriber)
+            .options(selectinload(Subscriber.coverage), selectinload(Subscriber.keys))
             .order_by(Subscriber.subscriber_id)
         )
     )
@@ -223,7 +229,7 @@ def operator_token() -> str:
     import os
     import secrets
 
-    from flexmarket.config import get_settings
+    from kernel.config import get_settings
 
     settings = get_settings()
     if settings.registry_operator_token:

@@ -160,12 +160,16 @@ def offer_to_item(o: FlexOfferSpec) -> Item:
                     "baseline_method": o.baseline_method,
                     "price_unit": "GBP/MWh",
                     "availability_price_gbp_per_mw_h": (
-                        dec(o.availability_price_gbp_per_mw_h, 2) if o.availability_price_gbp_per_mw_h is not None
-                        else None),
+                        dec(o.availability_price_gbp_per_mw_h, 2)
+                        if o.availability_price_gbp_per_mw_h is not None
+                        else None
+                    ),
                     "expected_carbon_g_per_kwh": (
-                        dec(o.expected_carbon_g_per_kwh, 1) if o.expected_carbon_g_per_kwh is not None else None),
+                        dec(o.expected_carbon_g_per_kwh, 1) if o.expected_carbon_g_per_kwh is not None else None
+                    ),
                     "marginal_cost_gbp_per_mwh": (
-                        dec(o.marginal_cost_gbp_per_mwh, 2) if o.marginal_cost_gbp_per_mwh is not None else None),
+                        dec(o.marginal_cost_gbp_per_mwh, 2) if o.marginal_cost_gbp_per_mwh is not None else None
+                    ),
                     "policy_version": o.policy_version,
                 },
             )
@@ -225,14 +229,16 @@ class FlexRequest:
 
 def request_to_intent(r: FlexRequest) -> Intent:
     return Intent(
-        fulfillment=Fulfillment(type=FULFILLMENT_TYPE,
-                                stops=[Stop(type="end", time=_window(r.window_start, r.window_end))]),
+        fulfillment=Fulfillment(
+            type=FULFILLMENT_TYPE, stops=[Stop(type="end", time=_window(r.window_start, r.window_end))]
+        ),
         item=Item(quantity=ItemQuantity(selected=_kw(r.power_kw))),
         tags=[
             _tags(
                 REQUEST_TAG,
                 {
-                    "max_price_gbp_per_mwh": dec(r.max_price_gbp_per_mwh, 2) if r.max_price_gbp_per_mwh is not None
+                    "max_price_gbp_per_mwh": dec(r.max_price_gbp_per_mwh, 2)
+                    if r.max_price_gbp_per_mwh is not None
                     else None,
                     "region": r.region,
                     "resource_type": r.resource_type,
@@ -340,9 +346,10 @@ def order_to_spec(order: Order | None, path: str = "message.order", need_window:
     if stop is not None and stop.location and stop.location.address:
         addr = stop.location.address
         if not addr.startswith(METER_SCHEME) or len(addr) <= len(METER_SCHEME):
-            raise FlexFormatError(f"{path}.fulfillments[0].stops[0].location.address",
-                                  f"must be {METER_SCHEME}<meter-id>")
-        meter = addr[len(METER_SCHEME):]
+            raise FlexFormatError(
+                f"{path}.fulfillments[0].stops[0].location.address", f"must be {METER_SCHEME}<meter-id>"
+            )
+        meter = addr[len(METER_SCHEME) :]
     method = "P415"
     if order.payments:
         g = _find_tags(order.payments[0].tags, SETTLEMENT_TAG)
@@ -386,8 +393,9 @@ def order_view_to_order(v: OrderView) -> Order:
             descriptor=Descriptor(code=v.state), updated_at=v.updated_at
         )
     if v.cancellation_reason:
-        order.cancellation = Cancellation(cancelled_by="CONSUMER",
-                                          reason={"descriptor": {"name": v.cancellation_reason}})
+        order.cancellation = Cancellation(
+            cancelled_by="CONSUMER", reason={"descriptor": {"name": v.cancellation_reason}}
+        )
     if v.extra_tags:
         order.tags = [_tags("flexmarket", v.extra_tags)]
     return order

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from flexmarket import db
-from flexmarket.config import reset_settings
+from kernel import db
+from kernel.config import reset_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -39,7 +39,7 @@ def pg_server_url(_service_home: Path) -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return db.libpq_url(url)
-    from flexmarket.embedded import start_embedded_postgres
+    from kernel.embedded import start_embedded_postgres
 
     return start_embedded_postgres(_service_home)
 
@@ -82,7 +82,7 @@ def redis_url(_service_home: Path) -> str:
     url = os.environ.get("REDIS_URL")
     if url:
         return url
-    from flexmarket.embedded import start_embedded_redis
+    from kernel.embedded import start_embedded_redis
 
     return start_embedded_redis(_service_home)
 

@@ -12,7 +12,7 @@ import yaml
 from typer.main import get_command
 
 from flexmarket.cli import app
-from flexmarket.config import Settings
+from kernel.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

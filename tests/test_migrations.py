@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import psycopg
 
-from flexmarket import db
+from kernel import db
 
 EXPECTED = {
-    ("registry", "subscribers"), ("registry", "subscriber_keys"), ("registry", "coverage"),
-    ("gateway", "inbox"), ("gateway", "outbox"), ("bap", "inbox"), ("bap", "outbox"), ("bap", "transactions"),
-    ("bap", "catalog_offers"), ("bap", "orders"), ("bpp", "inbox"), ("bpp", "outbox"), ("bpp", "offers"),
-    ("bpp", "orders"), ("bpp", "order_events"), ("bpp", "providers"), ("bpp", "decisions"),
+    ("registry", "subscribers"),
+    ("registry", "subscriber_keys"),
+    ("registry", "coverage"),
+    ("gateway", "inbox"),
+    ("gateway", "outbox"),
+    ("bap", "inbox"),
+    ("bap", "outbox"),
+    ("bap", "transactions"),
+    ("bap", "catalog_offers"),
+    ("bap", "orders"),
+    ("bpp", "inbox"),
+    ("bpp", "outbox"),
+    ("bpp", "offers"),
+    ("bpp", "orders"),
+    ("bpp", "order_events"),
+    ("bpp", "providers"),
+    ("bpp", "decisions"),
 }
 
 
 def tables(url: str) -> set[tuple[str, str]]:
     with psycopg.connect(db.libpq_url(url)) as conn:
-        return set(conn.execute(
-            "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('registry','gateway','bap','bpp','ledger')").fetchall())
+        return set(
+            conn.execute(
+                "select table_schema, table_name from information_schema.tables "
+                "where table_schema in ('registry','gateway','bap','bpp','ledger')"
+            ).fetchall()
+        )
 
 
 def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:

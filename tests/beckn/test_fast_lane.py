@@ -69,9 +69,13 @@ def test_an_oversized_body_is_refused_before_it_is_read() -> None:
     from beckn.pipeline import MAX_BODY_BYTES, BecknPipeline
 
     real = FastAPI()
-    real.state.pipeline = BecknPipeline(participant="bap", role=Role.BAP, schema="bap",
-                                        handlers={"on_search": lambda *a: None},  # type: ignore[arg-type,return-value]
-                                        registry=None)  # type: ignore[arg-type]  # refused before any lookup
+    real.state.pipeline = BecknPipeline(
+        participant="bap",
+        role=Role.BAP,
+        schema="bap",
+        handlers={"on_search": lambda *a: None},  # type: ignore[arg-type,return-value]
+        registry=None,
+    )  # type: ignore[arg-type]  # refused before any lookup
     lane = FastLane(real, lambda path: ("on_search", "me") if path == "/beckn/on_search" else None)
     with TestClient(lane) as client:
         r = client.post("/beckn/on_search", content=b"{" + b" " * MAX_BODY_BYTES + b"}")

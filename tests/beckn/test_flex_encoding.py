@@ -38,21 +38,49 @@ slots = st.integers(min_value=0, max_value=40)
 kw = st.decimals(min_value="0.1", max_value="9999.9", places=1).map(float)
 
 
-@given(start=slots, n=st.integers(1, 8), avail=kw, price=st.decimals("0.01", "5000", places=2).map(float),
-       carbon=st.none() | st.decimals("0", "900", places=1).map(float))
+@given(
+    start=slots,
+    n=st.integers(1, 8),
+    avail=kw,
+    price=st.decimals("0.01", "5000", places=2).map(float),
+    carbon=st.none() | st.decimals("0", "900", places=1).map(float),
+)
 def test_offer_round_trip(start: int, n: int, avail: float, price: float, carbon: float | None) -> None:
-    o = FlexOfferSpec("it-1", "p-1", "site-1", T0 + timedelta(minutes=30 * start),
-                      T0 + timedelta(minutes=30 * (start + n)), avail, 0.0, avail, price,
-                      expected_carbon_g_per_kwh=carbon, name="evening turn-down")
+    o = FlexOfferSpec(
+        "it-1",
+        "p-1",
+        "site-1",
+        T0 + timedelta(minutes=30 * start),
+        T0 + timedelta(minutes=30 * (start + n)),
+        avail,
+        0.0,
+        avail,
+        price,
+        expected_carbon_g_per_kwh=carbon,
+        name="evening turn-down",
+    )
     wire = Item.model_validate(offer_to_item(o).dump())
     assert item_to_offer(wire, "p-1") == o
 
 
-@given(power=kw, start=slots, n=st.integers(1, 8), method=st.sampled_from(["P415", "CFT"]),
-       meter=st.none() | st.from_regex(r"[A-Z]{3}-[0-9]{4}", fullmatch=True))
+@given(
+    power=kw,
+    start=slots,
+    n=st.integers(1, 8),
+    method=st.sampled_from(["P415", "CFT"]),
+    meter=st.none() | st.from_regex(r"[A-Z]{3}-[0-9]{4}", fullmatch=True),
+)
 def test_order_round_trip(power: float, start: int, n: int, method: str, meter: str | None) -> None:
-    spec = OrderSpec("p-1", "it-1", power, T0 + timedelta(minutes=30 * start),
-                     T0 + timedelta(minutes=30 * (start + n)), meter, method, "ord-1")
+    spec = OrderSpec(
+        "p-1",
+        "it-1",
+        power,
+        T0 + timedelta(minutes=30 * start),
+        T0 + timedelta(minutes=30 * (start + n)),
+        meter,
+        method,
+        "ord-1",
+    )
     assert order_to_spec(Order.model_validate(order_spec_to_order(spec).dump())) == spec
 
 
@@ -65,8 +93,10 @@ def test_request_round_trip() -> None:
     ("mutate", "path"),
     [
         (lambda o: o["items"][0]["quantity"]["selected"]["measure"].update(value="-5"), "selected.measure.value"),
-        (lambda o: o["fulfillments"][0]["stops"][0]["time"]["range"].update(end="2026-11-24T15:00:00Z"),
-         "stops[0].time"),
+        (
+            lambda o: o["fulfillments"][0]["stops"][0]["time"]["range"].update(end="2026-11-24T15:00:00Z"),
+            "stops[0].time",
+        ),
         (lambda o: o["fulfillments"][0]["stops"][0]["location"].update(address="meter-7"), "location.address"),
         (lambda o: o.pop("provider"), "provider.id"),
         (lambda o: o["items"].append({"id": "x"}), "items"),
@@ -105,15 +135,22 @@ def test_accepted_commitments_never_exceed_capacity(requests: list[tuple[int, in
 def test_capacity_refusal_names_the_slot() -> None:
     o = offer(500)
     with pytest.raises(CommitmentError, match="17:00"):
-        check_capacity(o, [Commitment(400, T0 + timedelta(hours=1), T0 + timedelta(hours=2))],
-                       Commitment(200, T0, T0 + timedelta(hours=4)))
+        check_capacity(
+            o,
+            [Commitment(400, T0 + timedelta(hours=1), T0 + timedelta(hours=2))],
+            Commitment(200, T0, T0 + timedelta(hours=4)),
+        )
 
 
 @pytest.mark.parametrize(
     ("power", "start_min", "end_min", "kind"),
-    [(600, 0, 60, "quantity_unavailable"), (10, 0, 60, "quantity_unavailable"),
-     (100, -30, 60, "fulfillment_unavailable"), (100, 0, 300, "fulfillment_unavailable"),
-     (100, 15, 75, "fulfillment_unavailable")],
+    [
+        (600, 0, 60, "quantity_unavailable"),
+        (10, 0, 60, "quantity_unavailable"),
+        (100, -30, 60, "fulfillment_unavailable"),
+        (100, 0, 300, "fulfillment_unavailable"),
+        (100, 15, 75, "fulfillment_unavailable"),
+    ],
 )
 def test_order_must_fit_the_offer(power: float, start_min: int, end_min: int, kind: str) -> None:
     with pytest.raises(CommitmentError) as e:
@@ -132,7 +169,6 @@ def test_search_matching_filters_window_type_region_price() -> None:
     cheap = FlexRequest(T0, T0 + timedelta(hours=1), 100, max_price_gbp_per_mwh=160)
     assert {o.item_id for o in matching_offers(offers, cheap, region)} == {"dc-01-evening-peak"}
     assert matching_offers(offers, FlexRequest(T0, T0 + timedelta(hours=1), 100, region="GB-R1"), region) == []
-    assert matching_offers(offers, FlexRequest(T0, T0 + timedelta(hours=1), 100, resource_type="storage"),
-                           region) == []
+    assert matching_offers(offers, FlexRequest(T0, T0 + timedelta(hours=1), 100, resource_type="storage"), region) == []
     night = FlexRequest(T0 + timedelta(hours=6), T0 + timedelta(hours=7), 100)
     assert matching_offers(offers, night, region) == []

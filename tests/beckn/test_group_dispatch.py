@@ -15,7 +15,7 @@ from beckn.errors import BecknError, Role
 from beckn.identity import Identity
 from beckn.keys import KeyPair
 from beckn.pipeline import Accepted, BecknPipeline, Inbound, Verified
-from flexmarket.db import raw, session_scope
+from kernel.db import raw, session_scope
 from schemas.core import Context
 
 SCHEMA = "gateway"
@@ -24,9 +24,18 @@ ME = Identity("gw.test", Role.BG, "http://127.0.0.1:1", KeyPair.generate())
 
 def _msg(sender: str, message_id: str = "m-1", action: str = "on_search") -> Inbound:
     ctx = Context(action=action, message_id=message_id, transaction_id="t-1")
-    return Inbound(action=action, raw=f'{{"from": "{sender}"}}'.encode(), payload={}, context=ctx, message=None,
-                   error=None, receiver=ME, verified=Verified(sender, "k", "http://x"),
-                   authorization="Signature …", gateway_authorization=None)
+    return Inbound(
+        action=action,
+        raw=f'{{"from": "{sender}"}}'.encode(),
+        payload={},
+        context=ctx,
+        message=None,
+        error=None,
+        receiver=ME,
+        verified=Verified(sender, "k", "http://x"),
+        authorization="Signature …",
+        gateway_authorization=None,
+    )
 
 
 def _inbox() -> list[tuple[str, str, str]]:
@@ -45,16 +54,21 @@ def _pipeline(writes: bool, enqueued: list[tuple[int, str, str]]) -> BecknPipeli
             raw(session).execute(
                 "INSERT INTO outbox (sender_id, receiver_url, action, message_id, transaction_id, body, status, "
                 "expires_at) VALUES ('gw', 'u', 'x', %s, 't', %s, 'PENDING', now())",
-                (msg.context.message_id, msg.verified.sender_id.encode()))
+                (msg.context.message_id, msg.verified.sender_id.encode()),
+            )
         if msg.verified.sender_id.startswith("bad"):
             raise BecknError("not_found", f"refusing {msg.verified.sender_id}", http_status=200)
         return Accepted(process_async=msg.verified.sender_id != "sync")
 
-    return BecknPipeline(participant="gateway", role=Role.BG, schema=SCHEMA, handlers={"on_search": handler},
-                         registry=None,  # type: ignore[arg-type]  # dispatch never verifies
-                         enqueue_processing=lambda schema, inbox_id, mid, action: enqueued.append(
-                             (inbox_id, mid, action)),
-                         savepoint_actions=None if writes else ())
+    return BecknPipeline(
+        participant="gateway",
+        role=Role.BG,
+        schema=SCHEMA,
+        handlers={"on_search": handler},
+        registry=None,  # type: ignore[arg-type]  # dispatch never verifies
+        enqueue_processing=lambda schema, inbox_id, mid, action: enqueued.append((inbox_id, mid, action)),
+        savepoint_actions=None if writes else (),
+    )
 
 
 @pytest.mark.parametrize("writes", [False, True])
@@ -66,8 +80,12 @@ def test_a_batch_keeps_the_good_refuses_the_bad_and_knows_duplicates(isolated_db
     assert results[0] is False and results[2] is False and results[4] is False and results[5] is False
     assert isinstance(results[1], BecknError) and "refusing bad-2" in results[1].message
     assert results[3] is True  # the same message twice in one batch: the second is a duplicate
-    assert _inbox() == [("bpp-1", "m-1", "RECEIVED"), ("bpp-3", "m-1", "RECEIVED"), ("sync", "m-1", "PROCESSED"),
-                        ("bpp-4", "m-2", "RECEIVED")]
+    assert _inbox() == [
+        ("bpp-1", "m-1", "RECEIVED"),
+        ("bpp-3", "m-1", "RECEIVED"),
+        ("sync", "m-1", "PROCESSED"),
+        ("bpp-4", "m-2", "RECEIVED"),
+    ]
     if writes:  # the refused handler's write was rolled back with its savepoint
         assert [bytes(b).decode() for b in _marks()] == ["bpp-1", "bpp-3", "sync", "bpp-4"]
     # one task per sibling group (message_id, action), naming the group's first row
@@ -95,8 +113,11 @@ def test_concurrent_requests_share_transactions(isolated_db: str) -> None:
     p._group.dispatch = counting
 
     async def many() -> list[bool | BaseException]:
-        return await asyncio.gather(*(p._group.submit(_msg(f"bpp-{i}")) for i in range(40)),
-                                    p._group.submit(_msg("bad-x")), return_exceptions=True)
+        return await asyncio.gather(
+            *(p._group.submit(_msg(f"bpp-{i}")) for i in range(40)),
+            p._group.submit(_msg("bad-x")),
+            return_exceptions=True,
+        )
 
     results = asyncio.run(many())
     assert results[:40] == [False] * 40 and isinstance(results[40], BecknError)

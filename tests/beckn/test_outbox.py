@@ -16,9 +16,9 @@ from beckn import outbox, signing
 from beckn.errors import Role
 from beckn.identity import load_or_create_identity
 from beckn.keys import public_key_from_b64
-from flexmarket.config import reset_settings
-from flexmarket.db import session_scope
-from flexmarket.embedded import free_port
+from kernel.config import reset_settings
+from kernel.db import session_scope
+from kernel.embedded import free_port
 from tests.e2e.helpers import rows
 
 
@@ -60,8 +60,9 @@ def sender(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_db: str):  
 def _enqueue(url: str, sender_id: str, ttl_s: int = 60) -> int:
     payload = {"context": {"action": "on_status", "message_id": "m-1", "transaction_id": "t-1"}, "message": {}}
     with session_scope("bpp") as s:
-        return outbox.enqueue(s, sender_id=sender_id, receiver_url=url, action="on_status", payload=payload,
-                              ttl_s=ttl_s)
+        return outbox.enqueue(
+            s, sender_id=sender_id, receiver_url=url, action="on_status", payload=payload, ttl_s=ttl_s
+        )
 
 
 def test_ack_marks_delivered_and_signs_exact_bytes(receiver: str, sender, isolated_db: str) -> None:  # type: ignore[no-untyped-def]
@@ -109,8 +110,9 @@ def test_unreachable_receiver_fails_visibly_after_ttl(sender, isolated_db: str) 
         if o.status == "FAILED":
             break
     assert outcomes[0] == "PENDING" and outcomes[-1] == "FAILED"
-    status, err, attempts = rows(isolated_db, "select status, last_error, attempts from bpp.outbox where id = %s",
-                                 oid)[0]
+    status, err, attempts = rows(isolated_db, "select status, last_error, attempts from bpp.outbox where id = %s", oid)[
+        0
+    ]
     assert status == "FAILED" and "TTL expired" in err and "Connect" in err and attempts >= 1
 
 
@@ -124,10 +126,12 @@ def test_leased_rows_are_sent_by_their_writer_alone(receiver: str, sender, isola
     """enqueue_leased: the writer delivers without a claim; until the lease ends nobody else sends them."""
     payload = {"context": {"action": "on_search", "message_id": "m-2", "transaction_id": "t-2"}, "message": {}}
     with session_scope("bpp") as s:
-        [row] = outbox.enqueue_leased(s, [outbox.outbound(sender.subscriber_id, receiver + "/on_search", "on_search",
-                                                          payload)])
-    assert rows(isolated_db, "select lease_until > now() + interval '30 seconds' from bpp.outbox where id = %s",
-                row.id) == [(True,)]
+        [row] = outbox.enqueue_leased(
+            s, [outbox.outbound(sender.subscriber_id, receiver + "/on_search", "on_search", payload)]
+        )
+    assert rows(
+        isolated_db, "select lease_until > now() + interval '30 seconds' from bpp.outbox where id = %s", row.id
+    ) == [(True,)]
     assert outbox.deliver("bpp", [row.id]) == []  # another worker (the sweep, a retry) cannot claim it
     with session_scope("bpp") as s:  # nor does the beat sweep see it as overdue while it is leased
         assert row.id not in outbox.due_ids(s, older_than_s=-3600)
@@ -135,4 +139,5 @@ def test_leased_rows_are_sent_by_their_writer_alone(receiver: str, sender, isola
     assert outcome.status == "DELIVERED" and len(Receiver.received) == 1
     assert Receiver.received[0][0] == row.body
     assert rows(isolated_db, "select status, attempts, lease_until from bpp.outbox where id = %s", row.id) == [
-        ("DELIVERED", 1, None)]
+        ("DELIVERED", 1, None)
+    ]

@@ -11,17 +11,24 @@ import pytest
 from sqlalchemy.orm import Session
 
 from beckn import outbox, processing
-from flexmarket.db import raw, session_scope
+from kernel.db import raw, session_scope
 
 SCHEMA = "gateway"  # any Beckn schema: the test registers its own processor for it
 
 
 def _insert_siblings(n: int, message_id: str = "m-1", action: str = "on_search") -> list[int]:
     with session_scope(SCHEMA) as s:
-        return [raw(s).execute(
-            "INSERT INTO inbox (receiver_id, sender_id, sender_key_id, signature_verified, action, message_id, "
-            "transaction_id, body, status) VALUES ('gw', %s, 'k', true, %s, %s, 't-1', %s, 'RECEIVED') RETURNING id",
-            (f"bpp-{i}", action, message_id, f'{{"n": {i}}}'.encode())).fetchone()[0] for i in range(n)]
+        return [
+            raw(s)
+            .execute(
+                "INSERT INTO inbox (receiver_id, sender_id, sender_key_id, signature_verified, action, message_id, "
+                "transaction_id, body, status) "
+                "VALUES ('gw', %s, 'k', true, %s, %s, 't-1', %s, 'RECEIVED') RETURNING id",
+                (f"bpp-{i}", action, message_id, f'{{"n": {i}}}'.encode()),
+            )
+            .fetchone()[0]
+            for i in range(n)
+        ]
 
 
 def _rows() -> dict[int, tuple[str, int, str | None]]:

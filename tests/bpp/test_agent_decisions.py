@@ -14,8 +14,8 @@ from bpp.baselines import genetic, greedy_best_window, run_at_release
 from bpp.decisions import decisions_for_plan, query, settle
 from bpp.domain import ControlActions, Instance, Job, ObjectiveKind, ObjectiveSpec, Priority, Site, iso
 from bpp.scheduler import solve
-from bpp.signals import SignalSeries
 from bpp.workload import job_mix, read_alibaba, read_gaia
+from grid.signals import SignalSeries
 from tests.bpp.ctss_helpers import START
 
 H = 48

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from bpp import agent_service, service
 from bpp.catalog import CommitmentError, example_config, parse_config
 from bpp.models import Offer, Order, OrderEvent, Provider
-from flexmarket.db import session_scope
+from kernel.db import session_scope
 
 
 @pytest.fixture()
@@ -25,11 +25,24 @@ def platform(isolated_db: str):  # type: ignore[no-untyped-def]
 
 
 def _order(s, offer: Offer, kw: float, state: str = "CREATED") -> Order:  # type: ignore[no-untyped-def]
-    o = Order(id=str(uuid.uuid4()), bpp_id=offer.bpp_id, bap_id="bap", bap_uri="http://x",
-              transaction_id=str(uuid.uuid4()),
-              provider_id=offer.provider_id, item_id=offer.item_id, power_kw=kw, window_start=offer.window_start,
-              window_end=offer.window_end, meter_id=offer.meter_id, settlement_method="P415",
-              price_gbp_per_mwh=offer.price_gbp_per_mwh, state=state, city_code="GB-R13", country_code="GBR")
+    o = Order(
+        id=str(uuid.uuid4()),
+        bpp_id=offer.bpp_id,
+        bap_id="bap",
+        bap_uri="http://x",
+        transaction_id=str(uuid.uuid4()),
+        provider_id=offer.provider_id,
+        item_id=offer.item_id,
+        power_kw=kw,
+        window_start=offer.window_start,
+        window_end=offer.window_end,
+        meter_id=offer.meter_id,
+        settlement_method="P415",
+        price_gbp_per_mwh=offer.price_gbp_per_mwh,
+        state=state,
+        city_code="GB-R13",
+        country_code="GBR",
+    )
     s.add(o)
     s.flush()
     return o
@@ -40,8 +53,10 @@ def test_offers_and_decisions_come_from_the_plan(platform) -> None:  # type: ign
         offers = s.scalars(select(Offer).where(Offer.active)).all()
         assert offers, "the agent published no offer"
         assert all(o.item_id.endswith("-compute") for o in offers)
-        assert all(o.window_start >= datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-                   .replace(hour=0) for o in offers)
+        assert all(
+            o.window_start >= datetime.now(UTC).replace(minute=0, second=0, microsecond=0).replace(hour=0)
+            for o in offers
+        )
         assert all(o.spec["marginal_cost_gbp_per_mwh"] is not None for o in offers)
         # price = cost plus the configured margin (10% and £5/MWh)
         for o in offers:

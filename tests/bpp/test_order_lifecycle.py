@@ -17,8 +17,8 @@ from beckn.models import outbox
 from bpp import service
 from bpp.catalog import CommitmentError
 from bpp.models import Order, OrderEvent
-from flexmarket.config import reset_settings
-from flexmarket.db import session_scope
+from kernel.config import reset_settings
+from kernel.db import session_scope
 
 T0 = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
 
@@ -29,18 +29,34 @@ def order_id(isolated_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     reset_settings()
     load_or_create_identity(tmp_path, "bpp.test", Role.BPP, "http://127.0.0.1:9/p")
     with session_scope("bpp") as s:
-        o = Order(id=str(uuid.uuid4()), bpp_id="bpp.test", bap_id="bap.test", bap_uri="http://127.0.0.1:9/beckn",
-                  transaction_id=str(uuid.uuid4()), provider_id="p", item_id="i", power_kw=100, window_start=T0,
-                  window_end=T0 + timedelta(hours=1), meter_id="M", settlement_method="P415",
-                  price_gbp_per_mwh=100, state="ACCEPTED", city_code="GB-R13", country_code="GBR")
+        o = Order(
+            id=str(uuid.uuid4()),
+            bpp_id="bpp.test",
+            bap_id="bap.test",
+            bap_uri="http://127.0.0.1:9/beckn",
+            transaction_id=str(uuid.uuid4()),
+            provider_id="p",
+            item_id="i",
+            power_kw=100,
+            window_start=T0,
+            window_end=T0 + timedelta(hours=1),
+            meter_id="M",
+            settlement_method="P415",
+            price_gbp_per_mwh=100,
+            state="ACCEPTED",
+            city_code="GB-R13",
+            country_code="GBR",
+        )
         s.add(o)
         return o.id
 
 
 def _states(order_id: str) -> list[tuple[str | None, str]]:
     with session_scope("bpp") as s:
-        return [(e.from_state, e.to_state) for e in
-                s.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id))]
+        return [
+            (e.from_state, e.to_state)
+            for e in s.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id))
+        ]
 
 
 def test_window_opens_then_closes(order_id: str) -> None:

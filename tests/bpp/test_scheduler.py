@@ -274,8 +274,8 @@ def test_replan_keeps_running_work_fixed_and_progress_counted() -> None:
 
 def test_real_2023_signals_1000_jobs_three_regions(shared_dir) -> None:
     from bpp.baselines import POLICIES
-    from bpp.signals import load_region
     from bpp.workload import job_mix
+    from grid.signals import load_region
 
     start = START.replace(month=3, day=15)
     regions = {"DC-North": "GB", "DC-Iberia": "ES", "DC-Nordic": "NO"}

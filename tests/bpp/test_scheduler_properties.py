@@ -169,6 +169,5 @@ def test_reduced_cost_fixing_finds_the_full_milp_optimum(inst: Instance) -> None
     # Both are optimal within their certified gaps, so they agree within the sum of those gaps — plus the
     # objective change that HiGHS's primal feasibility tolerance (1e-7 on rows and bounds) allows.
     allowed = fast.mip_gap * abs(fast.objective) + full.mip_gap * abs(full.objective) + 1e-6
-    assert abs(fast.objective - full.objective) <= allowed, (fast.objective, full.objective, fast.mip_gap,
-                                                             full.mip_gap)
+    assert abs(fast.objective - full.objective) <= allowed, (fast.objective, full.objective, fast.mip_gap, full.mip_gap)
     assert fast.mip_gap <= 1e-6 + 1e-12

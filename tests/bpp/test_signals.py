@@ -1,4 +1,4 @@
-"""bpp.signals: slot alignment, gap filling, DST independence, and the repo's trimmed data copy.
+"""grid.signals: slot alignment, gap filling, DST independence, and the repo's trimmed data copy.
 
 Tests on the real 2023 files read ../shared (skipped with a message when absent, via ``shared_dir``);
 tests of the trimmed ``data/grid`` copy need only the repo.
@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from bpp import signals
-from bpp.signals import (
+from grid import signals
+from grid.signals import (
     GB_CARBON_FILE,
     GB_PRICES_FILE,
     MAX_INTERP_SLOTS,

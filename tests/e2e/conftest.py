@@ -17,9 +17,9 @@ from bap.client import BapClient, order_in
 from beckn import envelope, signing
 from beckn.identity import Identity, load_identity
 from bpp.catalog import example_config
-from flexmarket.config import reset_settings
-from flexmarket.embedded import free_port_range
 from flexmarket.runner import BAP_ID, Network, prepare_network
+from kernel.config import reset_settings
+from kernel.embedded import free_port_range
 from tests.e2e.helpers import tomorrow_window
 
 OTHER_CITY = "GB-R1"  # North Scotland: a second BPP platform that a London search must not reach
@@ -47,10 +47,17 @@ def network(
     os.environ.update(REDIS_URL=redis_url, FLEXMARKET_CELERY_QUEUE=celery_queue, FLEXMARKET_HOME=str(home))
     reset_settings()
     net = prepare_network(
-        home=home, base_port=free_port_range(5), providers_file=providers_file, worker_concurrency=8,
+        home=home,
+        base_port=free_port_range(5),
+        providers_file=providers_file,
+        worker_concurrency=8,
         workers={"worker": "registry,gateway,bap,ledger", "worker-bpp": "bpp"},
-        extra_env={"FLEXMARKET_SWEEP_INTERVAL_S": "1", "FLEXMARKET_REDELIVER_AFTER_S": "2",
-                   "FLEXMARKET_DELIVERY_TTL_S": "120", "FLEXMARKET_LOG_LEVEL": "INFO"},
+        extra_env={
+            "FLEXMARKET_SWEEP_INTERVAL_S": "1",
+            "FLEXMARKET_REDELIVER_AFTER_S": "2",
+            "FLEXMARKET_DELIVERY_TTL_S": "120",
+            "FLEXMARKET_LOG_LEVEL": "INFO",
+        },
     )
     try:
         net.start(timeout=90)
@@ -72,8 +79,14 @@ class Signer:
         self.identity = identity
 
     def headers(self, body: bytes, created: int | None = None, validity_s: int = 60) -> dict[str, str]:
-        auth = signing.authorization_header(body, self.identity.keys.signing_private_key, self.identity.subscriber_id,
-                                            self.identity.unique_key_id, created=created, validity_s=validity_s)
+        auth = signing.authorization_header(
+            body,
+            self.identity.keys.signing_private_key,
+            self.identity.subscriber_id,
+            self.identity.unique_key_id,
+            created=created,
+            validity_s=validity_s,
+        )
         return {"Authorization": auth, "Content-Type": "application/json"}
 
     def post(self, url: str, payload: dict[str, Any] | bytes, **kw: Any) -> httpx.Response:
@@ -104,11 +117,24 @@ def flow(network: Network, db_url: str) -> dict[str, Any]:
     tx = bap.search(start, end, 1500, region="GB-R13")["transaction_id"]
     view = bap.wait(tx, lambda v: len({o["provider_id"] for o in v["offers"]}) >= 3, timeout=30)
     choices = bap.plan(tx, 1500)["choices"]
-    for action, states in [("select", ("QUOTED",)), ("init", ("CREATED",)), ("confirm", ("ACCEPTED",)),
-                           ("status", ("ACCEPTED",))]:
+    for action, states in [
+        ("select", ("QUOTED",)),
+        ("init", ("CREATED",)),
+        ("confirm", ("ACCEPTED",)),
+        ("status", ("ACCEPTED",)),
+    ]:
         for c in choices:
-            bap.order(action, tx, c["bpp_id"], c["provider_id"], item_id=c["item_id"], power_kw=c["power_kw"],
-                      window_start=start, window_end=end, meter_id=None)
+            bap.order(
+                action,
+                tx,
+                c["bpp_id"],
+                c["provider_id"],
+                item_id=c["item_id"],
+                power_kw=c["power_kw"],
+                window_start=start,
+                window_end=end,
+                meter_id=None,
+            )
         for c in choices:
             view = bap.wait(tx, order_in(c["provider_id"], *states), timeout=30)
     # on_status is the last callback: wait until every chosen provider's on_status is stored.

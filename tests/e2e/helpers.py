@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from flexmarket.db import libpq_url
+from kernel.db import libpq_url
 
 
 def rows(db_url: str, sql: str, *params: Any) -> list[tuple]:

@@ -17,14 +17,23 @@ from tests.e2e.helpers import eventually, rows, scalar, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
-COUNTS = ("select (select count(*) from bpp.inbox), (select count(*) from bpp.orders), "
-          "(select count(*) from bpp.outbox), (select count(*) from bpp.order_events)")
+COUNTS = (
+    "select (select count(*) from bpp.inbox), (select count(*) from bpp.orders), "
+    "(select count(*) from bpp.outbox), (select count(*) from bpp.order_events)"
+)
 
 
 def request(signer: Signer, platform: dict[str, Any], action: str, message: dict[str, Any], **ctx: Any) -> dict:
-    c = envelope.context(action, bap_id=signer.identity.subscriber_id, bap_uri=signer.identity.url,
-                         transaction_id=envelope.new_id(), bpp_id=platform["subscriber_id"], bpp_uri=platform["url"],
-                         city_code="GB-R13", country_code="GBR")
+    c = envelope.context(
+        action,
+        bap_id=signer.identity.subscriber_id,
+        bap_uri=signer.identity.url,
+        transaction_id=envelope.new_id(),
+        bpp_id=platform["subscriber_id"],
+        bpp_uri=platform["url"],
+        city_code="GB-R13",
+        country_code="GBR",
+    )
     c.update(ctx)
     return {"context": c, "message": message}
 
@@ -60,8 +69,11 @@ class TestBppRefuses:
     def test_schema_violation_names_the_path(self, bap_signer: Signer, bpp_platform: dict) -> None:
         msg = order_msg()
         msg["order"]["items"][0]["quantity"]["selected"]["measure"]["value"] = "lots"
-        body = assert_nack(bap_signer.post(bpp_platform["url"] + "/select", request(bap_signer, bpp_platform, "select",
-                                                                                   msg)), 400, "30000")
+        body = assert_nack(
+            bap_signer.post(bpp_platform["url"] + "/select", request(bap_signer, bpp_platform, "select", msg)),
+            400,
+            "30000",
+        )
         assert "measure.value" in body["error"]["paths"]
 
     def test_unknown_action(self, bap_signer: Signer, bpp_platform: dict) -> None:
@@ -69,18 +81,24 @@ class TestBppRefuses:
         assert_nack(r, 404, "40001", "unknown action")
 
     def test_wrong_domain(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/select",
-                            request(bap_signer, bpp_platform, "select", order_msg(), domain="retail:1.1.0"))
+        r = bap_signer.post(
+            bpp_platform["url"] + "/select",
+            request(bap_signer, bpp_platform, "select", order_msg(), domain="retail:1.1.0"),
+        )
         assert_nack(r, 400, "30000", "domain")
 
     def test_unknown_provider(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/select",
-                            request(bap_signer, bpp_platform, "select", order_msg(provider="dc-nowhere")))
+        r = bap_signer.post(
+            bpp_platform["url"] + "/select",
+            request(bap_signer, bpp_platform, "select", order_msg(provider="dc-nowhere")),
+        )
         assert_nack(r, 200, "30001", "dc-nowhere")
 
     def test_unknown_item(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/init",
-                            request(bap_signer, bpp_platform, "init", order_msg(item="dc-01-no-such-item")))
+        r = bap_signer.post(
+            bpp_platform["url"] + "/init",
+            request(bap_signer, bpp_platform, "init", order_msg(item="dc-01-no-such-item")),
+        )
         assert_nack(r, 200, "30004", "dc-01-no-such-item")
 
     def test_confirm_never_initialised(self, bap_signer: Signer, bpp_platform: dict) -> None:
@@ -88,8 +106,9 @@ class TestBppRefuses:
         assert_nack(r, 200, "30010", "init first")
 
     def test_status_of_unknown_order(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/status",
-                            request(bap_signer, bpp_platform, "status", {"order_id": "no-such-order"}))
+        r = bap_signer.post(
+            bpp_platform["url"] + "/status", request(bap_signer, bpp_platform, "status", {"order_id": "no-such-order"})
+        )
         assert_nack(r, 200, "30010")
 
     def test_unsupported_update_target(self, bap_signer: Signer, bpp_platform: dict) -> None:
@@ -107,35 +126,49 @@ class TestBppRefuses:
         assert r.headers["WWW-Authenticate"].startswith("Signature")
 
     def test_unsigned(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = httpx.post(bpp_platform["url"] + "/select",
-                       content=envelope.dumps(request(bap_signer, bpp_platform, "select", order_msg())),
-                       headers={"Content-Type": "application/json"})
+        r = httpx.post(
+            bpp_platform["url"] + "/select",
+            content=envelope.dumps(request(bap_signer, bpp_platform, "select", order_msg())),
+            headers={"Content-Type": "application/json"},
+        )
         assert_nack(r, 401, "30016", "missing")
 
     def test_expired_signature(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/select", request(bap_signer, bpp_platform, "select", order_msg()),
-                            created=int(time.time()) - 120, validity_s=60)
+        r = bap_signer.post(
+            bpp_platform["url"] + "/select",
+            request(bap_signer, bpp_platform, "select", order_msg()),
+            created=int(time.time()) - 120,
+            validity_s=60,
+        )
         assert_nack(r, 401, "30016", "expired")
 
     def test_signature_from_the_future(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/select", request(bap_signer, bpp_platform, "select", order_msg()),
-                            created=int(time.time()) + 30)
+        r = bap_signer.post(
+            bpp_platform["url"] + "/select",
+            request(bap_signer, bpp_platform, "select", order_msg()),
+            created=int(time.time()) + 30,
+        )
         assert_nack(r, 401, "30016", "future")
 
     def test_signer_is_not_the_context_sender(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/select",
-                            request(bap_signer, bpp_platform, "select", order_msg(), bap_id="someone-else.example"))
+        r = bap_signer.post(
+            bpp_platform["url"] + "/select",
+            request(bap_signer, bpp_platform, "select", order_msg(), bap_id="someone-else.example"),
+        )
         assert_nack(r, 401, "30016", "context names")
 
     def test_callback_url_not_the_registered_one(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/select", request(bap_signer, bpp_platform, "select", order_msg(),
-                                                                    bap_uri="http://evil.example/beckn"))
+        r = bap_signer.post(
+            bpp_platform["url"] + "/select",
+            request(bap_signer, bpp_platform, "select", order_msg(), bap_uri="http://evil.example/beckn"),
+        )
         assert_nack(r, 400, "30000", "registered")
 
     def test_stale_message(self, bap_signer: Signer, bpp_platform: dict) -> None:
-        r = bap_signer.post(bpp_platform["url"] + "/select",
-                            request(bap_signer, bpp_platform, "select", order_msg(),
-                                    timestamp="2026-01-01T00:00:00.000Z"))
+        r = bap_signer.post(
+            bpp_platform["url"] + "/select",
+            request(bap_signer, bpp_platform, "select", order_msg(), timestamp="2026-01-01T00:00:00.000Z"),
+        )
         assert_nack(r, 400, "30022", "expired")
 
     def test_unknown_platform(self, bap_signer: Signer, network: Network) -> None:
@@ -155,9 +188,16 @@ def test_gateway_refuses_malformed_search(network: Network, bap_signer: Signer, 
 def test_bap_nacks_callback_for_unknown_transaction(network: Network, bpp_signer: Signer, db_url: str) -> None:
     ident = bpp_signer.identity
     bap = network.manifest["participants"]["bap"]
-    ctx = envelope.context("on_status", bap_id=bap["subscriber_id"], bap_uri=bap["url"],
-                           transaction_id=envelope.new_id(), bpp_id=ident.subscriber_id, bpp_uri=ident.url,
-                           city_code="GB-R13", country_code="GBR")
+    ctx = envelope.context(
+        "on_status",
+        bap_id=bap["subscriber_id"],
+        bap_uri=bap["url"],
+        transaction_id=envelope.new_id(),
+        bpp_id=ident.subscriber_id,
+        bpp_uri=ident.url,
+        city_code="GB-R13",
+        country_code="GBR",
+    )
     before = scalar(db_url, "select count(*) from bap.inbox")
     r = bpp_signer.post(bap["url"] + "/on_status", {"context": ctx, "message": order_msg()})
     assert_nack(r, 200, "20008", "unknown transaction")
@@ -169,8 +209,10 @@ def test_bap_client_api_refuses_bad_requests(network: Network, db_url: str) -> N
     before = scalar(db_url, "select count(*) from bap.transactions")
     r = httpx.post(api + "/search", json={"window_start": "2026-11-24T16:00:00", "window_end": "x", "power_kw": -1})
     assert r.status_code == 400 and r.json()["error"]["message"]
-    r = httpx.post(api + "/search", json={"window_start": "2026-11-24T18:00:00Z", "window_end": "2026-11-24T16:00:00Z",
-                                          "power_kw": 10})
+    r = httpx.post(
+        api + "/search",
+        json={"window_start": "2026-11-24T18:00:00Z", "window_end": "2026-11-24T16:00:00Z", "power_kw": 10},
+    )
     assert r.status_code == 400 and "after" in r.json()["error"]["message"]
     r = httpx.post(api + "/confirm", json={"transaction_id": "nope", "bpp_id": "x", "provider_id": "y"})
     assert r.status_code == 404

@@ -38,10 +38,21 @@ def test_every_emitted_message_conforms(spec: dict[str, Any], flow: dict, db_url
             doc = json.loads(bytes(body))
             errors = sorted(validator_for(spec, action).iter_errors(doc), key=lambda e: list(e.absolute_path))
             assert not errors, f"{schema} {action}: " + "; ".join(
-                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5])
+                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]
+            )
             checked[action] = checked.get(action, 0) + 1
-    for action in ("search", "on_search", "select", "on_select", "init", "on_init", "confirm", "on_confirm",
-                   "status", "on_status"):
+    for action in (
+        "search",
+        "on_search",
+        "select",
+        "on_select",
+        "init",
+        "on_init",
+        "confirm",
+        "on_confirm",
+        "status",
+        "on_status",
+    ):
         assert checked.get(action, 0) >= 1, f"the flow emitted no {action} to check ({checked})"
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flexmarket import db
-from flexmarket.config import reset_settings
+from kernel import db
+from kernel.config import reset_settings
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 
+from grid.periods import LONDON, PERIOD, utc_for_local
 from ledger.baseline import BaselineParams, adjusted_baseline, in_day_adjustment, unadjusted_baseline
-from ledger.periods import LONDON, PERIOD, utc_for_local
 from tests.ledger.conftest import utc
 
 P = BaselineParams()

@@ -9,8 +9,8 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grid.money import MAX_SAFE_INTEGER
 from ledger.canonical import CanonicalError, canonical_json, encode_entry, encode_entry_row, entry_dict
-from ledger.money import MAX_SAFE_INTEGER
 
 text = st.text(max_size=40)  # any Unicode scalar values, including controls, quotes, backslashes, emoji
 safe_int = st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)

@@ -9,10 +9,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from grid.periods import PERIOD
 from ledger import accounts as acct
 from ledger import service as svc
 from ledger.errors import LedgerError
-from ledger.periods import PERIOD
 from tests.ledger.conftest import utc
 from tests.ledger.helpers import snapshot
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from flexmarket import db
+from kernel import db
 
 
 def ledger_objects(url: str) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from ledger.money import (
+from grid.money import (
     QuantityError,
     decimal_to_units,
     energy_price_pence,

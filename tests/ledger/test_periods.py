@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from ledger import periods
+from grid import periods
 from tests.ledger.conftest import utc
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.periods import PERIOD
+from grid.periods import PERIOD
 from ledger.settlement import (
     BUILTIN_POLICIES,
     EscrowState,

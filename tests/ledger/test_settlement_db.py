@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from grid.periods import PERIOD
 from ledger import accounts as acct
 from ledger import service as svc
 from ledger.errors import LedgerError
-from ledger.periods import PERIOD
 from ledger.settlement import RUNS, OrderTerms, inputs_digest, settle
 from tests.ledger.conftest import utc
 from tests.ledger.helpers import snapshot

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from flexmarket.config import reset_settings
+from kernel.config import reset_settings
 from ledger import accounts as acct
 from ledger import service as svc
 from ledger.cli import ledger_app

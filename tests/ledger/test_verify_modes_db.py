@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grid.money import MAX_SAFE_INTEGER
 from ledger import accounts as acct
 from ledger import service as svc
 from ledger.canonical import encode_entry
-from ledger.money import MAX_SAFE_INTEGER
 from ledger.store import append_one
 from ledger.transfers import TransferSpec
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from beckn import envelope, signing
 from beckn.keys import KeyPair
-from flexmarket.config import reset_settings
+from kernel.config import reset_settings
 
 
 @pytest.fixture()
@@ -32,17 +32,26 @@ OP = {"X-Operator-Token": "op-secret"}
 
 
 def subscription(sid: str, pair: KeyPair, city: str = "GB-R13", type: str = "BPP", **extra: object) -> dict:
-    return {"subscriber_id": sid, "url": f"http://127.0.0.1:9/{sid}", "type": type, "domain": "deg:flexibility",
-            "location": {"city": {"code": city}, "country": {"code": "GBR"}}, "key_id": pair.unique_key_id,
-            "signing_public_key": pair.signing_public_key_b64,
-            "encr_public_key": pair.encryption_public_key_b64, "nonce": str(uuid.uuid4()), **extra}
+    return {
+        "subscriber_id": sid,
+        "url": f"http://127.0.0.1:9/{sid}",
+        "type": type,
+        "domain": "deg:flexibility",
+        "location": {"city": {"code": city}, "country": {"code": "GBR"}},
+        "key_id": pair.unique_key_id,
+        "signing_public_key": pair.signing_public_key_b64,
+        "encr_public_key": pair.encryption_public_key_b64,
+        "nonce": str(uuid.uuid4()),
+        **extra,
+    }
 
 
 def post_signed(client: TestClient, body: dict, signer: KeyPair, sid: str, **headers: str):  # type: ignore[no-untyped-def]
     raw = envelope.dumps(body)
     auth = signing.authorization_header(raw, signer.signing_private_key, sid, signer.unique_key_id)
-    return client.post("/subscribe", content=raw, headers={"Authorization": auth, "Content-Type": "application/json",
-                                                           **headers})
+    return client.post(
+        "/subscribe", content=raw, headers={"Authorization": auth, "Content-Type": "application/json", **headers}
+    )
 
 
 def lookup(client: TestClient, **filters: object) -> list[dict]:
@@ -58,8 +67,10 @@ def test_subscribe_waits_for_operator_then_is_listed(client: TestClient) -> None
     assert lookup(client, subscriber_id="dc-a.example", status="SUBSCRIBED") == []
     assert lookup(client, subscriber_id="dc-a.example")[0]["status"] == "UNDER_SUBSCRIPTION"
     assert client.post("/admin/subscribers/dc-a.example/approve").status_code == 401
-    assert client.post("/admin/subscribers/dc-a.example/approve",
-                       headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        client.post("/admin/subscribers/dc-a.example/approve", headers={"Authorization": "Bearer wrong"}).status_code
+        == 401
+    )
     r = client.post("/admin/subscribers/dc-a.example/approve", headers={"Authorization": "Bearer op-secret"})
     assert r.json()["status"] == "SUBSCRIBED"
     [row] = lookup(client, subscriber_id="dc-a.example", status="SUBSCRIBED")
@@ -112,12 +123,22 @@ def test_bad_subscriptions_refused_and_nothing_written(client: TestClient, case:
 
 
 def test_lookup_filters(client: TestClient) -> None:
-    for sid, city, type in [("l1.example", "GB-R13", "BPP"), ("l2.example", "GB-R1", "BPP"),
-                            ("l3.example", "GB-R13", "BAP")]:
+    for sid, city, type in [
+        ("l1.example", "GB-R13", "BPP"),
+        ("l2.example", "GB-R1", "BPP"),
+        ("l3.example", "GB-R13", "BAP"),
+    ]:
         pair = KeyPair.generate()
         post_signed(client, subscription(sid, pair, city, type), pair, sid, **OP)
-    got = {r["subscriber_id"] for r in lookup(client, type="BPP", domain="deg:flexibility",
-                                              location={"city": {"code": "GB-R13"}, "country": {"code": "GBR"}})}
+    got = {
+        r["subscriber_id"]
+        for r in lookup(
+            client,
+            type="BPP",
+            domain="deg:flexibility",
+            location={"city": {"code": "GB-R13"}, "country": {"code": "GBR"}},
+        )
+    }
     assert got == {"l1.example"}
     assert {r["subscriber_id"] for r in lookup(client, city="GB-R1")} == {"l2.example"}
     assert {r["subscriber_id"] for r in lookup(client, type="BAP")} == {"l3.example"}
@@ -130,8 +151,12 @@ def test_expired_key_is_not_valid_for_verification(client: TestClient) -> None:
 
     pair = KeyPair.generate()
     now = datetime.now(UTC)
-    body = subscription("dc-old.example", pair, valid_from=(now - timedelta(days=10)).isoformat(),
-                        valid_until=(now - timedelta(days=1)).isoformat())
+    body = subscription(
+        "dc-old.example",
+        pair,
+        valid_from=(now - timedelta(days=10)).isoformat(),
+        valid_until=(now - timedelta(days=1)).isoformat(),
+    )
     post_signed(client, body, pair, "dc-old.example", **OP)
     [row] = lookup(client, subscriber_id="dc-old.example")
     assert _parse_time(row["valid_until"]) < now
@@ -144,14 +169,45 @@ def test_cli_registry_add_and_list(isolated_db: str, tmp_path: Path, monkeypatch
 
     pair = KeyPair.generate()
     runner = CliRunner(env={"COLUMNS": "250"})
-    r = runner.invoke(app, ["registry", "add", "--subscriber-id", "dc-cli.example", "--type", "BPP",
-                            "--url", "http://127.0.0.1:9/dc", "--signing-public-key", pair.signing_public_key_b64,
-                            "--domain", "deg:flexibility", "--city", "GB-R13", "--city", "GB-R12"])
+    r = runner.invoke(
+        app,
+        [
+            "registry",
+            "add",
+            "--subscriber-id",
+            "dc-cli.example",
+            "--type",
+            "BPP",
+            "--url",
+            "http://127.0.0.1:9/dc",
+            "--signing-public-key",
+            pair.signing_public_key_b64,
+            "--domain",
+            "deg:flexibility",
+            "--city",
+            "GB-R13",
+            "--city",
+            "GB-R12",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["registry", "add", "--subscriber-id", "dc-cli2.example", "--type", "XYZ",
-                            "--url", "http://127.0.0.1:9/dc", "--signing-public-key", pair.signing_public_key_b64])
+    r = runner.invoke(
+        app,
+        [
+            "registry",
+            "add",
+            "--subscriber-id",
+            "dc-cli2.example",
+            "--type",
+            "XYZ",
+            "--url",
+            "http://127.0.0.1:9/dc",
+            "--signing-public-key",
+            pair.signing_public_key_b64,
+        ],
+    )
     assert r.exit_code == 2 and "type must be" in r.output
-    from flexmarket.db import session_scope
+    from kernel.db import session_scope
     from registry import service
     from schemas.registry import LookupRequest
 

@@ -11,21 +11,29 @@ from datetime import timedelta
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 
-from flexmarket.config import get_settings
+from kernel import clock
+from kernel.config import get_settings
+from kernel.process import freeze_startup_objects
 
 # Each participant's Celery tasks live in its own `tasks.py` (domain layout).
 TASK_MODULES = ["beckn.tasks", "gateway.tasks", "bap.tasks", "bpp.tasks", "ledger.tasks"]
 
+
+def market_interval(real: timedelta) -> timedelta:
+    """A period of market work (expiry, settlement) in market time: on a simulated clock running k× faster
+    it comes k× more often in real time, so a replayed day settles on the same market schedule (≥ 1 s)."""
+    return max(real / clock.speed(), timedelta(seconds=1))
+
+
 BEAT_SCHEDULE = {
     # Re-enqueue outbox rows stuck in PENDING (worker crash, Redis restart) — ../shared/DESIGN.md.
-    "outbox-sweep": {"task": "beckn.sweep_outboxes",
-                     "schedule": timedelta(seconds=get_settings().sweep_interval_s)},
+    "outbox-sweep": {"task": "beckn.sweep_outboxes", "schedule": timedelta(seconds=get_settings().sweep_interval_s)},
     # Signed checkpoint of the ledger's chain head.
     "ledger-checkpoint": {"task": "ledger.checkpoint", "schedule": timedelta(minutes=5)},
     # Expire Compute Flex Tokens whose validity window has ended.
-    "ledger-expire-cfts": {"task": "ledger.expire_cfts", "schedule": timedelta(minutes=1)},
+    "ledger-expire-cfts": {"task": "ledger.expire_cfts", "schedule": market_interval(timedelta(minutes=1))},
     # Settle delivery windows that have closed (idempotent: re-running is a no-op).
-    "ledger-settle-due": {"task": "ledger.settle_due", "schedule": timedelta(minutes=5)},
+    "ledger-settle-due": {"task": "ledger.settle_due", "schedule": market_interval(timedelta(minutes=5))},
 }
 
 
@@ -81,7 +89,7 @@ celery_app = make_celery()
 @worker_process_init.connect
 def _reset_after_fork(**_: object) -> None:
     # Pooled DB connections must not be shared across forked worker processes.
-    from flexmarket.db import dispose_engines
+    from kernel.db import dispose_engines
 
     dispose_engines()
 
@@ -89,6 +97,4 @@ def _reset_after_fork(**_: object) -> None:
 @worker_ready.connect
 def _freeze_startup_objects(**_: object) -> None:
     # The task modules import the scheduler's numeric stack: keep it out of every garbage collection.
-    from flexmarket.web import freeze_startup_objects
-
     freeze_startup_objects()

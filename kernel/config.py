@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     # Celery queue name; lets several deployments (or test sessions) share one Redis.
     celery_queue: str = Field(default="flexmarket", alias="FLEXMARKET_CELERY_QUEUE")
     log_level: str = Field(default="INFO", alias="FLEXMARKET_LOG_LEVEL")
-    # Connections each database engine keeps (read by flexmarket/db.py; workers default it to --concurrency).
+    # Connections each database engine keeps (read by kernel/db.py; workers default it to --concurrency).
     db_pool_size: int = Field(default=12, alias="FLEXMARKET_DB_POOL_SIZE")
     log_json: bool = Field(default=False, alias="FLEXMARKET_LOG_JSON")
 
@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     # The beat sweep re-enqueues outbox/inbox rows overdue by this long (lost task, crashed worker).
     redeliver_after_s: float = Field(default=5.0, alias="FLEXMARKET_REDELIVER_AFTER_S")
     sweep_interval_s: float = Field(default=10.0, alias="FLEXMARKET_SWEEP_INTERVAL_S")
+
+    # The one clock (kernel/clock.py). Unset start → the wall clock. Set → a simulated clock that read
+    # FLEXMARKET_CLOCK_START at the wall instant FLEXMARKET_CLOCK_ANCHOR (unset: this process's first read)
+    # and runs FLEXMARKET_CLOCK_SPEED times faster than real time.
+    clock_start: AwareDatetime | None = Field(default=None, alias="FLEXMARKET_CLOCK_START")
+    clock_speed: float = Field(default=1.0, gt=0, alias="FLEXMARKET_CLOCK_SPEED")
+    clock_anchor: AwareDatetime | None = Field(default=None, alias="FLEXMARKET_CLOCK_ANCHOR")
 
     @property
     def keys_dir(self) -> Path:

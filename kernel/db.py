@@ -17,7 +17,7 @@ import psycopg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from flexmarket.config import get_settings
+from kernel.config import get_settings
 
 SCHEMAS = ("registry", "gateway", "bap", "bpp", "ledger")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from flexmarket.config import get_settings, reset_settings
+from kernel.config import get_settings, reset_settings
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from flexmarket.config import get_settings
+from kernel.config import get_settings
 
 
 class _CurrentStderr:
