@@ -28,6 +28,7 @@ Sections
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -45,7 +46,8 @@ import numpy as np
 from bpp.baselines import genetic, greedy_best_window, run_at_release
 from bpp.domain import Battery, Instance, Site, SolverSettings
 from bpp.forecast import forecast_series
-from bpp.scheduler import Plan, evaluate, plan_violations, solve, verify_plan
+from bpp.plan import Plan, evaluate
+from bpp.scheduler import plan_violations, solve, verify_plan
 from bpp.workload import MixSettings, job_mix, synthetic_solar_kw
 from grid.signals import SLOT, SLOTS_PER_DAY, load_region
 
@@ -159,7 +161,7 @@ def _run_policies(inst: Instance, ga_generations: int) -> dict[str, tuple[Plan, 
     for name, fn in (
         ("run_at_release", run_at_release),
         ("greedy_best_window", greedy_best_window),
-        ("genetic", lambda i: genetic(i, generations=ga_generations)),
+        ("genetic", functools.partial(genetic, generations=ga_generations)),
     ):
         t0 = time.perf_counter()
         p = fn(inst)

@@ -2,8 +2,9 @@
 
 An agent owns a rolling horizon (``horizon_slots`` from "now"), its sites, its jobs, the committed
 orders and the current optimal plan; every plan, commitment, refusal and re-plan is appended to its
-decision log. Signals come from a *provider* ``(region, start_utc, n_slots) -> SignalSeries``: actual
-2023 series for simulation, forecasts for planning (``bpp.forecast``), or any series the BPP holds.
+decision log. Signals come from a *provider* ``(region, start_utc, n_slots) -> SignalSeries``
+(:mod:`bpp.signal_providers`): actual 2023 series for simulation, forecasts for planning
+(``bpp.forecast``), or any series the BPP holds. The config is read by :mod:`bpp.agent_config`.
 
 Construct from a plain dict (the BPP's providers config), e.g.::
 
@@ -33,186 +34,47 @@ Construct from a plain dict (the BPP's providers config), e.g.::
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bpp.agent_config import (
+    SiteConfig,
+    jobs_from_spec,
+    load_config,
+    objective_from,
+    offer_settings_from,
+)
 from bpp.decisions import Decision, decisions_for_plan, event, query, settle
 from bpp.domain import (
-    SLOT,
-    Battery,
     CommittedReduction,
     ControlActions,
+    FloatArray,
     Instance,
     Job,
-    ObjectiveKind,
     ObjectiveSpec,
     Site,
     SolverSettings,
     iso,
     parse_utc,
-    slots_between,
 )
 from bpp.offers import FlexOffer, OfferSettings, derive_offers
-from bpp.scheduler import Plan, SchedulingInfeasible, advance_jobs, solve
+from bpp.plan import Plan
+from bpp.scheduler import SchedulingInfeasible, advance_jobs, battery_carried_over, solve
+from bpp.signal_providers import (
+    SignalProvider,
+    SignalUpdate,
+    actual_provider,
+    as_provider,
+    signal_provider_from,
+    signals_with_updates,
+)
 from bpp.storage import summarise_storage
-from bpp.workload import MixSettings, job_mix, synthetic_solar_kw
-from grid.signals import SLOTS_PER_DAY, SignalSeries, load_region
-
-SignalProvider = Callable[[str, datetime, int], SignalSeries]
-
-
-# -- signals -------------------------------------------------------------------------------------
-
-
-def actual_provider(data_dir: Path | None = None) -> SignalProvider:
-    """Actual 2023 series from ``../shared/data/grid`` (via :func:`grid.signals.load_region`)."""
-
-    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
-        return load_region(region, start_utc, start_utc + SLOT * n_slots, data_dir)
-
-    return provide
-
-
-def forecast_provider(model: str = "gbm", history_days: int = 28, data_dir: Path | None = None) -> SignalProvider:
-    """Forecasts from the ``history_days`` before ``start_utc`` (``bpp.forecast.forecast_series``)."""
-    from bpp.forecast import forecast_series
-
-    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
-        history = load_region(region, start_utc - SLOT * (history_days * SLOTS_PER_DAY), start_utc, data_dir)
-        return forecast_series(history, n_slots, model)
-
-    return provide
-
-
-ANALOGUE_STEP = timedelta(days=364)  # 52 weeks: the same weekday and time of day
-
-
-def analogue_provider(base: SignalProvider, coverage_of: Callable[[str], tuple[datetime, datetime]]) -> SignalProvider:
-    """Live operation on historical data: a window in the present (say 2026-11-24 16:00 UTC) is served
-    by the same weekday and time of day in the data (2023-11-28 16:00 UTC), shifted by whole 52-week
-    steps, and re-stamped with the requested times. Weekly and daily patterns are kept; the year is not.
-    ``coverage_of(region)`` gives the data's [start, end)."""
-
-    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
-        lo, hi = coverage_of(region)
-        end = start_utc + SLOT * n_slots
-        shift = timedelta(0)
-        while end - shift > hi:
-            shift += ANALOGUE_STEP
-        while start_utc - shift < lo:
-            shift -= ANALOGUE_STEP
-        if end - shift > hi:
-            raise ValueError(
-                f"no analogue of {iso(start_utc)}–{iso(end)} inside the {region} data "
-                f"({iso(lo)}–{iso(hi)}); the data must cover {n_slots} slots on that weekday"
-            )
-        return replace(base(region, start_utc - shift, n_slots), start_utc=start_utc)
-
-    return provide
-
-
-def series_provider(series: Mapping[str, SignalSeries]) -> SignalProvider:
-    """Windows of series the caller already holds (one per region)."""
-
-    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
-        if region not in series:
-            raise KeyError(f"no signal series for region {region!r}")
-        return series[region].window(start_utc, n_slots)
-
-    return provide
-
-
-@dataclass(frozen=True)
-class SignalUpdate:
-    """A change of signal the agent must re-plan for, e.g. a price spike: over ``[start_utc, end_utc)``
-    in ``region`` the price (and/or carbon) is replaced by the given value. Kept and applied to every
-    later plan whose horizon covers it."""
-
-    region: str
-    start_utc: datetime
-    end_utc: datetime
-    price_gbp_per_mwh: float | None = None
-    carbon_g_per_kwh: float | None = None
-    reason: str = "signal update"
-
-
-# -- sites ---------------------------------------------------------------------------------------
-
-
-def _daily(value: float | Sequence[float], start_utc: datetime, n_slots: int, name: str) -> np.ndarray:
-    arr = np.asarray(value, dtype=float)
-    if arr.ndim == 0:
-        return np.full(n_slots, float(arr))
-    if arr.shape != (SLOTS_PER_DAY,):
-        raise ValueError(f"{name}: give a number or {SLOTS_PER_DAY} daily values, got shape {arr.shape}")
-    first = (start_utc.hour * 60 + start_utc.minute) // 30
-    return arr[(first + np.arange(n_slots)) % SLOTS_PER_DAY]
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    """A site independent of any horizon; :meth:`materialise` gives the :class:`Site` for one."""
-
-    id: str
-    region: str
-    capacity_kw: float | tuple[float, ...]
-    baseline_kw: float | tuple[float, ...] = 0.0
-    solar_capacity_kw: float = 0.0
-    solar_latitude_deg: float = 52.0
-    solar_longitude_deg: float = -1.5
-    solar_clearness: float = 1.0
-    battery: Battery | None = None
-    grid_import_limit_kw: float | None = None
-
-    def materialise(self, start_utc: datetime, n_slots: int) -> Site:
-        solar = (
-            synthetic_solar_kw(
-                start_utc,
-                n_slots,
-                self.solar_capacity_kw,
-                self.solar_latitude_deg,
-                self.solar_longitude_deg,
-                self.solar_clearness,
-            )
-            if self.solar_capacity_kw > 0
-            else 0.0
-        )
-        return Site.build(
-            self.id,
-            self.region,
-            n_slots,
-            capacity_kw=_daily(self.capacity_kw, start_utc, n_slots, f"{self.id} capacity_kw"),
-            baseline_kw=_daily(self.baseline_kw, start_utc, n_slots, f"{self.id} baseline_kw"),
-            solar_kw=solar,
-            solar_capacity_kw=self.solar_capacity_kw,
-            battery=self.battery,
-            grid_import_limit_kw=self.grid_import_limit_kw,
-        )
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SiteConfig:
-        solar = d.get("solar") or {}
-        cap = d["capacity_kw"]
-        base = d.get("baseline_kw", 0.0)
-        return cls(
-            id=str(d["id"]),
-            region=str(d["region"]),
-            capacity_kw=tuple(cap) if isinstance(cap, list) else float(cap),
-            baseline_kw=tuple(base) if isinstance(base, list) else float(base),
-            solar_capacity_kw=float(solar.get("capacity_kw", 0.0)),
-            solar_latitude_deg=float(solar.get("latitude_deg", 52.0)),
-            solar_longitude_deg=float(solar.get("longitude_deg", -1.5)),
-            solar_clearness=float(solar.get("clearness", 1.0)),
-            battery=Battery.from_dict(d["battery"]) if d.get("battery") else None,
-            grid_import_limit_kw=d.get("grid_import_limit_kw"),
-        )
-
+from grid.signals import SignalSeries
 
 # -- results -------------------------------------------------------------------------------------
 
@@ -258,9 +120,9 @@ class ComputeAgent:
         sites: Sequence[SiteConfig],
         jobs: Sequence[Job],
         signals: SignalProvider | Mapping[str, SignalSeries],
+        *,
         start_utc: datetime,
         horizon_slots: int = 96,
-        *,
         actions: ControlActions | None = None,
         objective: ObjectiveSpec | None = None,
         offer_settings: OfferSettings | None = None,
@@ -277,10 +139,8 @@ class ComputeAgent:
         self.objective = objective or ObjectiveSpec()
         self.offer_settings = offer_settings or OfferSettings()
         self.solver = solver or SolverSettings()
-        self._signals = signals if callable(signals) else series_provider(signals)
-        self._actuals = (
-            actual_signals if callable(actual_signals) or actual_signals is None else series_provider(actual_signals)
-        )
+        self._signals = as_provider(signals)
+        self._actuals = None if actual_signals is None else as_provider(actual_signals)
         self._now = parse_utc(start_utc)
         # jobs are kept with slots relative to self._now; those not yet inside the horizon wait
         self._jobs = list(jobs)
@@ -298,24 +158,36 @@ class ComputeAgent:
         data_dir: Path | None = None,
         jobs_dir: Path | None = None,
     ) -> ComputeAgent:
-        cfg = _load_config(config)
+        """An agent from its config (see the module docstring), planning on ``signals`` if given, else
+        on the provider the config's ``"signals"`` entry names. When that entry is a forecast, actual
+        series (from ``data_dir``) are kept too, to settle on (:meth:`settle`)."""
+        cfg = load_config(config)
         start = parse_utc(cfg["start_utc"])
         horizon = int(cfg.get("horizon_slots", 96))
         sites = [SiteConfig.from_dict(s) for s in cfg["sites"]]
         actions = ControlActions(**cfg.get("actions", {}))
-        objective = _objective(cfg.get("objective", {}))
-        provider = signals if signals is not None else signal_provider_from(cfg.get("signals", {}), data_dir)
-        jobs = _jobs_from(cfg.get("jobs", {}), sites, start, horizon, actions, provider, jobs_dir)
+        provider = (
+            as_provider(signals) if signals is not None else signal_provider_from(cfg.get("signals", {}), data_dir)
+        )
+        jobs = jobs_from_spec(
+            cfg.get("jobs", {}),
+            sites,
+            start_utc=start,
+            horizon_slots=horizon,
+            actions=actions,
+            signals=provider,
+            jobs_dir=jobs_dir,
+        )
         return cls(
             str(cfg.get("provider_id", "provider")),
             sites,
             jobs,
             provider,
-            start,
-            horizon,
+            start_utc=start,
+            horizon_slots=horizon,
             actions=actions,
-            objective=objective,
-            offer_settings=OfferSettings(**_tuple_levels(cfg.get("offers", {}))),
+            objective=objective_from(cfg.get("objective", {})),
+            offer_settings=offer_settings_from(cfg.get("offers", {})),
             solver=SolverSettings(**cfg.get("solver", {})),
             actual_signals=actual_provider(data_dir)
             if cfg.get("signals", {}).get("source", "actual") != "actual"
@@ -337,24 +209,10 @@ class ComputeAgent:
             self._state.instance = self._build_instance(self._commitments)
         return self._state.instance
 
-    def _signals_for(self, provider: SignalProvider) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        price, carbon = {}, {}
-        for region in sorted({s.region for s in self.sites}):
-            series = provider(region, self._now, self.horizon_slots)
-            p = np.array(series.price_gbp_per_mwh, dtype=float)
-            c = np.array(series.carbon_g_per_kwh, dtype=float)
-            for u in self._updates:
-                if u.region != region:
-                    continue
-                a = min(max(slots_between(self._now, u.start_utc), 0), self.horizon_slots)
-                b = min(max(slots_between(self._now, u.end_utc), 0), self.horizon_slots)
-                if b > a:
-                    if u.price_gbp_per_mwh is not None:
-                        p[a:b] = u.price_gbp_per_mwh
-                    if u.carbon_g_per_kwh is not None:
-                        c[a:b] = u.carbon_g_per_kwh
-            price[region], carbon[region] = p, c
-        return price, carbon
+    def _signals_for(self, provider: SignalProvider) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
+        """Price and carbon by region over the horizon, with every signal update applied."""
+        regions = [s.region for s in self.sites]
+        return signals_with_updates(provider, regions, self._now, self.horizon_slots, self._updates)
 
     def _site_objects(self) -> tuple[Site, ...]:
         return tuple(s.materialise(self._now, self.horizon_slots) for s in self.sites)
@@ -364,7 +222,7 @@ class ComputeAgent:
         for a later re-plan rather than being squeezed into the slots left (which could make a feasible
         job look infeasible). Critical and running work is in as soon as it starts inside the horizon
         (its load past the horizon end is carried to the next re-plan)."""
-        out = []
+        out: list[Job] = []
         for j in self._jobs:
             if j.movable:
                 visible = min(j.deadline_slot, j.release_slot + j.duration_slots + self.actions.max_deferral_slots)
@@ -555,13 +413,9 @@ class ComputeAgent:
         # the battery continues from where the plan left it
         if k > 0 and self.actions.storage_coordination:
             new_sites = []
-            for s_idx, s in enumerate(self.sites):
-                b = s.battery
-                if b is not None:
-                    soc = float(plan.soc_kwh[s_idx, k - 1]) / b.energy_kwh
-                    soc = min(max(soc, b.soc_min_fraction), b.soc_max_fraction)
-                    term = b.initial_soc_fraction if b.terminal_soc_fraction is None else b.terminal_soc_fraction
-                    s = replace(s, battery=replace(b, initial_soc_fraction=soc, terminal_soc_fraction=term))
+            for i, s in enumerate(self.sites):
+                if s.battery is not None:
+                    s = replace(s, battery=battery_carried_over(s.battery, float(plan.soc_kwh[i, k - 1])))
                 new_sites.append(s)
             self.sites = new_sites
         self._now = now
@@ -591,7 +445,9 @@ class ComputeAgent:
     ) -> list[Decision]:
         """The decision log (every plan version's records, commits, refusals, re-plans), filtered."""
         self.plan()
-        return query(self._state.log, job_id, site_id, action, start_utc, end_utc)
+        return query(
+            self._state.log, job_id=job_id, site_id=site_id, action=action, start_utc=start_utc, end_utc=end_utc
+        )
 
     def settle(self) -> list[Decision]:
         """The current plan's job and battery records scored on actual signals (needs actuals)."""
@@ -644,6 +500,7 @@ class StorageAgent(ComputeAgent):
         provider_id: str,
         site: SiteConfig,
         signals: SignalProvider | Mapping[str, SignalSeries],
+        *,
         start_utc: datetime,
         horizon_slots: int = 96,
         **kw: Any,
@@ -651,8 +508,8 @@ class StorageAgent(ComputeAgent):
         if site.battery is None:
             raise ValueError(f"site {site.id} has no battery to operate")
         kw["actions"] = ControlActions(storage_coordination=True, geographic_migration=False, temporal_shifting=False)
-        super().__init__(provider_id, [site], [], signals, start_utc, horizon_slots, **kw)
-        self._load_profile: np.ndarray | None = None
+        super().__init__(provider_id, [site], [], signals, start_utc=start_utc, horizon_slots=horizon_slots, **kw)
+        self._load_profile: FloatArray | None = None
 
     @classmethod
     def from_config(
@@ -664,7 +521,7 @@ class StorageAgent(ComputeAgent):
     ) -> StorageAgent:
         """``config`` as for :class:`ComputeAgent` with one site (the one with the battery; a
         ``"site_id"`` key picks it when there are several); jobs are ignored."""
-        cfg = _load_config(config)
+        cfg = load_config(config)
         sites = [SiteConfig.from_dict(s) for s in cfg["sites"]]
         pick = cfg.get("site_id")
         site = next((s for s in sites if (s.id == pick if pick else s.battery is not None)), None)
@@ -675,10 +532,10 @@ class StorageAgent(ComputeAgent):
             str(cfg.get("provider_id", "provider")),
             site,
             provider,
-            parse_utc(cfg["start_utc"]),
-            int(cfg.get("horizon_slots", 96)),
-            objective=_objective(cfg.get("objective", {})),
-            offer_settings=OfferSettings(**_tuple_levels(cfg.get("offers", {}))),
+            start_utc=parse_utc(cfg["start_utc"]),
+            horizon_slots=int(cfg.get("horizon_slots", 96)),
+            objective=objective_from(cfg.get("objective", {})),
+            offer_settings=offer_settings_from(cfg.get("offers", {})),
             solver=SolverSettings(**cfg.get("solver", {})),
         )
 
@@ -717,76 +574,3 @@ class StorageAgent(ComputeAgent):
                 grid_import_limit_kw=site.grid_import_limit_kw,
             )
         return (site,)
-
-
-# -- config helpers ------------------------------------------------------------------------------
-
-
-def _load_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    if isinstance(config, Mapping):
-        return dict(config)
-    text = str(config)
-    if text.lstrip().startswith("{"):
-        return json.loads(text)
-    return json.loads(Path(text).read_text(encoding="utf-8"))
-
-
-def _objective(d: Mapping[str, Any]) -> ObjectiveSpec:
-    d = dict(d)
-    if "kind" in d:
-        d["kind"] = ObjectiveKind(d["kind"])
-    return ObjectiveSpec(**d)
-
-
-def _tuple_levels(d: Mapping[str, Any]) -> dict[str, Any]:
-    d = dict(d)
-    if "levels" in d:
-        d["levels"] = tuple(float(x) for x in d["levels"])
-    return d
-
-
-def signal_provider_from(spec: Mapping[str, Any], data_dir: Path | None) -> SignalProvider:
-    source = spec.get("source", "actual")
-    data_dir = Path(spec["data_dir"]) if spec.get("data_dir") else data_dir
-    if source == "actual":
-        return actual_provider(data_dir)
-    return forecast_provider(source, int(spec.get("history_days", 28)), data_dir)
-
-
-def _jobs_from(
-    spec: Mapping[str, Any],
-    sites: list[SiteConfig],
-    start: datetime,
-    horizon: int,
-    actions: ControlActions,
-    provider: SignalProvider,
-    jobs_dir: Path | None,
-) -> list[Job]:
-    if "list" in spec:
-        out = []
-        for d in spec["list"]:
-            d = dict(d)
-            if "release_utc" in d:
-                d["release_slot"] = slots_between(start, parse_utc(d.pop("release_utc")))
-            if "deadline_utc" in d:
-                d["deadline_slot"] = slots_between(start, parse_utc(d.pop("deadline_utc")))
-            out.append(Job.from_dict(d))
-        return out
-    if not spec:
-        return []
-    fields = {k: v for k, v in spec.items() if k in MixSettings.__dataclass_fields__}
-    fields.setdefault("max_deferral_slots", actions.max_deferral_slots)  # thresholds stay feasible
-    mix = MixSettings(**fields)
-    carbon = {s.id: np.asarray(provider(s.region, start, horizon).carbon_g_per_kwh) for s in sites}
-    caps = [float(np.mean(s.capacity_kw)) for s in sites]
-    return job_mix(
-        int(spec.get("n_jobs", 100)),
-        horizon,
-        [s.id for s in sites],
-        caps,
-        source=str(spec.get("source", "alibaba")),
-        jobs_dir=Path(spec["jobs_dir"]) if spec.get("jobs_dir") else jobs_dir,
-        seed=int(spec.get("seed", 0)),
-        home_carbon_g_per_kwh=carbon,
-        settings=mix,
-    )

@@ -20,10 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from bpp.agent import CommitRefused, ComputeAgent, analogue_provider, signal_provider_from
+from bpp.agent import CommitRefused, ComputeAgent
 from bpp.catalog import CommitmentError, ProviderConfig
 from bpp.decisions import Decision as AgentDecision
 from bpp.models import Decision, Offer, Order, OrderEvent, Provider
+from bpp.signal_providers import analogue_provider, signal_provider_from
 from grid.signals import coverage
 from kernel import clock
 from schemas.flex import FlexOfferSpec
@@ -162,12 +163,14 @@ def commit(session: Session, order: Order, site_id: str) -> None:
     store_decisions(session, order.bpp_id, order.provider_id, agent.decisions())
 
 
-def check_update(session: Session, order: Order, site_id: str, power_kw: float, start: datetime, end: datetime) -> None:
+def check_update(
+    session: Session, order: Order, site_id: str, *, power_kw: float, start: datetime, end: datetime
+) -> None:
     row = session.get(Provider, (order.bpp_id, order.provider_id))
     if row is None or row.agent is None or order.state != "ACCEPTED":
         return
     agent = build_agent(session, row, exclude_order=order.id)
-    check = agent.can_commit(site_id, start, end, power_kw, order.id)
+    check = agent.can_commit(site_id, start, end, power_kw, order_id=order.id)
     if not check.ok:
         raise CommitmentError(
             "update_not_possible", f"the provider's schedule cannot honour the change: {check.reason}"
@@ -177,6 +180,7 @@ def check_update(session: Session, order: Order, site_id: str, power_kw: float, 
 def query_decisions(
     session: Session,
     bpp_id: str,
+    *,
     provider_id: str | None = None,
     job_id: str | None = None,
     action: str | None = None,

@@ -1,4 +1,4 @@
-"""Baseline policies CTSS is compared against. All return a :class:`bpp.scheduler.Plan` scored on the
+"""Baseline policies CTSS is compared against. All return a :class:`bpp.plan.Plan` scored on the
 instance's signals, with ``plan.violations`` listing every constraint the policy could not honour
 (empty = feasible, and then CTSS's objective can be no worse: its feasible set contains the plan).
 
@@ -24,34 +24,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpp.domain import MWH_PER_KW_SLOT, TOL, Instance
-from bpp.scheduler import (
-    Plan,
-    _runs_of,
-    eligibility,
-    evaluate,
-    fixed_load_kw,
-    fixed_run_fraction,
-    idle_battery_arrays,
-    max_solar_use,
-    plan_violations,
-)
+from bpp.domain import MWH_PER_KW_SLOT, TOL, FloatArray, Instance, IntArray
+from bpp.plan import Plan, evaluate, idle_battery_arrays, max_solar_use
+from bpp.scheduler import contiguous_starts, eligibility, fixed_load_kw, fixed_run_fraction, plan_violations
 
 
 @dataclass
 class _Candidates:
     """Contiguous placements per movable job: arrays of site and start, and the run length."""
 
-    site: dict[int, np.ndarray]
-    start: dict[int, np.ndarray]
+    site: dict[int, IntArray]
+    start: dict[int, IntArray]
     need: dict[int, int]
     gating_waived: tuple[str, ...]
 
 
 def _candidates(instance: Instance) -> _Candidates:
     el = eligibility(instance)
-    site: dict[int, np.ndarray] = {}
-    start: dict[int, np.ndarray] = {}
+    site: dict[int, IntArray] = {}
+    start: dict[int, IntArray] = {}
     need: dict[int, int] = {}
     for jx, job in enumerate(instance.jobs):
         if not job.movable:
@@ -61,15 +52,8 @@ def _candidates(instance: Instance) -> _Candidates:
         if jx in el.starts:
             site[jx], start[jx] = el.starts[jx]
         elif jx in el.slots:
-            mask = el.slots[jx]
             # contiguous runs at full power only where the job fits on its own
-            ss, tt = [], []
-            for k in range(instance.n_sites):
-                st = _runs_of(mask[k], d)
-                ss.append(np.full(len(st), k))
-                tt.append(st)
-            site[jx] = np.concatenate(ss).astype(np.int64)
-            start[jx] = np.concatenate(tt).astype(np.int64)
+            site[jx], start[jx] = contiguous_starts(el.slots[jx], list(range(instance.n_sites)), d)
         else:
             site[jx] = np.zeros(0, dtype=np.int64)
             start[jx] = np.zeros(0, dtype=np.int64)
@@ -125,7 +109,7 @@ def run_at_release(instance: Instance) -> Plan:
     return _plan_from_placements(instance, placements, "run_at_release", waived, t0)
 
 
-def _import_caps(instance: Instance) -> np.ndarray:
+def _import_caps(instance: Instance) -> FloatArray:
     caps = instance.commitment_caps_kw()
     for k, s in enumerate(instance.sites):
         if s.grid_import_limit_kw is not None:
@@ -172,6 +156,7 @@ def greedy_best_window(instance: Instance) -> Plan:
 
 def genetic(
     instance: Instance,
+    *,
     population: int = 40,
     generations: int = 150,
     mutation_rate: float | None = None,
@@ -212,7 +197,7 @@ def genetic(
     gw = instance.objective.gbp_weight
     n = len(movers)
 
-    def fitness(genes: np.ndarray) -> np.ndarray:
+    def fitness(genes: IntArray) -> FloatArray:
         P = len(genes)
         if n == 0:
             load = np.broadcast_to(base, (P, S, T))
@@ -230,9 +215,10 @@ def genetic(
         obj = (imp * weight[None]).sum(axis=(1, 2)) + gw * mcost
         over = np.maximum(load - cap[None], 0.0).sum(axis=(1, 2))
         over += np.maximum(imp - np.where(np.isfinite(icap), icap, np.inf)[None], 0.0).sum(axis=(1, 2))
-        return obj + penalty_per_kw_slot * over
+        penalised: FloatArray = obj + penalty_per_kw_slot * over
+        return penalised
 
-    def genes_of(placements: dict[int, tuple[int, int]]) -> np.ndarray:
+    def genes_of(placements: dict[int, tuple[int, int]]) -> IntArray:
         g = np.zeros(n, dtype=np.int64)
         for i, jx in enumerate(movers):
             k, tau = placements[jx]
@@ -282,7 +268,7 @@ def genetic(
     return plan
 
 
-def _tournament(rng: np.random.Generator, fit: np.ndarray, k: int) -> int:
+def _tournament(rng: np.random.Generator, fit: FloatArray, k: int) -> int:
     idx = rng.integers(0, len(fit), size=k)
     return int(idx[np.argmin(fit[idx])])
 

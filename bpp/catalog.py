@@ -266,6 +266,7 @@ PROVIDER_NAMES = [
 
 def example_config(
     n_providers: int,
+    *,
     now: datetime | None = None,
     platforms: int = 1,
     city_code: str = "GB-R13",
@@ -296,7 +297,7 @@ def example_config(
     for i in range(n_providers):
         pid = f"dc-{i + 1:02d}"
         name = PROVIDER_NAMES[i % len(PROVIDER_NAMES)] + ("" if i < len(PROVIDER_NAMES) else f" {i + 1}")
-        site = {
+        site: dict[str, Any] = {
             "id": f"{pid}-site",
             "region": city_code,
             "meter_id": f"MTR-{i + 1:04d}",

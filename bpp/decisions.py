@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, TOL, Instance, Job, Priority, iso
-from bpp.scheduler import Plan, fixed_run_fraction
+from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, TOL, BoolArray, FloatArray, Instance, Job, Priority, iso
+from bpp.plan import Plan
+from bpp.scheduler import fixed_run_fraction
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def fmt_power(kw: float) -> str:
     return f"{kw / 1000:.1f} MW" if kw >= 1000 else f"{kw:.0f} kW"
 
 
-def _reference_fraction(instance: Instance, job: Job) -> np.ndarray:
+def _reference_fraction(instance: Instance, job: Job) -> FloatArray:
     """(n_sites, n_slots) run-at-release-at-home placement of a job (truncated at the horizon)."""
     ref = np.zeros((instance.n_sites, instance.n_slots))
     ref[instance.site_index(job.running_at_site or job.site_id)] = fixed_run_fraction(instance, job)
@@ -129,7 +130,7 @@ def _reference_fraction(instance: Instance, job: Job) -> np.ndarray:
 
 
 def _job_cost(
-    instance: Instance, job: Job, frac: np.ndarray, price: np.ndarray, carbon: np.ndarray
+    instance: Instance, job: Job, frac: FloatArray, price: FloatArray, carbon: FloatArray
 ) -> tuple[float, float]:
     e_mwh = frac * job.power_kw * MWH_PER_KW_SLOT
     home = instance.site_index(job.site_id)
@@ -180,7 +181,18 @@ def decisions_for_plan(
                 actions.append("run_at_release")
         main = actions[0]
         site = instance.sites[sites_used[-1] if main == "migrate" else sites_used[0]]
-        why = _reason(instance, job, main, actions, ref, frac, price, carbon, caps, green)
+        why = _reason(
+            instance,
+            job,
+            main=main,
+            actions=actions,
+            ref=ref,
+            frac=frac,
+            price=price,
+            carbon=carbon,
+            caps=caps,
+            green=green,
+        )
         head = {
             "migrate": f"migrated {instance.sites[home].id} → {site.id}"
             + (f", deferred {deferral_slots * SLOT_MINUTES} min" if deferral_slots > 0 else ""),
@@ -224,11 +236,11 @@ def decisions_for_plan(
                 },
             )
         )
-    out.extend(_battery_decisions(instance, plan, at, plan_id, price, carbon, caps))
+    out.extend(_battery_decisions(instance, plan, at=at, plan_id=plan_id, price=price, carbon=carbon, caps=caps))
     return out
 
 
-def _mean(a: np.ndarray, w: np.ndarray) -> float:
+def _mean(a: FloatArray, w: FloatArray) -> float:
     tot = w.sum()
     return float((a * w).sum() / tot) if tot > 0 else float("nan")
 
@@ -236,14 +248,15 @@ def _mean(a: np.ndarray, w: np.ndarray) -> float:
 def _reason(
     instance: Instance,
     job: Job,
+    *,
     main: str,
     actions: list[str],
-    ref: np.ndarray,
-    frac: np.ndarray,
-    price: np.ndarray,
-    carbon: np.ndarray,
-    caps: np.ndarray,
-    green: np.ndarray,
+    ref: FloatArray,
+    frac: FloatArray,
+    price: FloatArray,
+    carbon: FloatArray,
+    caps: FloatArray,
+    green: BoolArray,
 ) -> str:
     """Why the plan differs from run-at-release, most specific cause first."""
     if main in ("run_at_release", "continue_running"):
@@ -278,7 +291,7 @@ def _reason(
     return "; ".join(parts)
 
 
-def _blocks(mask: np.ndarray) -> list[tuple[int, int]]:
+def _blocks(mask: BoolArray) -> list[tuple[int, int]]:
     padded = np.concatenate(([False], mask, [False])).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
@@ -287,11 +300,12 @@ def _blocks(mask: np.ndarray) -> list[tuple[int, int]]:
 def _battery_decisions(
     instance: Instance,
     plan: Plan,
+    *,
     at: datetime,
     plan_id: str,
-    price: np.ndarray,
-    carbon: np.ndarray,
-    caps: np.ndarray,
+    price: FloatArray,
+    carbon: FloatArray,
+    caps: FloatArray,
 ) -> list[Decision]:
     out: list[Decision] = []
     for k, site in enumerate(instance.sites):
@@ -401,6 +415,7 @@ def event(action: str, rationale: str, decided_at_utc: datetime, decision_id: st
 
 def query(
     decisions: list[Decision],
+    *,
     job_id: str | None = None,
     site_id: str | None = None,
     action: str | None = None,

@@ -20,9 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 SLOT_MINUTES = 30
 SLOT_HOURS = SLOT_MINUTES / 60.0
@@ -31,6 +32,12 @@ SLOT = timedelta(minutes=SLOT_MINUTES)
 MWH_PER_KW_SLOT = SLOT_HOURS / 1000.0
 #: Numerical tolerance for "equal" in plan checks (kW, fractions of a job, kWh)
 TOL = 1e-6
+
+#: numpy arrays by element type: quantities (kW, kWh, £, g/kWh, fractions), indices (sites, slots, LP
+#: columns and rows) and masks. Shapes are in each name's docstring, e.g. (n_sites, n_slots).
+FloatArray: TypeAlias = npt.NDArray[np.float64]
+IntArray: TypeAlias = npt.NDArray[np.int64]
+BoolArray: TypeAlias = npt.NDArray[np.bool_]
 
 
 class Priority(StrEnum):
@@ -82,7 +89,7 @@ class ObjectiveSpec:
         if self.carbon_reference_g_per_kwh <= 0:
             raise ValueError("carbon_reference_g_per_kwh must be > 0")
 
-    def weight_per_mwh(self, price_gbp_per_mwh: np.ndarray, carbon_g_per_kwh: np.ndarray) -> np.ndarray:
+    def weight_per_mwh(self, price_gbp_per_mwh: FloatArray, carbon_g_per_kwh: FloatArray) -> FloatArray:
         """Objective weight of one MWh of grid import, elementwise over slots."""
         p = np.asarray(price_gbp_per_mwh, dtype=float)
         c = np.asarray(carbon_g_per_kwh, dtype=float)
@@ -306,7 +313,7 @@ class Battery:
         return cls(**{k: v for k, v in d.items()})
 
 
-def _profile(value: float | np.ndarray | list[float], n_slots: int, name: str) -> np.ndarray:
+def _profile(value: float | FloatArray | list[float], n_slots: int, name: str) -> FloatArray:
     arr = np.asarray(value, dtype=float)
     if arr.ndim == 0:
         arr = np.full(n_slots, float(arr))
@@ -329,9 +336,9 @@ class Site:
 
     id: str
     region: str
-    capacity_kw: np.ndarray
-    baseline_kw: np.ndarray
-    solar_kw: np.ndarray
+    capacity_kw: FloatArray
+    baseline_kw: FloatArray
+    solar_kw: FloatArray
     solar_capacity_kw: float = 0.0
     battery: Battery | None = None
     grid_import_limit_kw: float | None = None
@@ -342,9 +349,10 @@ class Site:
         id: str,
         region: str,
         n_slots: int,
-        capacity_kw: float | np.ndarray,
-        baseline_kw: float | np.ndarray = 0.0,
-        solar_kw: float | np.ndarray = 0.0,
+        *,
+        capacity_kw: float | FloatArray,
+        baseline_kw: float | FloatArray = 0.0,
+        solar_kw: float | FloatArray = 0.0,
         solar_capacity_kw: float = 0.0,
         battery: Battery | None = None,
         grid_import_limit_kw: float | None = None,
@@ -364,7 +372,7 @@ class Site:
     def n_slots(self) -> int:
         return len(self.capacity_kw)
 
-    def green_mask(self, fraction: float) -> np.ndarray:
+    def green_mask(self, fraction: float) -> BoolArray:
         """Slots where on-site solar ≥ ``fraction`` × its capacity (no solar → never green)."""
         if self.solar_capacity_kw <= 0:
             return np.zeros(self.n_slots, dtype=bool)
@@ -413,7 +421,7 @@ class CommittedReduction:
     def n_slots(self) -> int:
         return len(self.baseline_kw)
 
-    def max_import_kw(self) -> np.ndarray:
+    def max_import_kw(self) -> FloatArray:
         return np.asarray(self.baseline_kw) - self.reduction_kw
 
     def to_dict(self) -> dict[str, Any]:
@@ -456,8 +464,8 @@ class Instance:
     n_slots: int
     sites: tuple[Site, ...]
     jobs: tuple[Job, ...]
-    price_gbp_per_mwh: dict[str, np.ndarray]
-    carbon_g_per_kwh: dict[str, np.ndarray]
+    price_gbp_per_mwh: dict[str, FloatArray]
+    carbon_g_per_kwh: dict[str, FloatArray]
     commitments: tuple[CommittedReduction, ...] = ()
     actions: ControlActions = field(default_factory=ControlActions)
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
@@ -496,7 +504,7 @@ class Instance:
             ("price_gbp_per_mwh", self.price_gbp_per_mwh),
             ("carbon_g_per_kwh", self.carbon_g_per_kwh),
         ):
-            clean: dict[str, np.ndarray] = {}
+            clean: dict[str, FloatArray] = {}
             for s in self.sites:
                 if s.region not in table:
                     raise ValueError(f"{name} has no series for region {s.region!r} (site {s.id})")
@@ -534,25 +542,25 @@ class Instance:
     def slot_of(self, t_utc: datetime) -> int:
         return slots_between(self.start_utc, t_utc)
 
-    def price_matrix(self) -> np.ndarray:
+    def price_matrix(self) -> FloatArray:
         """(n_sites, n_slots) £/MWh at each site's region."""
         return np.stack([self.price_gbp_per_mwh[s.region] for s in self.sites])
 
-    def carbon_matrix(self) -> np.ndarray:
+    def carbon_matrix(self) -> FloatArray:
         """(n_sites, n_slots) gCO2/kWh at each site's region."""
         return np.stack([self.carbon_g_per_kwh[s.region] for s in self.sites])
 
-    def weight_matrix(self) -> np.ndarray:
+    def weight_matrix(self) -> FloatArray:
         """(n_sites, n_slots) objective weight per MWh of grid import."""
         return self.objective.weight_per_mwh(self.price_matrix(), self.carbon_matrix())
 
     def with_signals(
-        self, price_gbp_per_mwh: Mapping[str, np.ndarray], carbon_g_per_kwh: Mapping[str, np.ndarray]
+        self, price_gbp_per_mwh: Mapping[str, FloatArray], carbon_g_per_kwh: Mapping[str, FloatArray]
     ) -> Instance:
         """The same instance on other signals (e.g. actuals, to evaluate a plan made on forecasts)."""
         return replace(self, price_gbp_per_mwh=dict(price_gbp_per_mwh), carbon_g_per_kwh=dict(carbon_g_per_kwh))
 
-    def commitment_caps_kw(self) -> np.ndarray:
+    def commitment_caps_kw(self) -> FloatArray:
         """(n_sites, n_slots) upper bound on grid import from committed reductions (inf where none).
         Orders over the same slot each carry the baseline frozen at their own confirmation (the plan
         already reduced by the earlier orders), so the binding cap is the smallest one."""

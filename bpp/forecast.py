@@ -30,7 +30,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from grid.signals import (
@@ -183,12 +182,17 @@ def seasonal_naive(y: np.ndarray, horizon_slots: int, period_slots: int) -> np.n
     n = len(y)
     leads = np.arange(1, horizon_slots + 1)
     back = period_slots * ((leads + period_slots - 1) // period_slots)
-    return y[n + leads - 1 - back].astype(np.float64)
+    repeated: np.ndarray = y[n + leads - 1 - back].astype(np.float64)
+    return repeated
 
 
 def _fit_predict_gbm(
     y: np.ndarray, region: str, start_utc: datetime, horizon_slots: int, config: GBMConfig
 ) -> np.ndarray:
+    # Lazy: scikit-learn takes ~1 s to import and only this model needs it, while every BPP process
+    # imports this module (the agents' forecast signal providers) and most plan on actual signals.
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
     n = len(y)
     first_origin = max(SLOTS_PER_WEEK, n - config.train_days * SLOTS_PER_DAY)
     # Training origins step back from the forecast origin n, so they share its time of day (a model per
@@ -215,7 +219,8 @@ def _fit_predict_gbm(
     x_pred, level_pred = _lag_features(y, np.full(horizon_slots, n), leads, slot_of_day, weekday)
     with threadpool_limits(limits=config.n_threads, user_api="openmp"):
         gbm.fit(x_train, target_train)
-        return gbm.predict(x_pred) + level_pred
+        predicted: np.ndarray = gbm.predict(x_pred) + level_pred
+        return predicted
 
 
 def forecast(
@@ -241,7 +246,9 @@ def forecast(
         return seasonal_naive(y, horizon_slots, SLOTS_PER_WEEK)
     config = config or GBMConfig()
     if signal == "carbon" and config.log_carbon and (y > 0).all():
-        return np.exp(_fit_predict_gbm(np.log(y), history.region, history.start_utc, horizon_slots, config))
+        log_forecast = _fit_predict_gbm(np.log(y), history.region, history.start_utc, horizon_slots, config)
+        carbon: np.ndarray = np.exp(log_forecast)
+        return carbon
     return _fit_predict_gbm(y, history.region, history.start_utc, horizon_slots, config)
 
 

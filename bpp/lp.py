@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import highspy
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
+
+from bpp.domain import FloatArray, IntArray
+
+Int32Array: TypeAlias = npt.NDArray[np.int32]
 
 INF = highspy.kHighsInf
 
@@ -20,7 +26,7 @@ INF = highspy.kHighsInf
 @dataclass(frozen=True)
 class LPResult:
     status: str  # "optimal" | "time_limit" | "infeasible" | "error: ..."
-    x: np.ndarray | None  # primal column values (None when no feasible point is known)
+    x: FloatArray | None  # primal column values (None when no feasible point is known)
     objective: float
     mip_gap: float  # HiGHS relative gap (0 for LPs solved to optimality)
     solve_time_s: float
@@ -40,19 +46,19 @@ class LPParts:
     appended in blocks and summed when assembled (scipy.sparse), so builders stay vectorised."""
 
     def __init__(self) -> None:
-        self._cost: list[np.ndarray] = []
-        self._lb: list[np.ndarray] = []
-        self._ub: list[np.ndarray] = []
-        self._int: list[np.ndarray] = []
-        self._rlb: list[np.ndarray] = []
-        self._rub: list[np.ndarray] = []
-        self._r: list[np.ndarray] = []
-        self._c: list[np.ndarray] = []
-        self._v: list[np.ndarray] = []
+        self._cost: list[FloatArray] = []
+        self._lb: list[FloatArray] = []
+        self._ub: list[FloatArray] = []
+        self._int: list[Int32Array] = []
+        self._rlb: list[FloatArray] = []
+        self._rub: list[FloatArray] = []
+        self._r: list[IntArray] = []
+        self._c: list[IntArray] = []
+        self._v: list[FloatArray] = []
         self.n_cols = 0
         self.n_rows = 0
 
-    def add_cols(self, cost: np.ndarray, lb: np.ndarray, ub: np.ndarray, integer: bool = False) -> np.ndarray:
+    def add_cols(self, cost: FloatArray, lb: FloatArray, ub: FloatArray, integer: bool = False) -> IntArray:
         n = len(cost)
         idx = np.arange(self.n_cols, self.n_cols + n)
         self._cost.append(np.asarray(cost, dtype=float))
@@ -66,13 +72,13 @@ class LPParts:
         """Zero every column cost (to re-use a built model for a feasibility or max-X problem)."""
         self._cost = [np.zeros_like(c) for c in self._cost]
 
-    def set_costs(self, cols: np.ndarray, costs: np.ndarray) -> None:
+    def set_costs(self, cols: IntArray, costs: FloatArray) -> None:
         """Set the cost of existing columns (e.g. a second-stage objective)."""
         cost = np.concatenate(self._cost) if self._cost else np.zeros(0)
         cost[np.asarray(cols, dtype=np.int64)] = costs
         self._cost = [cost]
 
-    def add_rows(self, lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    def add_rows(self, lb: FloatArray, ub: FloatArray) -> IntArray:
         n = len(lb)
         idx = np.arange(self.n_rows, self.n_rows + n)
         self._rlb.append(np.asarray(lb, dtype=float))
@@ -80,7 +86,7 @@ class LPParts:
         self.n_rows += n
         return idx
 
-    def add_entries(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+    def add_entries(self, rows: IntArray, cols: IntArray, vals: FloatArray | float) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
         vals = np.broadcast_to(np.asarray(vals, dtype=float), rows.shape)
@@ -90,17 +96,16 @@ class LPParts:
         self._c.append(cols.ravel())
         self._v.append(np.array(vals, dtype=float).ravel())
 
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        def cat(parts: list[np.ndarray], dtype: type = float) -> np.ndarray:
-            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
-
+    def arrays(self) -> tuple[FloatArray, FloatArray, FloatArray, Int32Array, FloatArray, FloatArray]:
+        """Column cost, lower and upper bound, integrality (1 = integer); row lower and upper bound."""
+        integrality = np.concatenate(self._int).astype(np.int32) if self._int else np.zeros(0, dtype=np.int32)
         return (
-            cat(self._cost),
-            cat(self._lb),
-            cat(self._ub),
-            cat(self._int, np.int32),
-            cat(self._rlb),
-            cat(self._rub),
+            _cat(self._cost),
+            _cat(self._lb),
+            _cat(self._ub),
+            integrality,
+            _cat(self._rlb),
+            _cat(self._rub),
         )
 
     def to_csc(self) -> sp.csc_matrix:
@@ -129,7 +134,14 @@ class LPParts:
         if arrays.n_int and reduced_cost_fixing:
             res = _solve_rc_fixed(arrays, time_limit_s, mip_rel_gap, threads)
         else:
-            res = _run(arrays, arrays.integrality, arrays.ub, time_limit_s, mip_rel_gap, threads)
+            res = _run(
+                arrays,
+                arrays.integrality,
+                arrays.ub,
+                time_limit_s=time_limit_s,
+                mip_rel_gap=mip_rel_gap,
+                threads=threads,
+            )
         return LPResult(
             res.status,
             res.x,
@@ -142,18 +154,22 @@ class LPParts:
         )
 
 
+def _cat(parts: list[FloatArray]) -> FloatArray:
+    return np.concatenate(parts).astype(float) if parts else np.zeros(0, dtype=float)
+
+
 @dataclass(frozen=True)
 class _HighsArrays:
     """An LPParts model as the arrays ``Highs.passModel`` takes (infinities as HiGHS's)."""
 
     n_cols: int
     n_rows: int
-    cost: np.ndarray
-    lb: np.ndarray
-    ub: np.ndarray
-    integrality: np.ndarray
-    rlb: np.ndarray
-    rub: np.ndarray
+    cost: FloatArray
+    lb: FloatArray
+    ub: FloatArray
+    integrality: Int32Array
+    rlb: FloatArray
+    rub: FloatArray
     a: sp.csc_matrix
 
     @property
@@ -179,23 +195,24 @@ class _HighsArrays:
 @dataclass(frozen=True)
 class _Run:
     status: str
-    x: np.ndarray | None
+    x: FloatArray | None
     objective: float
     gap: float
     dual_bound: float
-    reduced_costs: np.ndarray | None
+    reduced_costs: FloatArray | None
 
 
 def _run(
     m: _HighsArrays,
-    integrality: np.ndarray,
-    ub: np.ndarray,
+    integrality: Int32Array,
+    ub: FloatArray,
+    *,
     time_limit_s: float,
     mip_rel_gap: float,
     threads: int | None,
 ) -> _Run:
     """One HiGHS run of the model with the given integrality and column upper bounds."""
-    h = highspy.Highs()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]  # highspy leaves its __init__ unannotated
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", max(float(time_limit_s), 0.01))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
@@ -265,11 +282,11 @@ def _solve_rc_fixed(m: _HighsArrays, time_limit_s: float, mip_rel_gap: float, th
     The reported gap is therefore a certified gap for the *full* model."""
     t_end = time.perf_counter() + time_limit_s
     zeros = np.zeros_like(m.integrality)
-    lp = _run(m, zeros, m.ub, time_limit_s, mip_rel_gap, threads)
+    lp = _run(m, zeros, m.ub, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap, threads=threads)
     if lp.status == "infeasible":
         return lp  # the relaxation is infeasible, so is the MILP
     if lp.status != "optimal" or lp.x is None or lp.reduced_costs is None:
-        return _run(m, m.integrality, m.ub, max(t_end - time.perf_counter(), 0.01), mip_rel_gap, threads)
+        return _run_full(m, t_end, mip_rel_gap, threads)
     is_int = m.integrality.astype(bool)
     xi = lp.x[is_int]
     if np.all(np.abs(xi - np.rint(xi)) <= 1e-9):
@@ -284,7 +301,7 @@ def _solve_rc_fixed(m: _HighsArrays, time_limit_s: float, mip_rel_gap: float, th
         left = t_end - time.perf_counter()
         if left <= 0:
             break
-        r = _run(m, m.integrality, ub, left, mip_rel_gap, threads)
+        r = _run(m, m.integrality, ub, time_limit_s=left, mip_rel_gap=mip_rel_gap, threads=threads)
         if r.x is None:
             if r.status != "infeasible":
                 return r  # time limit without a point, or a solver error
@@ -299,4 +316,10 @@ def _solve_rc_fixed(m: _HighsArrays, time_limit_s: float, mip_rel_gap: float, th
             # dominate a relative gap, or a restricted solve that stopped early): solve the full MILP.
             break
         delta = 2.0 * (r.objective - z)
-    return _run(m, m.integrality, m.ub, max(t_end - time.perf_counter(), 0.01), mip_rel_gap, threads)
+    return _run_full(m, t_end, mip_rel_gap, threads)
+
+
+def _run_full(m: _HighsArrays, t_end: float, mip_rel_gap: float, threads: int | None) -> _Run:
+    """The whole MILP handed to HiGHS with whatever time is left until ``t_end``."""
+    left = max(t_end - time.perf_counter(), 0.01)
+    return _run(m, m.integrality, m.ub, time_limit_s=left, mip_rel_gap=mip_rel_gap, threads=threads)

@@ -36,10 +36,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
-from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, CommittedReduction, Instance, iso
-from bpp.scheduler import Plan, SchedulingInfeasible, max_reduction_kw, solve
+from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, CommittedReduction, FloatArray, Instance, iso
+from bpp.plan import Plan
+from bpp.scheduler import SchedulingInfeasible, max_reduction_kw, solve
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,9 @@ class FlexOffer:
         return (start_utc is None or self.end_utc > start_utc) and (end_utc is None or self.start_utc < end_utc)
 
 
-def _probe(instance: Instance, site_id: str, a: int, b: int, q_kw: float, baseline: np.ndarray) -> Instance:
+def _probe(instance: Instance, site_id: str, window: tuple[int, int], q_kw: float, baseline: FloatArray) -> Instance:
+    """The instance with a hypothetical order for ``q_kw`` over slots ``window`` (as a confirm would add it)."""
+    a, b = window
     c = CommittedReduction(
         "offer-probe",
         site_id,
@@ -193,10 +194,10 @@ def derive_offers(
             for lvl in sorted(cfg.levels):
                 q = lvl * r_max
                 try:
-                    p = solve(_probe(instance, site.id, a, b, q, baseline), verify=False)
+                    p = solve(_probe(instance, site.id, (a, b), q, baseline), verify=False)
                 except SchedulingInfeasible:
                     q = math.floor(q * 0.99 * 1000) / 1000
-                    p = solve(_probe(instance, site.id, a, b, q, baseline), verify=False)
+                    p = solve(_probe(instance, site.id, (a, b), q, baseline), verify=False)
                     r_max = q if lvl == 1.0 else r_max
                 assert p.metrics is not None
                 delta = max(p.metrics.objective - base_obj, 0.0) * gbp

@@ -350,7 +350,7 @@ def process(session: Session, row: Any) -> list[int]:
             _on_search(session, bpp_id, payload, row)
             return []
         with session.begin_nested():  # a refusal undoes any partial change before the error callback
-            return _process(session, bpp_id, row.action, ctx, payload, row)
+            return _process(session, bpp_id, row.action, ctx=ctx, payload=payload, row=row)
     except CommitmentError as exc:
         # A well-formed request the BPP cannot honour: the callback carries the error; nothing else changes.
         return [
@@ -368,7 +368,7 @@ def process(session: Session, row: Any) -> list[int]:
 
 
 def _process(
-    session: Session, bpp_id: str, action: str, ctx: dict[str, Any], payload: dict[str, Any], row: Any
+    session: Session, bpp_id: str, action: str, *, ctx: dict[str, Any], payload: dict[str, Any], row: Any
 ) -> list[int]:
     on = f"on_{action}"
     if action in ("status", "cancel"):
@@ -526,7 +526,12 @@ def _update(session: Session, spec: OrderSpec) -> Order:
                 Commitment(spec.power_kw, spec.window_start, spec.window_end),
             )
             agent_service.check_update(
-                session, order, offer.location_id, spec.power_kw, spec.window_start, spec.window_end
+                session,
+                order,
+                offer.location_id,
+                power_kw=spec.power_kw,
+                start=spec.window_start,
+                end=spec.window_end,
             )
     except CommitmentError as exc:
         raise CommitmentError("update_not_possible", str(exc)) from exc
@@ -592,8 +597,8 @@ def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any)
     req = _search_request(json.dumps(payload["message"], sort_keys=True))
     providers: list[dict[str, Any]] = []
     rows = raw(session).execute(_CATALOG_SQL, (bpp_id,)).fetchall()
-    for provider_id, group in itertools.groupby(rows, key=lambda r: r[0]):
-        group = list(group)
+    for provider_id, grouped in itertools.groupby(rows, key=lambda r: r[0]):
+        group = list(grouped)
         region_of, skeleton = _provider_entry(provider_id, group[0][1], group[0][2])
         offers = [_offer_entry(r[3]) for r in group if r[3] is not None]
         matched = {id(o) for o in matching_offers([spec for spec, _ in offers], req, region_of)}

@@ -1,6 +1,6 @@
 """Battery storage: the battery block of the site LP, and the storage agent's own battery LP.
 
-The block (used by :mod:`bpp.scheduler` for every site with a battery when storage coordination is
+The block (used by :mod:`bpp.scheduler.milp` for every site with a battery when storage coordination is
 on) has, per slot t, charge ``c[t] ∈ [0, charge_power_kw]``, discharge ``d[t] ∈ [0,
 discharge_power_kw]`` and end-of-slot state of charge ``e[t] ∈ [soc_min_kwh, soc_max_kwh]``, with
 
@@ -13,7 +13,7 @@ weight (:class:`bpp.domain.ObjectiveSpec`) acting on the import the battery shif
 load during a committed reduction falls out of the reduction's cap on grid import.
 
 A stand-alone battery (a storage-only provider, or a site whose compute agent runs with storage
-coordination off) is planned by :func:`plan_storage`: the same LP with the site's other load as a fixed
+coordination off) is planned by solving :func:`storage_instance`: the same LP with the site's other load as a fixed
 profile — the scheduler with no jobs — so the storage agent and the compute agent share one
 formulation, one plan checker and one offer derivation.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,15 +32,15 @@ from bpp.domain import (
     Battery,
     CommittedReduction,
     ControlActions,
+    FloatArray,
     Instance,
+    IntArray,
     ObjectiveSpec,
     Site,
     SolverSettings,
 )
 from bpp.lp import LPParts
-
-if TYPE_CHECKING:  # the scheduler imports this module; the plan type is only needed for hints
-    from bpp.scheduler import Plan
+from bpp.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -49,13 +48,13 @@ class BatteryBlock:
     """Column and row indices of one site's battery in the site LP."""
 
     site_index: int
-    charge_cols: np.ndarray
-    discharge_cols: np.ndarray
-    soc_cols: np.ndarray
+    charge_cols: IntArray
+    discharge_cols: IntArray
+    soc_cols: IntArray
 
 
 def add_battery_block(
-    lp: LPParts, site_index: int, battery: Battery, n_slots: int, balance_rows: np.ndarray, gbp_weight: float
+    lp: LPParts, site_index: int, battery: Battery, *, n_slots: int, balance_rows: IntArray, gbp_weight: float
 ) -> BatteryBlock:
     """Append the battery's columns and SoC rows to ``lp``; link it to the site's balance rows
     (``grid − load − c + d + solar = fixed``, so the battery enters with −1 on charge, +1 on discharge)."""
@@ -80,7 +79,7 @@ def add_battery_block(
     return BatteryBlock(site_index, c, d, e)
 
 
-def soc_trajectory_kwh(battery: Battery, charge_kw: np.ndarray, discharge_kw: np.ndarray) -> np.ndarray:
+def soc_trajectory_kwh(battery: Battery, charge_kw: FloatArray, discharge_kw: FloatArray) -> FloatArray:
     """End-of-slot SoC implied by a charge/discharge schedule (the plan checker recomputes it)."""
     eta = battery.one_way_efficiency
     delta = eta * charge_kw * SLOT_HOURS - discharge_kw * SLOT_HOURS / eta
@@ -90,9 +89,10 @@ def soc_trajectory_kwh(battery: Battery, charge_kw: np.ndarray, discharge_kw: np
 def battery_violations(
     site: Site,
     battery: Battery,
-    charge_kw: np.ndarray,
-    discharge_kw: np.ndarray,
-    soc_kwh: np.ndarray,
+    *,
+    charge_kw: FloatArray,
+    discharge_kw: FloatArray,
+    soc_kwh: FloatArray,
     tol: float = 1e-5,
 ) -> list[str]:
     """Every way a battery schedule breaks the battery's physics or bounds (empty = valid)."""
@@ -142,8 +142,9 @@ class StoragePlanSummary:
 def storage_instance(
     site: Site,
     start_utc: datetime,
-    price_gbp_per_mwh: np.ndarray,
-    carbon_g_per_kwh: np.ndarray,
+    price_gbp_per_mwh: FloatArray,
+    carbon_g_per_kwh: FloatArray,
+    *,
     objective: ObjectiveSpec | None = None,
     commitments: tuple[CommittedReduction, ...] = (),
     solver: SolverSettings | None = None,

@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from bpp.domain import SLOT_MINUTES, Job, Priority
+from bpp.domain import SLOT_MINUTES, FloatArray, Job, Priority
 
 ALIBABA_FILE = "alibaba_gpu2023_openb_pod_list_default.csv"
 GAIA_FILE = "gaia_pai_1k.csv"
@@ -174,7 +175,7 @@ def job_mix(
     source: str = "alibaba",
     jobs_dir: Path | None = None,
     seed: int = 0,
-    home_carbon_g_per_kwh: dict[str, np.ndarray] | None = None,
+    home_carbon_g_per_kwh: Mapping[str, FloatArray] | None = None,
     settings: MixSettings | None = None,
     id_prefix: str = "",
     offset_rows: int | None = None,
@@ -289,10 +290,11 @@ def synthetic_solar_kw(
     start_utc: datetime,
     n_slots: int,
     capacity_kw: float,
+    *,
     latitude_deg: float = 52.0,
     longitude_deg: float = -1.5,
     clearness: float = 1.0,
-) -> np.ndarray:
+) -> FloatArray:
     """Clear-sky PV output per slot (synthetic — the shared data has no solar series).
 
     Solar elevation from declination ``23.44° · sin(2π(284 + doy)/365)`` and the hour angle at the
@@ -307,4 +309,5 @@ def synthetic_solar_kw(
     hour_angle = np.radians(15.0 * (hours_utc + longitude_deg / 15.0 - 12.0))
     lat = np.radians(latitude_deg)
     sin_el = np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
-    return capacity_kw * clearness * np.clip(sin_el / np.sin(np.radians(50.0)), 0.0, 1.0)
+    solar: FloatArray = capacity_kw * clearness * np.clip(sin_el / np.sin(np.radians(50.0)), 0.0, 1.0)
+    return solar

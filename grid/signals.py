@@ -42,14 +42,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 SLOT_MINUTES = 30
 SLOT_SECONDS = SLOT_MINUTES * 60
 SLOTS_PER_DAY = 24 * 60 // SLOT_MINUTES
 SLOTS_PER_WEEK = 7 * SLOTS_PER_DAY
 SLOT = timedelta(minutes=SLOT_MINUTES)
+
+#: per-slot values (£/MWh, gCO2/kWh) and per-slot flags (gap-filled or not)
+Values: TypeAlias = npt.NDArray[np.float64]
+Mask: TypeAlias = npt.NDArray[np.bool_]
 
 #: runs of missing/bad slots up to this length are linearly interpolated; longer ones copy the day before
 MAX_INTERP_SLOTS = 4
@@ -119,10 +125,10 @@ def _parse_utc(text: str) -> datetime:
 # The series
 
 
-def _frozen(a: np.ndarray | None, dtype: type, name: str, n: int | None) -> np.ndarray | None:
+def _frozen(a: npt.ArrayLike | None, dtype: type, name: str, n: int | None) -> npt.NDArray[Any] | None:
     if a is None:
         return None
-    arr = np.array(a, dtype=dtype)  # a private copy: callers may not mutate the cached source
+    arr: npt.NDArray[Any] = np.array(a, dtype=dtype)  # a private copy: callers may not mutate the cached source
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if n is not None and len(arr) != n:
@@ -141,12 +147,12 @@ class SignalSeries:
 
     region: str
     start_utc: datetime
-    price_gbp_per_mwh: np.ndarray
-    carbon_g_per_kwh: np.ndarray
-    carbon_forecast_g_per_kwh: np.ndarray | None = None
-    imbalance_price_gbp_per_mwh: np.ndarray | None = None
-    price_filled: np.ndarray | None = None
-    carbon_filled: np.ndarray | None = None
+    price_gbp_per_mwh: Values
+    carbon_g_per_kwh: Values
+    carbon_forecast_g_per_kwh: Values | None = None
+    imbalance_price_gbp_per_mwh: Values | None = None
+    price_filled: Mask | None = None
+    carbon_filled: Mask | None = None
     #: where the price came from, e.g. "GB market index" (non-GB regions borrow it; see load_region)
     price_source: str = field(default="")
 
@@ -190,7 +196,7 @@ class SignalSeries:
         """Index of the slot starting at ``t_utc`` (must be aligned; may lie outside the series)."""
         return epoch_slot(t_utc) - epoch_slot(self.start_utc)
 
-    def signal(self, name: str) -> np.ndarray:
+    def signal(self, name: str) -> Values:
         """``"price"`` or ``"carbon"`` → the matching array (the names the forecasts use)."""
         if name == "price":
             return self.price_gbp_per_mwh
@@ -198,7 +204,7 @@ class SignalSeries:
             return self.carbon_g_per_kwh
         raise ValueError(f"unknown signal {name!r}: use 'price' or 'carbon'")
 
-    def filled_mask(self, name: str) -> np.ndarray:
+    def filled_mask(self, name: str) -> Mask:
         """Which slots of ``signal(name)`` were gap-filled (all False when unknown)."""
         mask = {"price": self.price_filled, "carbon": self.carbon_filled}.get(name)
         if name not in ("price", "carbon"):
@@ -220,7 +226,7 @@ class SignalSeries:
         if not 0 <= i <= j <= len(self):
             raise ValueError(f"slice [{i}, {j}) outside 0..{len(self)}")
 
-        def cut(a: np.ndarray | None) -> np.ndarray | None:
+        def cut(a: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
             return None if a is None else a[i:j]
 
         return SignalSeries(
@@ -240,7 +246,7 @@ class SignalSeries:
 # Gap filling
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def _runs(mask: Mask) -> list[tuple[int, int]]:
     """[start, end) of each run of True in ``mask``."""
     padded = np.concatenate(([False], mask, [False])).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
@@ -248,10 +254,10 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def fill_gaps(
-    values: np.ndarray,
+    values: npt.ArrayLike,
     max_interp_slots: int = MAX_INTERP_SLOTS,
     period_slots: int = SLOTS_PER_DAY,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Values, Mask]:
     """Fill NaN runs by the module's rule; returns ``(filled, was_filled)``.
 
     Short runs (≤ ``max_interp_slots``) interpolate linearly between the neighbours; longer runs copy
@@ -295,7 +301,7 @@ def fill_gaps(
 @dataclass(frozen=True)
 class _Grid:
     start_slot: int
-    columns: dict[str, np.ndarray]
+    columns: dict[str, Values]
 
 
 def _to_float(text: str | None, bad: Callable[[float], bool]) -> float:
@@ -406,14 +412,14 @@ class _Filled:
     """A column filled over its whole file: values, the mask of filled slots, and its slot range."""
 
     start_slot: int
-    values: np.ndarray
-    filled: np.ndarray
+    values: Values
+    filled: Mask
 
     @property
     def end_slot(self) -> int:
         return self.start_slot + len(self.values)
 
-    def take(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    def take(self, a: int, b: int) -> tuple[Values, Mask]:
         i, j = a - self.start_slot, b - self.start_slot
         return self.values[i:j], self.filled[i:j]
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpp.agent import CommitRefused, ComputeAgent, SignalUpdate, StorageAgent, series_provider
+from bpp.agent import CommitRefused, ComputeAgent, StorageAgent
 from bpp.baselines import genetic, greedy_best_window, run_at_release
 from bpp.decisions import decisions_for_plan, query, settle
 from bpp.domain import ControlActions, Instance, Job, ObjectiveKind, ObjectiveSpec, Priority, Site, iso
 from bpp.scheduler import solve
+from bpp.signal_providers import SignalUpdate, series_provider
 from bpp.workload import job_mix, read_alibaba, read_gaia
 from grid.signals import SignalSeries
 from tests.bpp.ctss_helpers import START

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bpp import forecast as fc
-from grid.signals import SLOTS_PER_DAY, SLOTS_PER_WEEK, SignalSeries, load_gb, load_region
+from grid.signals import SLOTS_PER_DAY, SLOTS_PER_WEEK, SignalSeries, coverage, load_gb, load_region
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2023, 3, 1, tzinfo=UTC)
@@ -186,8 +186,6 @@ def test_evaluate_skips_filled_targets_and_reports_ratios() -> None:
 def test_evaluate_runs_on_the_repo_trimmed_copy() -> None:
     """No ../shared needed: four weeks from data/grid still give GBM origins in December."""
     grid = ROOT / "data" / "grid"
-    from grid.signals import coverage
-
     start, end = coverage("NO", grid)
     s = load_region("NO", start, end, grid)
     r = fc.evaluate(s, [12], 96, origin_step_slots=4 * SLOTS_PER_DAY, signals=("carbon",))

@@ -153,7 +153,12 @@ def test_storage_offer_and_commitment_respect_battery_physics(seed: int, eta: fl
     site = Site.build("B", "GB", T, capacity_kw=1000.0, baseline_kw=50.0, battery=bat)
     inst = storage_instance(site, START, price, rng.uniform(50, 250, T))
     plan = solve(inst)
-    assert battery_violations(site, bat, plan.charge_kw[0], plan.discharge_kw[0], plan.soc_kwh[0]) == []
+    assert (
+        battery_violations(
+            site, bat, charge_kw=plan.charge_kw[0], discharge_kw=plan.discharge_kw[0], soc_kwh=plan.soc_kwh[0]
+        )
+        == []
+    )
     offers = derive_offers(
         inst, plan, OfferSettings(window_slots=2, lead_slots=0, levels=(1.0,)), resource_type="storage"
     )

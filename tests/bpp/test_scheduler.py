@@ -8,6 +8,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from bpp.baselines import POLICIES
 from bpp.domain import (
     Battery,
     CommittedReduction,
@@ -29,6 +30,8 @@ from bpp.scheduler import (
     tie_break_cost,
     verify_plan,
 )
+from bpp.workload import job_mix
+from grid.signals import load_region
 from tests.bpp.ctss_helpers import START
 
 T = 12
@@ -273,10 +276,6 @@ def test_replan_keeps_running_work_fixed_and_progress_counted() -> None:
 
 
 def test_real_2023_signals_1000_jobs_three_regions(shared_dir) -> None:
-    from bpp.baselines import POLICIES
-    from bpp.workload import job_mix
-    from grid.signals import load_region
-
     start = START.replace(month=3, day=15)
     regions = {"DC-North": "GB", "DC-Iberia": "ES", "DC-Nordic": "NO"}
     series = {

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpp.baselines import POLICIES
-from bpp.domain import Instance, Priority
+from bpp.domain import Instance, Job, Priority, Site
+from bpp.plan import Plan
 from bpp.scheduler import (
-    Plan,
     SchedulingInfeasible,
     build_model,
     plan_violations,
@@ -21,7 +21,7 @@ from bpp.scheduler import (
     tie_break_bound,
     tie_break_cost,
 )
-from tests.bpp.ctss_helpers import brute_force, instances
+from tests.bpp.ctss_helpers import START, brute_force, instances, signals
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -101,9 +101,6 @@ def test_ctss_matches_brute_force_on_contiguous_instances(inst: Instance) -> Non
 
 def test_brute_force_agrees_on_a_capacity_bound_instance() -> None:
     """A hand-made instance where capacity forces a non-greedy choice: two 60 kW jobs, 100 kW site."""
-    from bpp.domain import Instance, Job, Site
-    from tests.bpp.ctss_helpers import START, signals
-
     rng = np.random.default_rng(3)
     price, carbon = signals(rng, 10)
     price["GB"] = np.array([10, 10, 50, 50, 50, 50, 50, 90, 90, 90], dtype=float)

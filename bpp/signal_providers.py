@@ -1,0 +1,145 @@
+"""Where an agent's price and carbon come from: *signal providers* and signal updates.
+
+A provider is a function ``(region, start_utc, n_slots) -> SignalSeries``: actual 2023 series for
+simulation (:func:`actual_provider`), forecasts from the history before ``start_utc`` for planning
+(:func:`forecast_provider`, :mod:`bpp.forecast`), any series the caller holds
+(:func:`series_provider`), or live operation on historical data (:func:`analogue_provider`). An agent's
+config names one with its ``"signals"`` entry (:func:`signal_provider_from`).
+
+A :class:`SignalUpdate` (a price spike, a carbon revision) overrides a provider's values over a span;
+:func:`signals_with_updates` applies them to the windows an agent plans on.
+
+Pure: time is always a parameter; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import numpy as np
+
+from bpp.domain import SLOT, FloatArray, iso, slots_between
+from bpp.forecast import forecast_series
+from grid.signals import SLOTS_PER_DAY, SignalSeries, load_region
+
+SignalProvider: TypeAlias = Callable[[str, datetime, int], SignalSeries]
+
+ANALOGUE_STEP = timedelta(days=364)  # 52 weeks: the same weekday and time of day
+
+
+def actual_provider(data_dir: Path | None = None) -> SignalProvider:
+    """Actual 2023 series from ``../shared/data/grid`` (via :func:`grid.signals.load_region`)."""
+
+    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
+        return load_region(region, start_utc, start_utc + SLOT * n_slots, data_dir)
+
+    return provide
+
+
+def forecast_provider(model: str = "gbm", history_days: int = 28, data_dir: Path | None = None) -> SignalProvider:
+    """Forecasts from the ``history_days`` before ``start_utc`` (``bpp.forecast.forecast_series``)."""
+
+    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
+        history = load_region(region, start_utc - SLOT * (history_days * SLOTS_PER_DAY), start_utc, data_dir)
+        return forecast_series(history, n_slots, model)
+
+    return provide
+
+
+def analogue_provider(base: SignalProvider, coverage_of: Callable[[str], tuple[datetime, datetime]]) -> SignalProvider:
+    """Live operation on historical data: a window in the present (say 2026-11-24 16:00 UTC) is served
+    by the same weekday and time of day in the data (2023-11-28 16:00 UTC), shifted by whole 52-week
+    steps, and re-stamped with the requested times. Weekly and daily patterns are kept; the year is not.
+    ``coverage_of(region)`` gives the data's [start, end)."""
+
+    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
+        lo, hi = coverage_of(region)
+        end = start_utc + SLOT * n_slots
+        shift = timedelta(0)
+        while end - shift > hi:
+            shift += ANALOGUE_STEP
+        while start_utc - shift < lo:
+            shift -= ANALOGUE_STEP
+        if end - shift > hi:
+            raise ValueError(
+                f"no analogue of {iso(start_utc)}–{iso(end)} inside the {region} data "
+                f"({iso(lo)}–{iso(hi)}); the data must cover {n_slots} slots on that weekday"
+            )
+        return replace(base(region, start_utc - shift, n_slots), start_utc=start_utc)
+
+    return provide
+
+
+def series_provider(series: Mapping[str, SignalSeries]) -> SignalProvider:
+    """Windows of series the caller already holds (one per region)."""
+
+    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
+        if region not in series:
+            raise KeyError(f"no signal series for region {region!r}")
+        return series[region].window(start_utc, n_slots)
+
+    return provide
+
+
+def as_provider(signals: SignalProvider | Mapping[str, SignalSeries]) -> SignalProvider:
+    """A provider as given, or one serving windows of the series given (one per region)."""
+    return signals if callable(signals) else series_provider(signals)
+
+
+def signal_provider_from(spec: Mapping[str, Any], data_dir: Path | None) -> SignalProvider:
+    """The provider an agent config's ``"signals"`` entry names: ``{"source": "actual"}`` (default) or a
+    forecast model (``"gbm"``, ``"naive_day"``, ``"naive_week"``) with ``"history_days"``; an optional
+    ``"data_dir"`` overrides ``data_dir``."""
+    source = spec.get("source", "actual")
+    data_dir = Path(spec["data_dir"]) if spec.get("data_dir") else data_dir
+    if source == "actual":
+        return actual_provider(data_dir)
+    return forecast_provider(source, int(spec.get("history_days", 28)), data_dir)
+
+
+@dataclass(frozen=True)
+class SignalUpdate:
+    """A change of signal the agent must re-plan for, e.g. a price spike: over ``[start_utc, end_utc)``
+    in ``region`` the price (and/or carbon) is replaced by the given value. Kept and applied to every
+    later plan whose horizon covers it."""
+
+    region: str
+    start_utc: datetime
+    end_utc: datetime
+    price_gbp_per_mwh: float | None = None
+    carbon_g_per_kwh: float | None = None
+    reason: str = "signal update"
+
+
+def signals_with_updates(
+    provider: SignalProvider,
+    regions: Iterable[str],
+    start_utc: datetime,
+    n_slots: int,
+    updates: Iterable[SignalUpdate],
+) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
+    """Price and carbon by region over ``n_slots`` from ``start_utc`` (regions in sorted order), with
+    every update overriding the slots of the window it covers."""
+    updates = list(updates)
+    price: dict[str, FloatArray] = {}
+    carbon: dict[str, FloatArray] = {}
+    for region in sorted(set(regions)):
+        series = provider(region, start_utc, n_slots)
+        p = np.array(series.price_gbp_per_mwh, dtype=float)
+        c = np.array(series.carbon_g_per_kwh, dtype=float)
+        for u in updates:
+            if u.region != region:
+                continue
+            a = min(max(slots_between(start_utc, u.start_utc), 0), n_slots)
+            b = min(max(slots_between(start_utc, u.end_utc), 0), n_slots)
+            if b > a:
+                if u.price_gbp_per_mwh is not None:
+                    p[a:b] = u.price_gbp_per_mwh
+                if u.carbon_g_per_kwh is not None:
+                    c[a:b] = u.carbon_g_per_kwh
+        price[region], carbon[region] = p, c
+    return price, carbon
