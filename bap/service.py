@@ -58,7 +58,7 @@ class Sent:
 
 # -- client operations ----------------------------------------------------------------------------
 def search(
-    session: Session, me: Identity, gateway_url: str, req: FlexRequest, city_code: str, country_code: str
+    session: Session, me: Identity, req: FlexRequest, *, gateway_url: str, city_code: str, country_code: str
 ) -> Sent:
     if req.window_end <= req.window_start:
         raise ClientError("window_end must be after window_start")
@@ -111,7 +111,9 @@ class OrderRequest:
     reason: str | None = None
 
 
-def _send(session: Session, me: Identity, t: Transaction, o: BapOrder, action: str, message: dict[str, Any]) -> Sent:
+def _send(
+    session: Session, me: Identity, t: Transaction, o: BapOrder, *, action: str, message: dict[str, Any]
+) -> Sent:
     ctx = envelope.context(
         action,
         bap_id=me.subscriber_id,
@@ -193,12 +195,13 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
     else:
         raise ClientError(f"unknown action {action}", 404)
     o.last_error = None
-    return _send(session, me, t, o, action, message)
+    return _send(session, me, t, o, action=action, message=message)
 
 
 def plan(
     session: Session,
     tx: str,
+    *,
     target_kw: float,
     objective: str,
     start: datetime | None = None,
@@ -424,7 +427,7 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         # A callback without an order (an error answer): the request it answers — same message_id — names it.
         o = _order_of_request(session, msg)
     else:
-        o = _order(session, msg.context.transaction_id, str(msg.context.bpp_id), provider_id)
+        o = _order(session, str(msg.context.transaction_id), str(msg.context.bpp_id), provider_id)
     if o is None:
         raise BecknError("invalid_response", f"{msg.action} for an order this BAP never placed", http_status=200)
     if order is not None:

@@ -11,7 +11,7 @@ What is measured (all in the same run, on the same server):
 - strict chain: W writer threads (W = 1, 4, 8) each submit requests of k transfers (k = 1, 10, 100; a
   request is what one client call carries, e.g. POST /api/v1/transfers/batch) and wait for each answer,
   a fixed total of transfers per configuration, generated before the clock starts; through
-  ledger.store.GroupCommitter (one connection unless --connections says otherwise) — i.e. the full
+  ledger.group_commit.GroupCommitter (one connection unless --connections says otherwise) — i.e. the full
   path: idempotency by transfer id (unique index; looked up on retry), balance rows locked FOR UPDATE
   in sorted order, flag checks on the balances as they are under those locks, canonical RFC 8785
   encoding, RFC 6962 Merkle root, advisory chain lock, one link per batch, synchronous commit.
@@ -19,7 +19,7 @@ What is measured (all in the same run, on the same server):
   and indexes, into a copy of ledger.entries without triggers), one INSERT + COMMIT per request, with no
   locks, no balance checks and no hashing. Also reported: raw_grouped, the same rows through the same
   group-commit batching (one transaction per batch) — what batching alone buys without the ledger's work.
-- verification: `ledger verify` (ledger.service.verify_ledger) over a chain of ≥ 1M entries: every
+- verification: `ledger verify` (ledger.verify.verify_ledger) over a chain of ≥ 1M entries: every
   entry re-encoded and compared with its hashed bytes, every leaf, Merkle root and link re-hashed,
   checkpoints checked, then every balance compared with the sum of its entries in SQL.
 The machine's 2 cores are shared with other work; the load average is recorded with the results.
@@ -45,13 +45,16 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kernel import db  # noqa: E402
+from kernel import clock, db  # noqa: E402
 from ledger import accounts as acct  # noqa: E402
-from ledger import service as svc  # noqa: E402
+from ledger.accounts_db import ensure_accounts  # noqa: E402
 from ledger.chain import GENESIS_PREV_HASH  # noqa: E402
+from ledger.checkpoints import create_checkpoint, ledger_keypair  # noqa: E402
+from ledger.db import iso  # noqa: E402
+from ledger.group_commit import GroupCommitter  # noqa: E402
 from ledger.merkle import leaf_hash, root_from_leaf_hashes  # noqa: E402
-from ledger.store import GroupCommitter  # noqa: E402
 from ledger.transfers import Entry, TransferSpec  # noqa: E402
+from ledger.verify import verify_ledger  # noqa: E402
 
 N_ACCOUNTS = 64
 NOTES = (
@@ -357,7 +360,7 @@ def main() -> None:
     os.environ["FLEXMARKET_HOME"] = os.environ.get("FLEXMARKET_HOME") or str(Path("/tmp") / f"fm-bench-{os.getpid()}")
     load_before = os.getloadavg()
     results: dict = {
-        "started_at": svc.iso(svc.utcnow()),
+        "started_at": iso(clock.now()),
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "loadavg_at_start": [round(x, 2) for x in load_before],
@@ -367,7 +370,7 @@ def main() -> None:
         db.upgrade(url)
         with psycopg.connect(conninfo, autocommit=True) as conn:
             with conn.transaction():
-                svc.ensure_accounts(conn, CASH + REV)
+                ensure_accounts(conn, CASH + REV)
             conn.execute(
                 "CREATE TABLE ledger.bench_raw (LIKE ledger.entries INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
                 "INCLUDING INDEXES)"
@@ -409,11 +412,11 @@ def main() -> None:
         gen_s = bulk_chain(conninfo, need) if need else 0.0
         with psycopg.connect(conninfo, autocommit=True) as conn:
             with conn.transaction():
-                svc.create_checkpoint(conn, svc.ledger_keypair())
+                create_checkpoint(conn, ledger_keypair())
             t0 = time.perf_counter()
-            report = svc.verify_ledger(conn)
+            report = verify_ledger(conn)
             total_s = time.perf_counter() - t0
-            local = svc.verify_ledger(conn, local_encoding=True)
+            local = verify_ledger(conn, local_encoding=True)
         if not (report.ok and local.ok):
             raise SystemExit(f"verification failed: {report.summary()} / {local.summary()}")
         chain_s = report.chain_seconds

@@ -1,4 +1,9 @@
-"""The `flexmarket` command line (typer + rich). Every command is documented in README.md."""
+"""The `flexmarket` command line (typer + rich). Every command is documented in README.md.
+
+Imports of the participants, the database and Celery sit inside the commands on purpose: `flexmarket
+--help` and each command load only what that command needs (importing every participant, SQLAlchemy's
+models, Celery and the scheduler's numeric stack up front takes seconds).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import json
 import os
 import signal
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -208,6 +215,7 @@ def demo(
 # -- registry operator -----------------------------------------------------------------------------
 @registry_app.command("add")
 def registry_add(
+    *,
     subscriber_id: Annotated[str, typer.Option("--subscriber-id", help="e.g. dc-north.bpp.example.com")],
     type: Annotated[str, typer.Option("--type", help="BAP | BPP | BG")],
     url: Annotated[str, typer.Option("--url", help="the subscriber's Beckn base URL")],
@@ -220,8 +228,6 @@ def registry_add(
     valid_days: Annotated[int, typer.Option("--valid-days", help="key validity")] = 365,
 ) -> None:
     """Onboard a participant as the registry operator: it is SUBSCRIBED at once."""
-    import uuid
-    from datetime import timedelta
 
     from kernel.db import session_scope
     from registry import service

@@ -24,9 +24,11 @@ from rich.table import Table
 from bap.client import BapClient, order_in, order_of
 from bpp.catalog import example_config
 from flexmarket.runner import prepare_network
+from grid.money import pence_to_gbp_str
 from kernel import clock
 from kernel.config import get_settings
 from kernel.embedded import free_port_range
+from ledger.demo import DemoOrder, settle_demo_orders
 
 GATE_CLOSURE = timedelta(hours=1)  # ../shared/reference/market/p415-settlement.md rule 2
 
@@ -118,7 +120,7 @@ def run_demo(console: Console, *, providers: int, target_kw: float, base_port: i
             progress.update(task, description="settle: P415 settlement, statements, chain verification")
             settlement = _settle(view, sites, out)
             progress.advance(task)
-        _print(console, view, target_kw, wanted, start, end)
+        _print(console, view, target_kw=target_kw, wanted=wanted, start=start, end=end)
         _print_decisions(console, platform["url"])
         _print_settlement(console, settlement)
         (out / "transaction.json").write_text(json.dumps(view, indent=2))
@@ -129,8 +131,6 @@ def run_demo(console: Console, *, providers: int, target_kw: float, base_port: i
 
 
 def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
-    from ledger.demo import DemoOrder, settle_demo_orders
-
     orders = []
     for o in view["orders"]:
         if o["state"] != "ACCEPTED":
@@ -153,7 +153,9 @@ def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
     return settle_demo_orders(None, orders, out / "statements", seed=7)
 
 
-def _print(console: Console, view: dict, target_kw: float, wanted: float, start: datetime, end: datetime) -> None:
+def _print(
+    console: Console, view: dict, *, target_kw: float, wanted: float, start: datetime, end: datetime
+) -> None:
     offers = Table(
         title=f"Offers in the chosen window {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC "
         f"({len(view['offers'])} offers received for the whole day)"
@@ -210,8 +212,6 @@ def _print_decisions(console: Console, platform_url: str) -> None:
 
 
 def _print_settlement(console: Console, s: Any) -> None:
-    from grid.money import pence_to_gbp_str
-
     table = Table(title=f"P415 settlement (run as of {s.as_of:%Y-%m-%d %H:%M} UTC)")
     for col in ("provider", "contracted kWh", "delivered kWh", "utilisation £", "shortfall £", "net £", "statement"):
         table.add_column(col)

@@ -145,11 +145,12 @@ def register(identity: Identity, cities: list[str]) -> None:
 
 def _ledger_key_for(bap_id: str) -> str:
     """A ledger API key (role bap) with which the BAP registers the orders it confirms."""
-    from ledger import service as ledger_service
+    from ledger import api_keys as ledger_api_keys
+    from ledger import db as ledger_db
 
-    with ledger_service.connection() as conn:
-        return ledger_service.in_transaction(
-            conn, lambda c: ledger_service.create_api_key(c, "bap", bap_id, "flexmarket up")
+    with ledger_db.connection() as conn:
+        return ledger_db.in_transaction(
+            conn, lambda c: ledger_api_keys.create_api_key(c, "bap", bap_id, "flexmarket up")
         )
 
 

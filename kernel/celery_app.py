@@ -13,6 +13,7 @@ from celery.signals import worker_process_init, worker_ready
 
 from kernel import clock
 from kernel.config import get_settings
+from kernel.db import dispose_engines
 from kernel.process import freeze_startup_objects
 
 # Each participant's Celery tasks live in its own `tasks.py` (domain layout).
@@ -89,8 +90,6 @@ celery_app = make_celery()
 @worker_process_init.connect
 def _reset_after_fork(**_: object) -> None:
     # Pooled DB connections must not be shared across forked worker processes.
-    from kernel.db import dispose_engines
-
     dispose_engines()
 
 

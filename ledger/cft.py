@@ -77,7 +77,13 @@ def redemption_power_w(tokens: int, period_start: datetime, period_end: datetime
 
 
 def check_redemption(
-    series: Series, tokens: int, now: datetime, period_start: datetime, period_end: datetime, gate_closure_minutes: int
+    series: Series,
+    tokens: int,
+    *,
+    now: datetime,
+    period_start: datetime,
+    period_end: datetime,
+    gate_closure_minutes: int,
 ) -> None:
     if tokens <= 0:
         raise CftError("amount_not_positive", "tokens must be a positive integer")

@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import Any
 
 from ledger.canonical import encode_entry, encode_entry_row
 from ledger.merkle import LEAF_PREFIX, CompactRange, root_from_leaf_hashes
@@ -27,7 +28,7 @@ from ledger.merkle import LEAF_PREFIX, CompactRange, root_from_leaf_hashes
 GENESIS_PREV_HASH = bytes(32)
 HASH_LEN = 32
 
-# Row shapes streamed by the database adapter (ledger/service.py) and used by the tests.
+# Row shapes streamed by the database adapter (ledger/verify.py) and used by the tests.
 # entry: (height, idx, id, ledger, debit, credit, amount, kind, pending_id, timeout_us, time_us, memo, canonical)
 # link:  (height, prev_hash, merkle_root, entry_count, hashed_bytes, link_hash)
 EntryTuple = tuple[int, int, str, str, str, str, int, str, "str | None", "int | None", int, str, bytes]
@@ -146,14 +147,14 @@ class EntryRoots:
     problem: Problem | None = None
 
 
-def entry_roots(entries: Iterable[tuple], *, sql_checked: bool = False) -> EntryRoots:
+def entry_roots(entries: Iterable[tuple[Any, ...]], *, sql_checked: bool = False) -> EntryRoots:
     """Entry-level checks and Merkle roots: each entry's columns compared with its stored hashed bytes,
     leaf indexes contiguous from 0, the stored bytes hashed into leaves, one root per height. Ranges of
-    heights can be processed independently (ledger/service.py runs them in parallel processes).
+    heights can be processed independently (ledger/verify.py runs them in parallel processes).
 
     Rows are EntryTuple (the columns are re-encoded here), or with sql_checked=True the compact form
     (height, idx, id, canonical, columns_match) where the verifier's own SQL expression re-encoded the
-    columns next to the data (ledger/service.py SQL_CANONICAL). Either way every leaf, root and link is
+    columns next to the data (ledger/verify.py SQL_CANONICAL). Either way every leaf, root and link is
     re-hashed here from the stored bytes."""
     roots: dict[int, tuple[int, bytes]] = {}
     height = None
@@ -224,7 +225,7 @@ def verify_links(
             entry_problems.append(part.problem)
     first_entry_problem = min(entry_problems, key=lambda p: p.height or 0, default=None)
     cps = dict(checkpoints or {})
-    state = {"entries": 0, "links": 0, "height": 0, "head": GENESIS_PREV_HASH, "cps": 0}
+    state = _Walked()
     problem = None
     try:
         _walk_links(iter(links), roots, cps, state)
@@ -234,13 +235,25 @@ def verify_links(
         problem is None or (first_entry_problem.height or 0) <= (problem.height or 0)
     ):
         problem = first_entry_problem
-    return VerifyResult(
-        problem is None, state["entries"], state["links"], state["height"], state["head"], state["cps"], problem
-    )
+    return VerifyResult(problem is None, state.entries, state.links, state.height, state.head, state.cps, problem)
+
+
+@dataclass(slots=True)
+class _Walked:
+    """How far the link walk got: the totals up to the last good link, and the checkpoints it matched."""
+
+    entries: int = 0
+    links: int = 0
+    height: int = 0
+    head: bytes = GENESIS_PREV_HASH
+    cps: int = 0
 
 
 def _walk_links(
-    links: Iterator[LinkTuple], roots: dict[int, tuple[int, bytes]], checkpoints: dict[int, CheckpointRef], state: dict
+    links: Iterator[LinkTuple],
+    roots: dict[int, tuple[int, bytes]],
+    checkpoints: dict[int, CheckpointRef],
+    state: _Walked,
 ) -> None:
     prev = GENESIS_PREV_HASH
     expected_height = 1
@@ -302,7 +315,7 @@ def _walk_links(
         prev = recomputed
         tree.append(sha256(LEAF_PREFIX + recomputed).digest())
         total_entries += count
-        state.update(entries=total_entries, links=height, height=height, head=recomputed)
+        state.entries, state.links, state.height, state.head = total_entries, height, height, recomputed
         cp = checkpoints.pop(height, None)
         if cp is not None:
             if cp.head_hash != recomputed or cp.links_root != tree.root() or cp.entry_count != total_entries:
@@ -314,7 +327,7 @@ def _walk_links(
                         "(head hash, links root or entry count differ)",
                     )
                 )
-            state["cps"] += 1
+            state.cps += 1
         expected_height += 1
     if roots:
         h = min(roots)

@@ -7,6 +7,10 @@
 
 Every command first calls kernel.embedded.ensure_services() (DATABASE_URL, or the embedded
 PostgreSQL when it is unset) and migrates a database that has no ledger tables yet.
+
+The commands import the ledger's database modules inside their bodies, each marked `# lazy:`: the
+`flexmarket` CLI mounts these apps, and `flexmarket --help` (or any other command) should not pay for
+importing psycopg, SQLAlchemy, the ledger's modules and the embedded servers.
 """
 
 from __future__ import annotations
@@ -16,9 +20,16 @@ import json
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from grid.money import QuantityError, decimal_to_units
+from kernel import clock
+from ledger.errors import LedgerError
+
+if TYPE_CHECKING:
+    import psycopg
 
 ledger_app = typer.Typer(help="The hash-chained settlement ledger.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys for the ledger's HTTP API.", no_args_is_help=True)
@@ -32,8 +43,9 @@ def _metering() -> None:
 
 
 def _services() -> None:
+    # lazy: the embedded servers and the database modules, only when a command needs the database
     from kernel.embedded import ensure_services
-    from ledger.service import ensure_schema
+    from ledger.db import ensure_schema
 
     ensure_services()
     ensure_schema()
@@ -82,17 +94,20 @@ def verify(
 ) -> None:
     """Re-hash every entry, Merkle root and link; check checkpoints and balances. Exit 1 if tampered."""
     _services()
-    from ledger import service as svc
+    # lazy: see the module docstring
+    from ledger.checkpoints import existing_public_key_b64
+    from ledger.db import connection
+    from ledger.verify import verify_ledger
 
-    key = _read_public_key(public_key) if public_key else svc.existing_public_key_b64()
+    key = _read_public_key(public_key) if public_key else existing_public_key_b64()
     if key is None:
         typer.echo(
             "note: no ledger key file and no --public-key: checkpoint signatures are checked against the "
             "public keys stored with them, which proves less",
             err=True,
         )
-    with svc.connection() as conn:
-        report = svc.verify_ledger(conn, key, local_encoding=local_encoding, workers=workers)
+    with connection() as conn:
+        report = verify_ledger(conn, key, local_encoding=local_encoding, workers=workers)
     if not report.ok:
         _fail(report.summary())
     c = report.chain
@@ -106,8 +121,9 @@ def verify_statement(
     public_key: Annotated[str, typer.Option("--public-key", help="the ledger's Ed25519 public key (base64 or file)")],
 ) -> None:
     """Verify a statement offline: signed checkpoint, inclusion proofs, running balances."""
+    # lazy: see the module docstring (offline: no database module at all)
     from ledger.proofs import verify_statement as check
-    from ledger.service import statement_from_csv
+    from ledger.statement_csv import statement_from_csv
 
     text = file.read_text()
     try:
@@ -124,10 +140,12 @@ def verify_statement(
 def checkpoint(out: Annotated[Path | None, typer.Option(help="also write the signed checkpoint here")] = None) -> None:
     """Sign the chain head now (idempotent per height) and print it."""
     _services()
-    from ledger import service as svc
+    # lazy: see the module docstring
+    from ledger.checkpoints import create_checkpoint, default_publish_dir
+    from ledger.db import connection
 
-    with svc.connection() as conn, conn.transaction():
-        cp = svc.create_checkpoint(conn, publish_dir=svc.default_publish_dir())
+    with connection() as conn, conn.transaction():
+        cp = create_checkpoint(conn, publish_dir=default_publish_dir())
     if cp is None:
         _fail("the chain is empty: nothing to sign")
     text = json.dumps(cp, indent=2, sort_keys=True)
@@ -139,7 +157,8 @@ def checkpoint(out: Annotated[Path | None, typer.Option(help="also write the sig
 @ledger_app.command("public-key")
 def public_key() -> None:
     """Print the ledger's Ed25519 public key (base64) for offline statement verification."""
-    from ledger.service import ledger_keypair
+    # lazy: see the module docstring
+    from ledger.checkpoints import ledger_keypair
 
     typer.echo(ledger_keypair().signing_public_key_b64)
 
@@ -148,23 +167,26 @@ def public_key() -> None:
 def head() -> None:
     """Chain height, head hash and entry count."""
     _services()
-    from ledger import service as svc
+    # lazy: see the module docstring
+    from ledger.checkpoints import chain_head
+    from ledger.db import connection
 
-    with svc.connection() as conn:
-        typer.echo(json.dumps(svc.chain_head(conn)))
+    with connection() as conn:
+        typer.echo(json.dumps(chain_head(conn)))
 
 
 @ledger_app.command("balance")
 def balance(account: str, as_of: Annotated[str | None, typer.Option("--as-of")] = None) -> None:
     """Balance of ACCOUNT now or as of an instant (credits − debits, posted; pending separately)."""
     _services()
-    from ledger import service as svc
-    from ledger.errors import LedgerError
+    # lazy: see the module docstring
+    from ledger.accounts_db import balance_as_of
+    from ledger.db import connection
 
-    at = svc.utcnow() if as_of is None else _instant(as_of, "--as-of")
-    with svc.connection() as conn:
+    at = clock.now() if as_of is None else _instant(as_of, "--as-of")
+    with connection() as conn:
         try:
-            typer.echo(json.dumps(svc.balance_as_of(conn, account, at)))
+            typer.echo(json.dumps(balance_as_of(conn, account, at)))
         except LedgerError as exc:
             _fail(exc.message)
 
@@ -177,11 +199,13 @@ def import_prices(
     """Load Elexon system prices (period_start_utc, …, imbalance_price_gbp_per_mwh,
     market_index_price_gbp_per_mwh), e.g. ../shared/data/grid/gb_system_prices_2023-01_2024-05.csv."""
     _services()
-    from ledger import service as svc
+    # lazy: see the module docstring
+    from ledger.db import connection, in_transaction
+    from ledger.prices import ingest_prices, read_prices_csv
 
-    rows = svc.read_prices_csv(file)
-    with svc.connection() as conn:
-        res = svc.in_transaction(conn, lambda c: svc.ingest_prices(c, rows, source or file.name, svc.utcnow()))
+    rows = read_prices_csv(file)
+    with connection() as conn:
+        res = in_transaction(conn, lambda c: ingest_prices(c, rows, source or file.name, clock.now()))
     typer.echo(json.dumps(res))
 
 
@@ -193,11 +217,12 @@ def settle(
 ) -> None:
     """Run every settlement run that is due (idempotent)."""
     _services()
-    from ledger import service as svc
+    # lazy: see the module docstring
+    from ledger.settlement_runs import settle_due
 
-    now = svc.utcnow()
+    now = clock.now()
     at = now if as_of is None else _instant(as_of, "--as-of")
-    outcomes = svc.settle_due(None, at, order_ids=order or None, force=force)
+    outcomes = settle_due(None, at, order_ids=order or None, force=force)
     typer.echo(json.dumps([o.as_json() for o in outcomes], indent=2))
 
 
@@ -205,10 +230,12 @@ def settle(
 def expire() -> None:
     """Expire ended CFT series' tokens and timed-out pending transfers."""
     _services()
-    from ledger import service as svc
+    # lazy: see the module docstring
+    from ledger.db import connection, in_transaction
+    from ledger.tokens import expire_due
 
-    with svc.connection() as conn:
-        typer.echo(json.dumps(svc.in_transaction(conn, lambda c: svc.expire_due(c, svc.utcnow()))))
+    with connection() as conn:
+        typer.echo(json.dumps(in_transaction(conn, lambda c: expire_due(c, clock.now()))))
 
 
 @apikey_app.command("create")
@@ -221,12 +248,13 @@ def apikey_create(
 ) -> None:
     """Create an API key; it is printed once (only its hash is stored)."""
     _services()
-    from ledger import service as svc
-    from ledger.errors import LedgerError
+    # lazy: see the module docstring
+    from ledger.api_keys import create_api_key
+    from ledger.db import connection, in_transaction
 
-    with svc.connection() as conn:
+    with connection() as conn:
         try:
-            token = svc.in_transaction(conn, lambda c: svc.create_api_key(c, role, participant, label))
+            token = in_transaction(conn, lambda c: create_api_key(c, role, participant, label))
         except (LedgerError, ValueError) as exc:
             _fail(getattr(exc, "message", str(exc)), 2)
     typer.echo(token)
@@ -235,10 +263,12 @@ def apikey_create(
 @apikey_app.command("revoke")
 def apikey_revoke(key_id: str) -> None:
     _services()
-    from ledger import service as svc
+    # lazy: see the module docstring
+    from ledger.api_keys import revoke_api_key
+    from ledger.db import connection
 
-    with svc.connection() as conn, conn.transaction():
-        ok = svc.revoke_api_key(conn, key_id)
+    with connection() as conn, conn.transaction():
+        ok = revoke_api_key(conn, key_id)
     if not ok:
         _fail(f"no active key {key_id}")
     typer.echo(f"revoked {key_id}")
@@ -256,11 +286,11 @@ def metering_import(
     """Import half-hourly readings; the whole file or nothing. Malformed or duplicate readings are
     refused with the reason, and the exit status is 1."""
     _services()
-    from grid.money import QuantityError, decimal_to_units
-    from ledger import service as svc
-    from ledger.errors import LedgerError
+    # lazy: see the module docstring
+    from ledger.db import connection, in_transaction
+    from ledger.metering import Reading, ingest_metering
 
-    by_meter: dict[str, list[svc.Reading]] = defaultdict(list)
+    by_meter: dict[str, list[Reading]] = defaultdict(list)
     owners: dict[str, str | None] = {}
     problems: list[str] = []
     with file.open(newline="") as fh:
@@ -278,25 +308,25 @@ def metering_import(
                 problems.append(f"line {n}: {exc}")
                 continue
             meter = (row["meter_id"] or "").strip().removeprefix("der://")
-            by_meter[meter].append(svc.Reading(t.astimezone(UTC), wh))
+            by_meter[meter].append(Reading(t.astimezone(UTC), wh))
             owners[meter] = (row.get("provider_id") or "").strip() or provider
     if problems:
         _fail(f"refused: {len(problems)} malformed line(s): " + "; ".join(problems[:10]))
     if not by_meter:
         _fail("refused: no readings in the file")
-    now = svc.utcnow()
+    now = clock.now()
 
-    def load(conn):  # type: ignore[no-untyped-def]
+    def load(conn: psycopg.Connection) -> list[dict[str, Any]]:
         return [
-            svc.ingest_metering(
+            ingest_metering(
                 conn, m, rs, provider_id=owners[m], now=now, correction=correction, source=f"csv:{file.name}"
             )
             for m, rs in sorted(by_meter.items())
         ]
 
-    with svc.connection() as conn:
+    with connection() as conn:
         try:
-            results = svc.in_transaction(conn, load)
+            results = in_transaction(conn, load)
         except LedgerError as exc:
             _fail(f"refused ({exc.code}): {exc.message}")
     typer.echo(f"imported {sum(r['accepted'] for r in results)} readings for {len(results)} meter(s)")
@@ -315,15 +345,17 @@ def statement(
         raise typer.BadParameter("--format must be json or csv")
     start, end = _instant(from_, "--from"), _instant(to, "--to")
     _services()
-    from ledger import service as svc
-    from ledger.errors import LedgerError
+    # lazy: see the module docstring
+    from ledger.db import connection, in_transaction
+    from ledger.statement_csv import statement_csv
+    from ledger.statements import statement
 
-    with svc.connection() as conn:
+    with connection() as conn:
         try:
-            doc = svc.in_transaction(conn, lambda c: svc.statement(c, account, start, end))
+            doc = in_transaction(conn, lambda c: statement(c, account, start, end))
         except LedgerError as exc:
             _fail(exc.message)
-    text = svc.statement_csv(doc) if format == "csv" else json.dumps(doc, indent=2)
+    text = statement_csv(doc) if format == "csv" else json.dumps(doc, indent=2)
     if out:
         out.write_text(text)
         typer.echo(

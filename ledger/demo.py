@@ -34,15 +34,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from grid.money import decimal_to_units, gbp_per_mwh_to_millipence, pence_to_gbp_str, wh_to_kwh_str
 from grid.periods import LONDON, PERIOD
+from kernel import clock
 from ledger import accounts as acct
-from ledger import service as svc
+from ledger.checkpoints import create_checkpoint, default_publish_dir, ledger_keypair
+from ledger.db import connection, ensure_schema, in_transaction
+from ledger.metering import Reading, ingest_metering
+from ledger.orders import register_order
+from ledger.prices import PriceRow, ingest_prices, read_prices_csv
 from ledger.proofs import verify_statement
 from ledger.settlement import OrderTerms
+from ledger.settlement_runs import ledger_lines_for_order, settle_due
+from ledger.statement_csv import statement_csv
+from ledger.statements import statement
+from ledger.verify import verify_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE_FILE = "gb_system_prices_2023-01_2024-05.csv"
@@ -114,8 +127,8 @@ def _price_file(prices_csv: Path | None) -> Path | None:
     return None
 
 
-def _replayed_prices(path: Path, periods: list[datetime]) -> list[svc.PriceRow]:
-    rows = {r.period_start: r for r in svc.read_prices_csv(path)}
+def _replayed_prices(path: Path, periods: list[datetime]) -> list[PriceRow]:
+    rows = {r.period_start: r for r in read_prices_csv(path)}
     if not rows:
         return []
     first, last = min(rows), max(rows)
@@ -131,7 +144,7 @@ def _replayed_prices(path: Path, periods: list[datetime]) -> list[svc.PriceRow]:
         r = rows.get(src)
         if r is None:  # a gap in the real data: leave this period unpriced
             continue
-        out.append(svc.PriceRow(t, r.imbalance_millipence_per_mwh, r.market_index_millipence_per_mwh))
+        out.append(PriceRow(t, r.imbalance_millipence_per_mwh, r.market_index_millipence_per_mwh))
     return out
 
 
@@ -167,8 +180,8 @@ def settle_demo_orders(
     database_url: str | None,
     orders: Sequence[DemoOrder],
     out_dir: Path,
-    seed: int = 0,
     *,
+    seed: int = 0,
     prices_csv: Path | None = None,
     history_days: int = 42,
 ) -> DemoSettlement:
@@ -177,19 +190,19 @@ def settle_demo_orders(
     if not orders:
         raise ValueError("no orders to settle")
     orders = [replace(o, meter_id=o.meter_id.removeprefix("der://")) for o in orders]
-    svc.ensure_schema(database_url)
+    ensure_schema(database_url)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    started = svc.utcnow()
+    started = clock.now()
     as_of = max(o.window_end for o in orders) + timedelta(hours=2, minutes=30)
-    keypair = svc.ledger_keypair()
+    keypair = ledger_keypair()
     metering = _synthesise(orders, rng, history_days)
     price_path = _price_file(prices_csv)
     window_periods = sorted(
         {o.window_start + i * PERIOD for o in orders for i in range(int((o.window_end - o.window_start) / PERIOD))}
     )
 
-    with svc.connection(database_url) as conn:
+    with connection(database_url) as conn:
         known = {
             r[0]
             for r in conn.execute(
@@ -215,14 +228,19 @@ def settle_demo_orders(
                 (o.confirmed_at or started).astimezone(UTC),
                 o.policy_version,
             )
-            svc.in_transaction(
+            in_transaction(
                 conn,
-                lambda c, t=terms, o=o: svc.register_order(c, t, o.transaction_id or f"demo-{o.order_id}", started),
+                partial(
+                    register_order,
+                    terms=terms,
+                    transaction_id=o.transaction_id or f"demo-{o.order_id}",
+                    now=started,
+                ),
             )
         provider_of = {o.meter_id: o.provider_id for o in orders}
         for meter, readings in metering.items():
 
-            def load(c, meter=meter, readings=readings):  # type: ignore[no-untyped-def]
+            def load(c: psycopg.Connection, meter: str = meter, readings: dict[datetime, int] = readings) -> None:
                 have = {
                     r[0]
                     for r in c.execute(
@@ -230,9 +248,9 @@ def settle_demo_orders(
                         (meter, list(readings)),
                     )
                 }
-                fresh = [svc.Reading(t, wh) for t, wh in sorted(readings.items()) if t not in have]
+                fresh = [Reading(t, wh) for t, wh in sorted(readings.items()) if t not in have]
                 if fresh:
-                    svc.ingest_metering(
+                    ingest_metering(
                         c,
                         meter,
                         fresh,
@@ -241,12 +259,12 @@ def settle_demo_orders(
                         source=f"demo synthetic (seed {seed})",
                     )
 
-            svc.in_transaction(conn, load)
+            in_transaction(conn, load)
         if price_path is not None:
             rows = _replayed_prices(price_path, window_periods)
-            svc.in_transaction(
+            in_transaction(
                 conn,
-                lambda c: svc.ingest_prices(
+                lambda c: ingest_prices(
                     c,
                     rows,
                     f"{price_path.name} (periods outside its range replayed whole weeks earlier); "
@@ -255,39 +273,37 @@ def settle_demo_orders(
                 ),
             )
 
-    outcomes = svc.settle_due(database_url, as_of, order_ids=[o.order_id for o in orders])
+    outcomes = settle_due(database_url, as_of, order_ids=[o.order_id for o in orders])
     runs = [o.as_json() for o in outcomes]
 
-    with svc.connection(database_url) as conn:
+    with connection(database_url) as conn:
         lines: dict[str, dict[str, int]] = {}
         energy: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         comp: dict[str, int] = defaultdict(int)
         for o in orders:
-            lines[o.order_id] = svc.ledger_lines_for_order(conn, o.order_id)
+            lines[o.order_id] = ledger_lines_for_order(conn, o.order_id)
             comp[o.supplier_id] += lines[o.order_id]["supplier_compensation"]
             run = conn.execute(
                 "SELECT result FROM ledger.settlement_runs WHERE order_id = %s ORDER BY seq DESC LIMIT 1", (o.order_id,)
             ).fetchone()
             if run is not None:
-                from fractions import Fraction
-
                 energy[o.provider_id][0] += int(Fraction(run[0]["contracted_wh"]))
                 energy[o.provider_id][1] += int(Fraction(run[0]["delivered_wh"]))
-        end = svc.utcnow() + timedelta(seconds=1)
+        end = clock.now() + timedelta(seconds=1)
         providers = []
         for pid in sorted({o.provider_id for o in orders}):
             mine = [lines[o.order_id] for o in orders if o.provider_id == pid]
             util = sum(x["utilisation"] for x in mine)
             avail = sum(x["availability"] for x in mine)
             short = sum(x["shortfall"] for x in mine)
-            paths = {}
+            paths: dict[str, Path] = {}
             verified = True
             for account in (acct.provider_revenue(pid), acct.provider_penalties(pid)):
-                doc = svc.in_transaction(conn, lambda c, a=account: svc.statement(c, a, started, end, keypair))
+                doc = in_transaction(conn, partial(statement, account=account, start=started, end=end, keypair=keypair))
                 kind = account.split(":")[2]
                 jpath, cpath = out_dir / f"statement-{pid}-{kind}.json", out_dir / f"statement-{pid}-{kind}.csv"
                 jpath.write_text(json.dumps(doc, indent=2))
-                cpath.write_text(svc.statement_csv(doc))
+                cpath.write_text(statement_csv(doc))
                 verified = verified and verify_statement(doc, keypair.signing_public_key_b64).ok
                 paths.setdefault("json", jpath)
                 paths.setdefault("csv", cpath)
@@ -306,8 +322,8 @@ def settle_demo_orders(
                 )
             )
         with conn.transaction():
-            svc.create_checkpoint(conn, keypair, publish_dir=svc.default_publish_dir())
-        report = svc.verify_ledger(conn, keypair.signing_public_key_b64)
+            create_checkpoint(conn, keypair, publish_dir=default_publish_dir())
+        report = verify_ledger(conn, keypair.signing_public_key_b64)
     (out_dir / "ledger-verify.txt").write_text(report.summary() + "\n")
     return DemoSettlement(
         providers,

@@ -1,4 +1,4 @@
-"""The ledger's own HTTP service: `create_app()` → FastAPI app serving ledger/router.py.
+"""The ledger's own HTTP service: `create_app()` → FastAPI app serving ledger/api/ (`ledger.api.router`).
 
 Run it with `uvicorn --factory ledger.main:create_app` (DATABASE_URL set; keys under
 $FLEXMARKET_HOME/keys/ledger.json, generated on first start).
@@ -43,17 +43,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from beckn.webapp import add_ops_routes
+from kernel.logging import configure_logging
+from ledger.api import close_runtimes, router
+
 
 def create_app() -> FastAPI:
-    from ledger.router import close_runtimes, router
-
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         close_runtimes()
-
-    from beckn.webapp import add_ops_routes
-    from kernel.logging import configure_logging
 
     configure_logging("ledger")
     app = FastAPI(title="flexmarket ledger", version="1", lifespan=lifespan)

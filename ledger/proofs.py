@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ledger.canonical import canonical_json
 from ledger.chain import link_hash
-from ledger.merkle import audit_path_from_levels, leaf_hash, root_from_audit_path
+from ledger.merkle import audit_path_from_levels, leaf_hash, levels, root_from_audit_path
 
 LOG_NAME = "flexmarket-ledger"
 STATEMENT_FORMAT = "flexmarket-ledger-statement/1"
@@ -92,8 +92,6 @@ def entry_proof(
     batch_leaf_hashes: Sequence[bytes], leaf_index: int, height: int, prev_hash: bytes, link_levels: list[list[bytes]]
 ) -> dict[str, Any]:
     """Inclusion proof of one entry; `link_levels` = merkle.levels over link leaf hashes 1..H."""
-    from ledger.merkle import levels
-
     return {
         "height": height,
         "leaf_index": leaf_index,
@@ -140,7 +138,7 @@ class StatementCheck:
         return "INVALID: " + "; ".join(self.problems[:5]) + (" …" if len(self.problems) > 5 else "")
 
 
-def posted_delta(account: str, kind: str, debit: str, credit: str, amount: int) -> int:
+def posted_delta(account: str | None, kind: str, debit: str, credit: str, amount: int) -> int:
     """Effect of an entry on `account`'s posted balance (credits − debits)."""
     if kind not in ("single", "post"):
         return 0
@@ -195,10 +193,10 @@ def verify_statement(doc: dict[str, Any], public_key_b64: str) -> StatementCheck
         ok, why = verify_entry_proof(canonical, row.get("proof") or {}, message)
         if not ok:
             problems.append(f"entry {rid}: {why}")
-        key = (t, int(row.get("proof", {}).get("height", 0)), int(row.get("proof", {}).get("leaf_index", 0)))
-        if last_key is not None and key <= last_key:
+        order_key = (t, int(row.get("proof", {}).get("height", 0)), int(row.get("proof", {}).get("leaf_index", 0)))
+        if last_key is not None and order_key <= last_key:
             problems.append(f"entry {rid}: out of order")
-        last_key = key
+        last_key = order_key
         delta = posted_delta(
             account, hashed.get("kind"), hashed.get("debit"), hashed.get("credit"), int(hashed.get("amount", 0))
         )

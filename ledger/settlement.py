@@ -550,6 +550,7 @@ def run_transfers(
     order: OrderTerms,
     run: str,
     lines: Mapping[str, int],
+    *,
     previous: Mapping[str, int] | None,
     policy: Policy,
     escrow: EscrowState | None,

@@ -1,4 +1,4 @@
-"""PostgreSQL append path: locks, balances, one chain link per batch, and group commit.
+"""PostgreSQL append path: locks, balances, one chain link per batch — the append transaction.
 
 How a batch of requests is appended (../shared/reference/ledger-design.md "Concurrency on PostgreSQL"),
 all inside ONE transaction at READ COMMITTED — `append`:
@@ -13,7 +13,8 @@ all inside ONE transaction at READ COMMITTED — `append`:
 4. Apply the pure rules (ledger/transfers.py) request by request in memory; a refused request is
    reported to its caller and leaves no trace; the others go on.
 5. Encode the new entries canonically (RFC 8785), hash them into their RFC 6962 Merkle root and
-   encode the entry columns as binary arrays (ledger/pgarray.py) — before the chain lock.
+   encode the entry columns as binary arrays (ledger/entry_encoding.py, ledger/pgarray.py) — before
+   the chain lock.
 6. Write the new balances.
 7. Take the transaction-scoped advisory lock LAST, so it is held only for the link append and the
    commit; read the chain head in a NEW statement (a snapshot taken after the lock was granted — in the
@@ -22,57 +23,49 @@ all inside ONE transaction at READ COMMITTED — `append`:
    are stored) and the entries, and commit. `links.height` is the primary key, so even a bug here
    could not fork the chain.
 
+Whose transaction it is, is the append's mode, a type (`AppendMode`): `InCallerTransaction` (the
+default: the use cases write their own rows first and append last, and the caller commits) or
+`OwnTransaction` (the group committer, on an autocommit connection: BEGIN … COMMIT here, with the
+options only it can use — optimistic ids, encodings made ahead, the balance cache, work done while the
+COMMIT is in flight).
+
 Round trips: the statements are pipelined (psycopg pipeline mode), so `append` costs two round trips —
 [BEGIN, lock rows, read balances, ids and resolutions] and [update balances + chain lock, append,
 COMMIT] — plus one fsync. The server executes a pipeline's statements one after another, each with its
 own snapshot, so the ordering guarantees above hold.
 
-The group committer usually needs ONE round trip (`_Plan`, `_append_planned`): its connection keeps
-the balances it last held under lock (`BalanceCache`), and steps 4 and 5 run as each request joins a
-batch, on those balances, before the transaction starts. The transaction is then [BEGIN, lock rows
-(step 2, same statement, same order), update balances + chain lock, append, COMMIT], where the balance
-update FIRST checks, under the row locks, that every locked row still holds exactly the values the
-rules judged on, and otherwise raises serialization_failure — aborting the transaction and the COMMIT
-queued behind it — so that the batch is retried through `append`. The rules therefore always judge
-the balances as they are under the locks, as in step 3; ids are checked by the unique index on
-entries.id (a duplicate aborts the batch, and the retry looks the ids up, as in step 3); a batch with
-a post, void or expire, an uncached account or balance, or nothing to write (refusals alone are
-always judged again under the locks) goes through `append`.
+The group committer (ledger/group_commit.py) usually needs ONE round trip (`BatchPlan`,
+`append_planned`): its connection keeps the balances it last held under lock (`BalanceCache`), and
+steps 4 and 5 run as each request joins a batch, on those balances, before the transaction starts. The
+transaction is then [BEGIN, lock rows (step 2, same statement, same order), update balances + chain
+lock, append, COMMIT], where the balance update FIRST checks, under the row locks, that every locked
+row still holds exactly the values the rules judged on, and otherwise raises serialization_failure —
+aborting the transaction and the COMMIT queued behind it — so that the batch is retried through
+`append`. The rules therefore always judge the balances as they are under the locks, as in step 3; ids
+are checked by the unique index on entries.id (a duplicate aborts the batch, and the retry looks the
+ids up, as in step 3); a batch with a post, void or expire, an uncached account or balance, or nothing
+to write (refusals alone are always judged again under the locks) goes through `append`.
 
 The advisory lock is always the last lock a writer takes, and writers holding it wait for nothing,
 so it cannot take part in a deadlock either.
-
-Group commit: `GroupCommitter` owns one connection (by default; see its docstring for why);
-concurrent callers (HTTP requests, benchmark writers) hand it their requests and block; the connection
-drains every request waiting in the queue into one transaction and one chain link. A chain therefore
-costs one fsync per batch, not one per transfer, and batches grow on their own under load. While a
-batch's COMMIT is in flight, the committer already takes the requests that arrived meanwhile into the
-next batch, encodes their entries and judges them (on the balances the batch in flight leaves: a
-failure of that batch clears the cache and so invalidates the judgement). Retrying a batch is always
-safe because transfer ids are idempotent: a batch that did commit before a connection dropped answers
-"exists" the second time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import selectors
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import psycopg
 from psycopg import errors as pg_errors
 
-from ledger.canonical import CanonicalError
+from kernel import clock
 from ledger.chain import GENESIS_PREV_HASH
-from ledger.merkle import leaf_hash, root_from_leaf_hashes
-from ledger.pgarray import BinaryArray, ByteaArray, Int8Array, TextArray, bytea_elements, int8_elements, text_elements
+from ledger.entry_encoding import EncodedEntries, encoding_for, entry_arrays
+from ledger.merkle import root_from_leaf_hashes
 from ledger.transfers import (
     RESOLUTION_KINDS,
     Account,
@@ -104,7 +97,10 @@ RETRYABLE = (
 
 
 def now_us() -> int:
-    return time.time_ns() // 1000
+    """The new entries' time stamp: when the ledger wrote them, on the market clock (kernel/clock.py), the
+    one clock its checkpoints, pending-transfer timeouts, balances as of an instant and settlement runs read
+    (a use case that judges timeouts at another market instant passes it as `rule_now_us`)."""
+    return clock.now_us()
 
 
 @dataclass
@@ -240,113 +236,10 @@ $$
 """
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedEntries:
-    """One request's entries encoded once, for everything the append sends or hashes.
-
-    `leaves` are the RFC 6962 leaf hashes of the canonical bytes; `columns` the binary array elements
-    (ledger/pgarray.py) of APPEND_SQL's arrays in its order: id, ledger, debit, credit, amount, kind,
-    pending, timeout, time, memo, canonical. `nulls` says whether the pending and timeout elements
-    include a NULL (no other column can).
-    """
-
-    entries: tuple[Entry, ...]
-    leaves: tuple[bytes, ...]
-    columns: tuple[bytes, ...]
-    nulls: tuple[bool, bool]
-
-
-def encode_entries(entries: Sequence[Entry]) -> EncodedEntries:
-    canon = [e.canonical() for e in entries]
-    return EncodedEntries(
-        tuple(entries),
-        tuple(leaf_hash(c) for c in canon),
-        (
-            text_elements([e.id for e in entries]),
-            text_elements([e.ledger for e in entries]),
-            text_elements([e.debit_account for e in entries]),
-            text_elements([e.credit_account for e in entries]),
-            int8_elements([e.amount for e in entries]),
-            text_elements([e.kind for e in entries]),
-            text_elements([e.pending_id for e in entries]),
-            int8_elements([e.timeout_us for e in entries]),
-            int8_elements([e.time_us for e in entries]),
-            text_elements([e.memo for e in entries]),
-            bytea_elements(canon),
-        ),
-        (any(e.pending_id is None for e in entries), any(e.timeout_us is None for e in entries)),
-    )
-
-
-def encode_ahead(specs: Sequence[TransferSpec], stamp_us: int) -> EncodedEntries | None:
-    """Encode the entries that a request would create if the rules accept it, or None.
-
-    A single or pending transfer's entry is fixed by its spec and the batch's time stamp (the rules only
-    judge it against the accounts and balances), so everything sent or hashed for it can be computed
-    before the balance rows are locked — the group committer does it while the previous batch's COMMIT
-    is in flight. This is only a cache: `append` uses it only if the request was accepted and the rules
-    created entries EQUAL (every field) to these, so what is stored and hashed is always the accepted
-    entries' own encoding. Requests with post, void or expire transfers (their entries depend on the
-    pending transfer) or with values the rules will refuse are encoded after the rules, if at all.
-    """
-    entries = []
-    for s in specs:
-        if not (
-            (s.kind == "single" or s.kind == "pending")
-            and type(s.id) is str
-            and type(s.ledger) is str
-            and type(s.debit_account) is str
-            and type(s.credit_account) is str
-            and type(s.amount) is int
-            and type(s.memo) is str
-        ):
-            return None
-        entries.append(
-            Entry(
-                s.id,
-                s.ledger,
-                s.debit_account,
-                s.credit_account,
-                s.amount,
-                s.kind,
-                None,
-                s.timeout_us,
-                stamp_us,
-                s.memo,
-            )
-        )
-    try:
-        return encode_entries(entries)
-    except (CanonicalError, UnicodeEncodeError, struct.error, TypeError):
-        return None  # the rules refuse such a request (or encoding it there raises the same error)
-
-
-def _entry_arrays(parts: Sequence[EncodedEntries]) -> dict[str, BinaryArray]:
-    """APPEND_SQL's array parameters for the concatenation of `parts`, in order."""
-    n = sum(len(p.entries) for p in parts)
-
-    def col(j: int) -> bytes:
-        return b"".join([p.columns[j] for p in parts])
-
-    return {
-        "id": TextArray(n, False, col(0)),
-        "ledger": TextArray(n, False, col(1)),
-        "debit": TextArray(n, False, col(2)),
-        "credit": TextArray(n, False, col(3)),
-        "amount": Int8Array(n, False, col(4)),
-        "kind": TextArray(n, False, col(5)),
-        "pending": TextArray(n, any(p.nulls[0] for p in parts), col(6)),
-        "timeout": Int8Array(n, any(p.nulls[1] for p in parts), col(7)),
-        "time": Int8Array(n, False, col(8)),
-        "memo": TextArray(n, False, col(9)),
-        "canonical": ByteaArray(n, col(10)),
-    }
-
-
 class BalanceCache:
     """The balances one group-committer connection last held under lock: read, or written by itself.
 
-    With it a batch needs one round trip instead of two (`_Plan`): the rules run on the cached values,
+    With it a batch needs one round trip instead of two (`BatchPlan`): the rules run on the cached values,
     and the write statement checks, under the row locks, that every locked row still holds them
     (UPDATE_IF_UNCHANGED_THEN_CHAIN_LOCK_SQL) — so the rules always judge the balances as they are under
     the locks, exactly as when the rows are read first. When the committer is the only writer of its
@@ -382,6 +275,41 @@ class BalanceCache:
         self.generation += 1
 
 
+# --- append modes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InCallerTransaction:
+    """Append inside the caller's open transaction; the caller commits. Callers that write other rows in
+    the same transaction must write them BEFORE appending, so the chain lock stays the last lock taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTransaction:
+    """BEGIN and COMMIT here, on an autocommit connection (the group committer).
+
+    optimistic_ids: skip looking up whether the transfer ids exist: a new id is by far the common case,
+      and the unique index on entries.id still refuses a duplicate — the whole transaction then fails
+      with UniqueViolation and the caller retries with the lookup, which answers "exists" or
+      "id_conflict". Only here: inside a caller's transaction the caller's work would be lost.
+    stamp_us: the new entries' time (default: now).
+    encoded: per request, the encoding made ahead by `encode_ahead` with that stamp, or None.
+    balance_cache: refreshed with the balances read under the locks and written (BalanceCache).
+    while_committing: called once the COMMIT has been sent and before its result is awaited, so the
+      next batch is prepared while the server executes and flushes this one.
+    """
+
+    optimistic_ids: bool = False
+    stamp_us: int | None = None
+    encoded: Sequence[EncodedEntries | None] | None = None
+    balance_cache: BalanceCache | None = None
+    while_committing: Callable[[], None] | None = None
+
+
+AppendMode = InCallerTransaction | OwnTransaction
+IN_CALLER_TRANSACTION = InCallerTransaction()
+
+
 def _apply_rules(
     requests: Sequence[Sequence[TransferSpec]], state: LedgerState, rule_now: int, stamp: int
 ) -> tuple[list[RequestResult], list[tuple[int, list[Entry]]]]:
@@ -399,13 +327,6 @@ def _apply_rules(
         if outcome.status == "created":
             created.append((i, outcome.entries))
     return results, created
-
-
-def _encoding(entries: list[Entry], ahead: EncodedEntries | None) -> EncodedEntries:
-    """Step 5 for one created request: the encoding made ahead if it encodes exactly these entries."""
-    if ahead is not None and ahead.entries == tuple(entries):
-        return ahead
-    return encode_entries(entries)
 
 
 def _send_writes(
@@ -445,7 +366,7 @@ def _send_writes(
     link_cur = conn.cursor()
     link_cur.execute(
         APPEND_SQL,
-        {"genesis": GENESIS_PREV_HASH, "root": root_from_leaf_hashes(leaves), "n": len(leaves), **_entry_arrays(parts)},
+        {"genesis": GENESIS_PREV_HASH, "root": root_from_leaf_hashes(leaves), "n": len(leaves), **entry_arrays(parts)},
     )
     return link_cur
 
@@ -465,38 +386,28 @@ def append(
     *,
     rule_now_us: int | None = None,
     cache: AccountCache | None = None,
-    own_transaction: bool = False,
-    optimistic_ids: bool = False,
-    stamp_us: int | None = None,
-    encoded: Sequence[EncodedEntries | None] | None = None,
-    balance_cache: BalanceCache | None = None,
-    while_committing: Callable[[], None] | None = None,
+    mode: AppendMode = IN_CALLER_TRANSACTION,
 ) -> list[RequestResult]:
     """Append `requests` (each one a linked, all-or-nothing list of transfers).
 
-    By default inside the caller's open transaction (the caller commits); callers that write other rows
-    in the same transaction must write them BEFORE calling this, so the chain lock stays the last lock
-    taken. With own_transaction=True (the group committer, on an autocommit connection) it BEGINs and
-    COMMITs itself. Statements are pipelined: one round trip locks and reads, one writes, locks the
-    chain, appends the link and commits.
-
-    optimistic_ids=True skips looking up whether the transfer ids exist: a new id is by far the common
-    case, and the unique index on entries.id still refuses a duplicate — the whole transaction then
-    fails with UniqueViolation and the caller (the group committer) retries with the lookup, which
-    answers "exists" or "id_conflict". Never used inside a caller's transaction, which would be lost.
-
-    The group committer (own_transaction only) also passes `stamp_us`, the new entries' time (default
-    now); `encoded`, per request the encoding made ahead by `encode_ahead` with that stamp, or None;
-    `balance_cache`, refreshed with the balances read under the locks and written (BalanceCache); and
-    `while_committing`, called once the COMMIT has been sent and before its result is awaited, so the
-    next batch is prepared while the server executes and flushes this one.
+    In the caller's open transaction (`InCallerTransaction`, the default; the caller commits) or in its
+    own (`OwnTransaction`: the group committer, on an autocommit connection). Statements are pipelined:
+    one round trip locks and reads, one writes, locks the chain, appends the link and commits.
+    `rule_now_us` is the instant the rules judge timeouts against (default: the entries' time stamp).
     """
-    if optimistic_ids and not own_transaction:
-        raise ValueError("optimistic_ids needs own_transaction (the retry must start a fresh transaction)")
-    if (while_committing is not None or balance_cache is not None) and not own_transaction:
-        raise ValueError("while_committing and balance_cache need own_transaction")
+    match mode:
+        case OwnTransaction():
+            own: OwnTransaction | None = mode
+            stamp = now_us() if mode.stamp_us is None else mode.stamp_us
+            optimistic_ids, encoded, balance_cache = mode.optimistic_ids, mode.encoded, mode.balance_cache
+        case InCallerTransaction():
+            own = None
+            stamp = now_us()
+            optimistic_ids, encoded, balance_cache = False, None, None
+        case _:
+            assert_never(mode)
+    own_transaction = own is not None
     cache = cache or _default_cache
-    stamp = now_us() if stamp_us is None else stamp_us
     rule_now = stamp if rule_now_us is None else rule_now_us
     all_specs = [s for req in requests for s in req]
     pending_refs = list({s.pending_id for s in all_specs if s.kind in RESOLUTION_KINDS and s.pending_id})
@@ -554,20 +465,28 @@ def append(
 
         # 5. canonical bytes, leaf hashes and array elements (reusing encodings made ahead), before the
         # chain lock; 6 + 7. balances, chain lock LAST, link + entries, commit
-        parts = [_encoding(entries, encoded[i] if encoded else None) for i, entries in created]
+        parts = [encoding_for(entries, encoded[i] if encoded else None) for i, entries in created]
         changed = [(n, b) for n, b in state.balances.items() if before[n] != b.as_tuple()]
         with conn.pipeline() as pipe:
             link_cur = _send_writes(conn, parts, changed, None)
             if balance_cache is not None:
                 balance_cache.update(state.balances)  # see BalanceCache: cleared below if anything fails
-            if own_transaction:
-                _commit_pipelined(conn, while_committing)
+            if own is not None:
+                _commit_pipelined(conn, own.while_committing)
             pipe.sync()
-            height = link_cur.fetchone()[0]
+            height = _link_height(link_cur)
     except BaseException:
         _abort(conn, own_transaction, balance_cache)
         raise
     return _at_height(results, height)
+
+
+def _link_height(link_cur: psycopg.Cursor[Any]) -> int:
+    row = link_cur.fetchone()
+    if row is None:  # APPEND_SQL always returns the link it inserted
+        raise AssertionError("no link returned")
+    height: int = row[0]
+    return height
 
 
 def _at_height(results: list[RequestResult], height: int) -> list[RequestResult]:
@@ -619,17 +538,17 @@ def append_one(
     return append(conn, [specs], rule_now_us=rule_now_us, cache=cache)[0].raise_for_error()
 
 
-# --- group commit ------------------------------------------------------------------------------
+# --- one round trip: a batch judged on cached balances ------------------------------------------
 
 
-class _Plan:
+class BatchPlan:
     """A batch judged as it fills, on cached balances: steps 4-5 done before its transaction starts.
 
     Each request is put through the rules as it joins (`add`), on the balances the batches before it
     leave (BalanceCache, which already holds the batch still committing), and encoded; the batch is
     then ONE round trip — BEGIN, the sorted row locks, the balance update that first checks every
     locked row still holds the values judged on, the chain lock, link + entries, COMMIT
-    (`_append_planned`). A plan gives up (`ok` False, and the batch takes the ordinary path) on
+    (`append_planned`). A plan gives up (`ok` False, and the batch takes the ordinary path) on
     anything it cannot judge without the database: an account or balance not cached, a post/void/
     expire (the pending transfer must be read), or an unexpected error.
     """
@@ -676,7 +595,7 @@ class _Plan:
         results, created = _apply_rules([specs], self.state, self.stamp, self.stamp)
         self.results.append(results[0])
         if created:
-            self.parts.append(_encoding(created[0][1], ahead))
+            self.parts.append(encoding_for(created[0][1], ahead))
 
     def usable(self) -> bool:
         """Still valid (nothing it was judged on was dropped) and something to write: refusals alone
@@ -684,10 +603,10 @@ class _Plan:
         return self.ok and self.generation == self._balances.generation and bool(self.parts)
 
 
-def _append_planned(
-    conn: psycopg.Connection, plan: _Plan, balances: BalanceCache, while_committing: Callable[[], None] | None
+def append_planned(
+    conn: psycopg.Connection, plan: BatchPlan, balances: BalanceCache, while_committing: Callable[[], None] | None
 ) -> list[RequestResult]:
-    """Commit a usable plan in one round trip (see _Plan); any failure clears the balance cache."""
+    """Commit a usable plan in one round trip (see BatchPlan); any failure clears the balance cache."""
     state = plan.state
     changed = [(n, b) for n, b in state.balances.items() if plan.expected[n] != b.as_tuple()]
     try:
@@ -698,241 +617,8 @@ def _append_planned(
             balances.update(state.balances)  # see BalanceCache: cleared below if anything fails
             _commit_pipelined(conn, while_committing)
             pipe.sync()
-            height = link_cur.fetchone()[0]
+            height = _link_height(link_cur)
     except BaseException:
         _abort(conn, True, balances)
         raise
     return _at_height(plan.results, height)
-
-
-@dataclass
-class _Item:
-    specs: list[TransferSpec]
-    future: Future = field(default_factory=Future)
-    ahead: EncodedEntries | None = None  # encode_ahead with the stamp of the batch it joined
-
-
-@dataclass
-class _Batch:
-    """Requests that will share one transaction and one chain link, encoded (and judged) as they join."""
-
-    accounts: AccountCache
-    balances: BalanceCache | None  # None: no plan (a sub-batch isolating one request)
-    items: list[_Item] = field(default_factory=list)
-    transfers: int = 0
-    stamp_us: int = 0  # the new entries' time: when the batch's first request was taken
-    plan: _Plan | None = None
-
-    def add(self, item: _Item) -> None:
-        if not self.items:
-            self.stamp_us = now_us()
-            if self.balances is not None:
-                self.plan = _Plan(self.accounts, self.balances, self.stamp_us)
-        self.items.append(item)
-        self.transfers += len(item.specs)
-        item.ahead = encode_ahead(item.specs, self.stamp_us)
-        if self.plan is not None:
-            self.plan.add(item.specs, item.ahead)
-
-    def part(self, items: list[_Item]) -> _Batch:
-        """A sub-batch with the same stamp (so the encodings made ahead still apply), without a plan."""
-        return _Batch(self.accounts, None, items, sum(len(i.specs) for i in items), self.stamp_us)
-
-
-class GroupCommitter:
-    """Concurrent callers share one connection (by default); every waiting request joins the next batch.
-
-    One connection, not several: every batch locks the same hot balance rows and appends to the one
-    chain, and a transaction holds its row locks until its commit is flushed, so a second connection's
-    batch only waits for the first one's — while splitting the queue into smaller batches, adding a
-    thread that competes for the GIL with the first one's critical section, and (now) defeating each
-    connection's balance cache with the other's writes. Measured with bench/ledger.py at 8 writers:
-    before the changes below, one connection already beat two (13.4k vs 10.0k transfers/s for
-    10-transfer requests, 37.7k vs 31.7k for 100-transfer requests); with them, one connection reaches
-    16-19k and 49-65k, two stay at 8-12k and 19-33k (load average 1-3). What a second connection could
-    overlap, the single one overlaps itself, in one thread:
-
-    - while a batch's COMMIT is in flight (executed and flushed to disk by the server), the thread takes
-      the requests that arrived meanwhile into the next batch, encodes their entries ahead
-      (`encode_ahead`: canonical bytes, leaf hashes, array elements) and judges them (`_Plan`, on the
-      balances the batch in flight leaves), so Python and PostgreSQL work at the same time;
-    - the balances it last held under lock are cached (`BalanceCache`), so a batch is one round trip,
-      not two; the cached values are checked under the row locks before anything is written.
-
-    Batches grow on their own under load. When a batch is small (fewer than `small_batch` transfers),
-    the thread gives the callers it has just answered up to `callers_wait_s` to send their next request
-    before starting it: a batch's fixed cost (round trips, statements, one fsync) is then shared by
-    twice as many requests, where callers that each wait for their answer would otherwise fall into two
-    alternating half-size batches (at 8 writers × 10 transfers: 80 transfers per link instead of 40).
-    The wait ends as soon as that many requests have arrived, costs nothing when the queue is empty
-    (the thread would idle anyway), and is skipped for large batches, whose fixed cost is already
-    shared and which gain more from preparing the next batch during this one's commit. More
-    connections are still allowed; each then keeps its own balance cache and they mostly invalidate
-    each other's (correct, only slower).
-    """
-
-    def __init__(
-        self,
-        conninfo: str,
-        *,
-        connections: int = 1,
-        max_batch_transfers: int = 2000,
-        small_batch: int = 256,
-        callers_wait_s: float = 0.001,
-    ) -> None:
-        self.conninfo = conninfo
-        self.max_batch = max_batch_transfers
-        self.small_batch = small_batch
-        self.callers_wait_s = callers_wait_s
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._cache = AccountCache()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"ledger-commit-{i}", daemon=True) for i in range(connections)
-        ]
-        self._closed = False
-        self.batches = 0
-        self.transfers = 0
-        for t in self._threads:
-            t.start()
-
-    def submit(self, specs: Sequence[TransferSpec], timeout: float = 60.0) -> RequestResult:
-        if self._closed:
-            raise RuntimeError("committer is closed")
-        item = _Item(list(specs))
-        self._queue.put(item)
-        return item.future.result(timeout=timeout)
-
-    def close(self) -> None:
-        self._closed = True
-        for _ in self._threads:
-            self._queue.put(None)
-        for t in self._threads:
-            t.join(timeout=10)
-
-    def _connect(self) -> psycopg.Connection:
-        # No auto-prepare: see ledger.service.connect (aborted pipelines and psycopg's prepared cache).
-        conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=None)
-        # The hot statements take arrays of ids/accounts whose sizes vary a lot from batch to batch; a
-        # cached generic plan can pick a scan that suits none of them, so always plan for the values.
-        conn.execute("SET plan_cache_mode = force_custom_plan")
-        conn.execute(CREATE_EXPECT_UNCHANGED_SQL)
-        return conn
-
-    def _drain(self, batch: _Batch) -> bool:
-        """Move waiting requests into `batch` without blocking, up to max_batch; True if told to stop."""
-        while batch.transfers < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if item is None:
-                return True
-            batch.add(item)
-        return False
-
-    def _await_callers(self, batch: _Batch, answered: int) -> bool:
-        """Give the `answered` callers a moment to send their next request into a small `batch`."""
-        deadline = time.perf_counter() + self.callers_wait_s
-        arrived = 0
-        while arrived < answered and batch.transfers < self.small_batch:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if item is None:
-                return True
-            batch.add(item)
-            arrived += 1
-        return False
-
-    def _run(self) -> None:
-        conn: psycopg.Connection | None = None
-        balances = BalanceCache()
-        batch = _Batch(self._cache, balances)
-        stop = False
-        while True:
-            if not batch.items:
-                if stop:
-                    break
-                first = self._queue.get()
-                if first is None:
-                    break
-                batch.add(first)
-            stop = self._drain(batch) or stop
-            upcoming = _Batch(self._cache, balances)
-
-            def prepare_next(upcoming: _Batch = upcoming) -> None:
-                # Runs while this batch's COMMIT is in flight: requests that arrived meanwhile are taken
-                # and encoded now; whatever arrives later still joins before the next batch starts.
-                nonlocal stop
-                stop = self._drain(upcoming) or stop
-
-            answered = len(batch.items)
-            conn = self._commit(conn, batch, balances, prepare_next)
-            batch = upcoming
-            if not stop:
-                stop = self._await_callers(batch, answered)
-        if conn is not None:
-            conn.close()
-
-    def _commit(
-        self,
-        conn: psycopg.Connection | None,
-        batch: _Batch,
-        balances: BalanceCache,
-        while_committing: Callable[[], None] | None = None,
-    ) -> psycopg.Connection | None:
-        last_exc: BaseException | None = None
-        items = batch.items
-        for attempt in range(6):
-            try:
-                if conn is None or conn.closed:
-                    conn = self._connect()
-                # The first attempt is optimistic (no id lookup; judged on cached balances if the batch
-                # has a usable plan); any retry looks the ids up and reads the balances under the locks.
-                if attempt == 0 and batch.plan is not None and batch.plan.usable():
-                    results = _append_planned(conn, batch.plan, balances, while_committing)
-                else:
-                    results = append(
-                        conn,
-                        [i.specs for i in items],
-                        cache=self._cache,
-                        own_transaction=True,
-                        optimistic_ids=attempt == 0,
-                        stamp_us=batch.stamp_us,
-                        encoded=[i.ahead for i in items],
-                        balance_cache=balances,
-                        while_committing=while_committing,
-                    )
-                self.batches += 1
-                self.transfers += sum(len(r.entries) for r in results if r.status == "created")
-                for item, res in zip(items, results, strict=True):
-                    item.future.set_result(res)
-                return conn
-            except RETRYABLE as exc:  # a concurrent writer got there first: retry, ids make it safe
-                last_exc = exc
-                if attempt:  # the first retry is immediate: it is usually a stale cache or a resubmitted id
-                    time.sleep(0.001 * attempt)
-            except psycopg.OperationalError as exc:  # connection lost: reconnect and retry
-                last_exc = exc
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.05 * (attempt + 1))
-            except Exception as exc:
-                if len(items) > 1:
-                    # Something in one request broke the whole transaction: isolate it.
-                    for item in items:
-                        conn = self._commit(conn, batch.part([item]), balances)
-                    return conn
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                return conn
-        for item in items:
-            if not item.future.done():
-                item.future.set_exception(last_exc or RuntimeError("commit failed"))
-        return conn

@@ -14,34 +14,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from kernel import clock
 from kernel.celery_app import celery_app
+from ledger import settlement_runs
+from ledger.checkpoints import create_checkpoint, default_publish_dir
+from ledger.db import connection, in_transaction
+from ledger.tokens import expire_due
 
 
 def _now(now_iso: str | None) -> datetime:
-    from ledger.service import utcnow
-
-    return utcnow() if now_iso is None else datetime.fromisoformat(now_iso.replace("Z", "+00:00"))
+    return clock.now() if now_iso is None else datetime.fromisoformat(now_iso.replace("Z", "+00:00"))
 
 
 @celery_app.task(name="ledger.checkpoint")
 def checkpoint() -> dict[str, Any] | None:
-    from ledger import service as svc
-
-    with svc.connection() as conn, conn.transaction():
-        cp = svc.create_checkpoint(conn, publish_dir=svc.default_publish_dir())
+    with connection() as conn, conn.transaction():
+        cp = create_checkpoint(conn, publish_dir=default_publish_dir())
     return None if cp is None else cp["message"]
 
 
 @celery_app.task(name="ledger.expire_cfts")
 def expire_cfts(now_iso: str | None = None) -> dict[str, int]:
-    from ledger import service as svc
-
-    with svc.connection() as conn:
-        return svc.in_transaction(conn, lambda c: svc.expire_due(c, _now(now_iso)))
+    with connection() as conn:
+        return in_transaction(conn, lambda c: expire_due(c, _now(now_iso)))
 
 
 @celery_app.task(name="ledger.settle_due")
 def settle_due(now_iso: str | None = None) -> list[dict[str, Any]]:
-    from ledger import service as svc
-
-    return [o.as_json() for o in svc.settle_due(None, _now(now_iso))]
+    return [o.as_json() for o in settlement_runs.settle_due(None, _now(now_iso))]

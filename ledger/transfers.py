@@ -112,16 +112,16 @@ class Entry:
 
     def canonical(self) -> bytes:
         return encode_entry(
-            self.id,
-            self.ledger,
-            self.debit_account,
-            self.credit_account,
-            self.amount,
-            self.kind,
-            self.pending_id,
-            self.timeout_us,
-            self.time_us,
-            self.memo,
+            id=self.id,
+            ledger=self.ledger,
+            debit=self.debit_account,
+            credit=self.credit_account,
+            amount=self.amount,
+            kind=self.kind,
+            pending_id=self.pending_id,
+            timeout_us=self.timeout_us,
+            time_us=self.time_us,
+            memo=self.memo,
         )
 
     def as_json(self) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from beckn import signing
 from beckn.keys import KeyError_, public_key_from_b64
 from kernel import clock
+from kernel.config import get_settings
 from registry.models import Coverage, Subscriber, SubscriberKey
 from schemas.registry import LookupRequest, Subscription
 
@@ -226,11 +229,6 @@ def list_subscribers(session: Session) -> list[Subscriber]:
 def operator_token() -> str:
     """The operator's approval token: FLEXMARKET_REGISTRY_OPERATOR_TOKEN, else one generated once
     under FLEXMARKET_HOME (mode 0600) and shared by the registry process and the CLI."""
-    import os
-    import secrets
-
-    from kernel.config import get_settings
-
     settings = get_settings()
     if settings.registry_operator_token:
         return settings.registry_operator_token

@@ -13,6 +13,7 @@ Parsing functions raise FlexFormatError with the JSON path at fault; the pipelin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -82,7 +83,7 @@ def _num(text: str | None, path: str) -> float:
         raise FlexFormatError(path, f"{text!r} is not a number") from exc
 
 
-def _tags(code: str, values: dict[str, object]) -> TagGroup:
+def _tags(code: str, values: Mapping[str, object]) -> TagGroup:
     return TagGroup(
         display=True,
         descriptor=Descriptor(code=code),

@@ -5,7 +5,6 @@ run them), against real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from beckn import envelope, signing
 from beckn.identity import Identity, load_identity
 from bpp.catalog import example_config
 from flexmarket.runner import BAP_ID, Network, prepare_network
-from kernel.config import reset_settings
 from kernel.embedded import free_port_range
-from tests.e2e.helpers import tomorrow_window
+from tests.e2e.helpers import environment, tomorrow_window
 
 OTHER_CITY = "GB-R1"  # North Scotland: a second BPP platform that a London search must not reach
 
@@ -43,33 +41,26 @@ def network(
     home = tmp_path_factory.mktemp("network")
     providers_file = home / "providers.json"
     providers_file.write_text(json.dumps(two_city_config()))
-    saved = {k: os.environ.get(k) for k in ("REDIS_URL", "FLEXMARKET_CELERY_QUEUE", "FLEXMARKET_HOME")}
-    os.environ.update(REDIS_URL=redis_url, FLEXMARKET_CELERY_QUEUE=celery_queue, FLEXMARKET_HOME=str(home))
-    reset_settings()
-    net = prepare_network(
-        home=home,
-        base_port=free_port_range(5),
-        providers_file=providers_file,
-        worker_concurrency=8,
-        workers={"worker": "registry,gateway,bap,ledger", "worker-bpp": "bpp"},
-        extra_env={
-            "FLEXMARKET_SWEEP_INTERVAL_S": "1",
-            "FLEXMARKET_REDELIVER_AFTER_S": "2",
-            "FLEXMARKET_DELIVERY_TTL_S": "120",
-            "FLEXMARKET_LOG_LEVEL": "INFO",
-        },
-    )
-    try:
-        net.start(timeout=90)
-        yield net
-    finally:
-        net.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        reset_settings()
+    env = {"REDIS_URL": redis_url, "FLEXMARKET_CELERY_QUEUE": celery_queue, "FLEXMARKET_HOME": str(home)}
+    with environment(env):
+        net = prepare_network(
+            home=home,
+            base_port=free_port_range(5),
+            providers_file=providers_file,
+            worker_concurrency=8,
+            workers={"worker": "registry,gateway,bap,ledger", "worker-bpp": "bpp"},
+            extra_env={
+                "FLEXMARKET_SWEEP_INTERVAL_S": "1",
+                "FLEXMARKET_REDELIVER_AFTER_S": "2",
+                "FLEXMARKET_DELIVERY_TTL_S": "120",
+                "FLEXMARKET_LOG_LEVEL": "INFO",
+            },
+        )
+        try:
+            net.start(timeout=90)
+            yield net
+        finally:
+            net.stop()
 
 
 class Signer:

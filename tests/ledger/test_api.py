@@ -13,9 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger import accounts as acct
-from ledger import service as svc
+from ledger.api_keys import create_api_key
+from ledger.db import connect, connection
 from ledger.main import create_app
 from ledger.proofs import verify_statement
+from ledger.statement_csv import statement_from_csv
 from tests.ledger.helpers import snapshot
 
 TAG = uuid.uuid4().hex[:6]
@@ -30,20 +32,20 @@ def client(ledger_url: str) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def keys(ledger_url: str) -> dict[str, dict[str, str]]:
-    with svc.connection(ledger_url) as conn, conn.transaction():
+    with connection(ledger_url) as conn, conn.transaction():
         made = {
-            "admin": svc.create_api_key(conn, "admin"),
-            "finance": svc.create_api_key(conn, "finance"),
-            "p1": svc.create_api_key(conn, "provider", P1),
-            "p2": svc.create_api_key(conn, "provider", P2),
-            "bap": svc.create_api_key(conn, "bap", BAP),
+            "admin": create_api_key(conn, "admin"),
+            "finance": create_api_key(conn, "finance"),
+            "p1": create_api_key(conn, "provider", P1),
+            "p2": create_api_key(conn, "provider", P2),
+            "bap": create_api_key(conn, "bap", BAP),
         }
     return {k: {"Authorization": f"Bearer {v}"} for k, v in made.items()}
 
 
 @pytest.fixture
 def conn(ledger_url: str) -> Iterator[psycopg.Connection]:
-    c = svc.connect(ledger_url)
+    c = connect(ledger_url)
     yield c
     c.close()
 
@@ -436,7 +438,7 @@ def test_statement_access_both_ways_and_offline_verification(
     assert not verify_statement(bad, public).ok
     csv_text = client.get(f"/api/v1/statements/{rev1}", params={**q, "format": "csv"}, headers=keys["p1"]).text
     assert csv_text.startswith("record,time") and "opening" in csv_text and "checkpoint" in csv_text
-    assert verify_statement(svc.statement_from_csv(csv_text), public).ok
+    assert verify_statement(statement_from_csv(csv_text), public).ok
     # balance as of an instant before the first transfer excludes it
     before = client.get(f"/api/v1/balances/{rev1}", params={"as_of": t0.isoformat()}, headers=keys["p1"]).json()
     now_bal = client.get(f"/api/v1/balances/{rev1}", headers=keys["p1"]).json()

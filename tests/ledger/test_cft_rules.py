@@ -29,16 +29,37 @@ def test_max_tokens_from_declared_capacity() -> None:
 def test_redemption_rules() -> None:
     now = T0 + timedelta(days=1)
     start = now + timedelta(hours=2)
-    check_redemption(SERIES, 2, now, start, start + timedelta(hours=1), 60)
+    check_redemption(
+        SERIES, 2, now=now, period_start=start, period_end=start + timedelta(hours=1), gate_closure_minutes=60
+    )
     with pytest.raises(CftError) as e:
-        check_redemption(SERIES, 2, SERIES.valid_to, start, start + timedelta(hours=1), 60)
+        check_redemption(
+            SERIES,
+            2,
+            now=SERIES.valid_to,
+            period_start=start,
+            period_end=start + timedelta(hours=1),
+            gate_closure_minutes=60,
+        )
     assert e.value.code == "series_expired"
     with pytest.raises(CftError) as e:
-        check_redemption(SERIES, 2, now, now + timedelta(minutes=30), now + timedelta(hours=1), 60)
+        check_redemption(
+            SERIES,
+            2,
+            now=now,
+            period_start=now + timedelta(minutes=30),
+            period_end=now + timedelta(hours=1),
+            gate_closure_minutes=60,
+        )
     assert e.value.code == "after_gate_closure"
     with pytest.raises(CftError) as e:
         check_redemption(
-            SERIES, 2, now, SERIES.valid_to - timedelta(minutes=30), SERIES.valid_to + timedelta(hours=1), 60
+            SERIES,
+            2,
+            now=now,
+            period_start=SERIES.valid_to - timedelta(minutes=30),
+            period_end=SERIES.valid_to + timedelta(hours=1),
+            gate_closure_minutes=60,
         )
     assert e.value.code == "period_outside_validity"
     assert redemption_power_w(2, start, start + timedelta(hours=1)) == 2_000_000

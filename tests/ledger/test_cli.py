@@ -11,8 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from ledger import accounts as acct
-from ledger import service as svc
+from ledger.accounts_db import ensure_accounts
+from ledger.api_keys import authenticate
+from ledger.checkpoints import ledger_keypair
 from ledger.cli import ledger_app, metering_app, statement
+from ledger.db import connection
 from ledger.store import append_one
 from ledger.transfers import TransferSpec
 
@@ -32,9 +35,9 @@ def test_statement_export_and_offline_verification(cli_db: str, tmp_path: Path) 
     tag = uuid.uuid4().hex[:6]
     cash, rev = acct.bap_cash(f"b-{tag}"), acct.provider_revenue(f"p-{tag}")
     t0 = datetime.now(UTC) - timedelta(seconds=1)
-    with svc.connection(cli_db) as conn:
+    with connection(cli_db) as conn:
         with conn.transaction():
-            svc.ensure_accounts(conn, [cash, rev])
+            ensure_accounts(conn, [cash, rev])
         for i in range(3):
             with conn.transaction():
                 append_one(conn, [TransferSpec(f"cli-{tag}-{i}", "single", "GBP", cash, rev, 10 * (i + 1))])
@@ -68,7 +71,7 @@ def test_statement_export_and_offline_verification(cli_db: str, tmp_path: Path) 
     (tmp_path / "bad.json").write_text(json.dumps(doc))
     bad = runner.invoke(ledger_app, ["verify-statement", str(tmp_path / "bad.json"), "--public-key", key])
     assert bad.exit_code == 1 and "INVALID" in bad.output
-    other = svc.ledger_keypair(tmp_path / "otherkeys").signing_public_key_b64
+    other = ledger_keypair(tmp_path / "otherkeys").signing_public_key_b64
     wrong = runner.invoke(ledger_app, ["verify-statement", str(tmp_path / "st.json"), "--public-key", other])
     assert wrong.exit_code == 1 and "signature" in wrong.output
     r = runner.invoke(flexmarket_like_cli(), ["statement", "--account", rev, "--from", "yesterday", "--to", "x"])
@@ -91,7 +94,7 @@ def test_metering_import(cli_db: str, tmp_path: Path) -> None:
     bad.write_text(rows[0] + f"\nMC-{tag},{start.isoformat()},abc\nMC-{tag},2030-01-01T00:00:00,1\n")
     r = runner.invoke(metering_app, ["import", str(bad)])
     assert r.exit_code == 1 and "line 2" in r.output and "line 3" in r.output
-    with svc.connection(cli_db) as conn:
+    with connection(cli_db) as conn:
         assert conn.execute("SELECT count(*) FROM ledger.metering WHERE meter_id = %s", (f"MC-{tag}",)).fetchone() == (
             4,
         )
@@ -100,8 +103,8 @@ def test_metering_import(cli_db: str, tmp_path: Path) -> None:
 def test_apikey_checkpoint_and_settle_commands(cli_db: str) -> None:
     r = runner.invoke(ledger_app, ["apikey", "create", "--role", "provider", "--provider", "dc-cli"])
     assert r.exit_code == 0 and r.output.startswith("flk_")
-    with svc.connection(cli_db) as conn:
-        assert svc.authenticate(conn, r.output.strip()).participant_id == "dc-cli"
+    with connection(cli_db) as conn:
+        assert authenticate(conn, r.output.strip()).participant_id == "dc-cli"
     assert runner.invoke(ledger_app, ["apikey", "create", "--role", "provider"]).exit_code == 2
     cp = runner.invoke(ledger_app, ["checkpoint"])
     assert cp.exit_code == 0 and '"height"' in cp.output

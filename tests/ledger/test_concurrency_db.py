@@ -16,9 +16,13 @@ import psycopg
 import pytest
 
 from ledger import accounts as acct
-from ledger import service as svc
-from ledger.store import GroupCommitter, append
+from ledger.accounts_db import ensure_accounts
+from ledger.checkpoints import create_checkpoint
+from ledger.db import connect, conninfo
+from ledger.group_commit import GroupCommitter
+from ledger.store import append
 from ledger.transfers import TransferSpec
+from ledger.verify import verify_ledger
 
 WRITERS, PER_WRITER = 8, 500
 CASH = [acct.bap_cash(f"hot{i}") for i in range(3)]
@@ -27,10 +31,10 @@ REV = [acct.provider_revenue(f"hot{i}") for i in range(4)]
 
 @pytest.mark.slow
 def test_eight_writers_five_hundred_transfers_each(fresh_db: str) -> None:
-    conn = svc.connect(fresh_db)
+    conn = connect(fresh_db)
     with conn.transaction():
-        svc.ensure_accounts(conn, CASH + REV)
-    committer = GroupCommitter(svc.conninfo(fresh_db), connections=2)
+        ensure_accounts(conn, CASH + REV)
+    committer = GroupCommitter(conninfo(fresh_db), connections=2)
     created: Counter[str] = Counter()
     refused: Counter[str] = Counter()
     errors: list[BaseException] = []
@@ -66,7 +70,7 @@ def test_eight_writers_five_hundred_transfers_each(fresh_db: str) -> None:
             rng = random.Random(1000 + k)
             reqs = plan(k)
             direct = k % 2 == 0
-            c = svc.connect(fresh_db) if direct else None
+            c = connect(fresh_db) if direct else None
             start.wait()
             for i, req in enumerate(reqs):
                 batch = [req]
@@ -107,8 +111,8 @@ def test_eight_writers_five_hundred_transfers_each(fresh_db: str) -> None:
     assert len(links) < total  # batches shared links
     # verification re-hashes everything and checks every balance against its entries
     with conn.transaction():
-        svc.create_checkpoint(conn)
-    report = svc.verify_ledger(conn)
+        create_checkpoint(conn)
+    report = verify_ledger(conn)
     assert report.ok, report.summary()
     assert report.chain.entry_count == total
     sums = conn.execute("SELECT sum(debits_posted), sum(credits_posted) FROM ledger.balances").fetchone()
@@ -119,14 +123,14 @@ def test_eight_writers_five_hundred_transfers_each(fresh_db: str) -> None:
 def test_no_deadlock_when_writers_lock_accounts_in_opposite_orders(fresh_db: str) -> None:
     """Two writers whose transfers touch the same two accounts in opposite directions; sorted locking
     means they queue instead of deadlocking."""
-    conn = svc.connect(fresh_db)
+    conn = connect(fresh_db)
     a, b = acct.bap_cash("x"), acct.bap_cash("y")
     with conn.transaction():
-        svc.ensure_accounts(conn, [a, b])
+        ensure_accounts(conn, [a, b])
     errors: list[BaseException] = []
 
     def run(k: int) -> None:
-        c = svc.connect(fresh_db)
+        c = connect(fresh_db)
         try:
             for i in range(150):
                 d, cr = (a, b) if k == 0 else (b, a)
@@ -141,5 +145,5 @@ def test_no_deadlock_when_writers_lock_accounts_in_opposite_orders(fresh_db: str
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not errors
-    assert svc.verify_ledger(conn).ok
+    assert verify_ledger(conn).ok
     conn.close()

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ledger import accounts as acct
-from ledger import service as svc
+from ledger.accounts_db import account_info
+from ledger.db import connection
 from ledger.demo import DemoOrder, settle_demo_orders
 from ledger.proofs import verify_statement
+from ledger.settlement_runs import ledger_lines_for_order
 
 
 def test_demo_settlement(ledger_url: str, tmp_path: Path) -> None:
@@ -51,10 +53,10 @@ def test_demo_settlement(ledger_url: str, tmp_path: Path) -> None:
     # half delivery: paid for roughly half, charged a shortfall for the rest (the noise moves it a little)
     assert 0.35 * 22_040 < b.utilisation_pence < 0.65 * 22_040 and b.shortfall_pence > 0
     assert res.supplier_compensation_total_pence > 0
-    with svc.connection(ledger_url) as conn:
-        assert svc.account_info(conn, acct.provider_revenue(a.provider_id))["balance"] == a.utilisation_pence
-        assert svc.account_info(conn, acct.provider_penalties(a.provider_id))["balance"] == -a.shortfall_pence
-        assert svc.ledger_lines_for_order(conn, orders[1].order_id)["shortfall"] == b.shortfall_pence
+    with connection(ledger_url) as conn:
+        assert account_info(conn, acct.provider_revenue(a.provider_id))["balance"] == a.utilisation_pence
+        assert account_info(conn, acct.provider_penalties(a.provider_id))["balance"] == -a.shortfall_pence
+        assert ledger_lines_for_order(conn, orders[1].order_id)["shortfall"] == b.shortfall_pence
     for p in res.providers:
         assert p.statement_verified
         doc = json.loads(p.statement_json.read_text())

@@ -1,6 +1,6 @@
 """The group committer's fast path on a real server: binary array parameters, entries encoded ahead,
 and batches judged on cached balances — which must be judged again whenever another writer changed a
-balance row in between (ledger/store.py BalanceCache, _Plan)."""
+balance row in between (ledger/store.py BalanceCache, BatchPlan)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,21 @@ import psycopg
 import pytest
 
 from ledger import accounts as acct
-from ledger import service as svc
-from ledger import store
+from ledger import group_commit, store
+from ledger.accounts_db import account_info, ensure_accounts
+from ledger.checkpoints import create_checkpoint
+from ledger.db import connect, conninfo
+from ledger.entry_encoding import encode_ahead, encode_entries
+from ledger.group_commit import GroupCommitter
 from ledger.pgarray import ByteaArray, Int8Array, TextArray, bytea_elements, int8_elements, text_elements
-from ledger.store import GroupCommitter, append_one, encode_ahead, encode_entries
+from ledger.store import append_one
 from ledger.transfers import Account, Balance, LedgerState, TransferSpec, apply_request
+from ledger.verify import verify_ledger
 
 
 @pytest.fixture
 def conn(ledger_url: str):
-    c = svc.connect(ledger_url)
+    c = connect(ledger_url)
     yield c
     c.close()
 
@@ -62,7 +67,7 @@ def test_encoding_ahead_is_the_encoding_of_what_the_rules_create() -> None:
 
 def _count_planned(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     counts = {"planned": 0, "stale": 0}
-    planned = store._append_planned
+    planned = group_commit.append_planned
 
     def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
         counts["planned"] += 1
@@ -72,7 +77,7 @@ def _count_planned(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
             counts["stale"] += 1
             raise
 
-    monkeypatch.setattr(store, "_append_planned", counting)
+    monkeypatch.setattr(group_commit, "append_planned", counting)
     return counts
 
 
@@ -82,9 +87,9 @@ def test_batches_are_judged_again_when_another_writer_changed_a_balance(
     tag = uuid.uuid4().hex[:8]
     cash, rev = acct.bap_cash(f"gc-{tag}"), acct.provider_revenue(f"gc-{tag}")  # revenue: no overdraft
     with conn.transaction():
-        svc.ensure_accounts(conn, [cash, rev])
+        ensure_accounts(conn, [cash, rev])
     counts = _count_planned(monkeypatch)
-    gc = GroupCommitter(svc.conninfo(ledger_url))
+    gc = GroupCommitter(conninfo(ledger_url))
     try:
 
         def submit(tid: str, debit: str, credit: str, amount: int) -> store.RequestResult:
@@ -112,11 +117,11 @@ def test_batches_are_judged_again_when_another_writer_changed_a_balance(
         assert gc.submit([TransferSpec(f"q-{tag}", "post", pending_id=f"p-{tag}", amount=20)]).status == "created"
     finally:
         gc.close()
-    info = svc.account_info(conn, rev)
+    info = account_info(conn, rev)
     assert info["balance"] == 100 + 1 - 101 + 500 - 200 + 20
     with conn.transaction():
-        svc.create_checkpoint(conn)
-    report = svc.verify_ledger(conn)
+        create_checkpoint(conn)
+    report = verify_ledger(conn)
     assert report.ok, report.summary()
 
 
@@ -129,10 +134,10 @@ def test_concurrent_external_writer_never_breaks_a_flag(
     tag = uuid.uuid4().hex[:8]
     cash, rev = acct.bap_cash(f"race-{tag}"), acct.provider_revenue(f"race-{tag}")
     with conn.transaction():
-        svc.ensure_accounts(conn, [cash, rev])
+        ensure_accounts(conn, [cash, rev])
         append_one(conn, [TransferSpec(f"seed-{tag}", "single", "GBP", cash, rev, 200)])
     counts = _count_planned(monkeypatch)
-    gc = GroupCommitter(svc.conninfo(ledger_url))
+    gc = GroupCommitter(conninfo(ledger_url))
     errors: list[BaseException] = []
 
     def committer_side() -> None:
@@ -144,7 +149,7 @@ def test_concurrent_external_writer_never_breaks_a_flag(
             errors.append(exc)
 
     def direct_side() -> None:
-        c = svc.connect(ledger_url)
+        c = connect(ledger_url)
         try:
             for i in range(150):
                 with c.transaction():
@@ -162,5 +167,5 @@ def test_concurrent_external_writer_never_breaks_a_flag(
     gc.close()
     assert not errors, errors
     assert counts["planned"] > 0
-    assert svc.account_info(conn, rev)["balance"] >= 0
-    assert svc.verify_ledger(conn).ok
+    assert account_info(conn, rev)["balance"] >= 0
+    assert verify_ledger(conn).ok

@@ -216,7 +216,7 @@ def test_run_transfers_first_run_via_escrow_then_restatement() -> None:
     o, _ = hand_example(P415)
     esc = EscrowState("order:o1:reserve", 30_000, True)
     first = {"utilisation": 21_000, "availability": 0, "shortfall": 3_704, "supplier_compensation": 6_897}
-    ts = run_transfers(o, "II", first, None, P415, esc)
+    ts = run_transfers(o, "II", first, previous=None, policy=P415, escrow=esc)
     assert [(t.kind, t.id.split(":")[-1], t.amount) for t in ts] == [
         ("post", "escrow-post", 21_000),
         ("single", "utilisation", 21_000),
@@ -226,16 +226,20 @@ def test_run_transfers_first_run_via_escrow_then_restatement() -> None:
     assert ts[1].debit_account == "escrow:o1" and ts[1].credit_account == "provider:dc:revenue"
     assert ts[3].debit_account == "pot:supplier-compensation"
     restated = {**first, "utilisation": 25_000, "shortfall": 0}
-    rs = run_transfers(o, "SF", restated, first, P415, None)
+    rs = run_transfers(o, "SF", restated, previous=first, policy=P415, escrow=None)
     assert [(t.id.split(":", 3)[-1], t.debit_account, t.credit_account, t.amount) for t in rs] == [
         ("utilisation:reversal", "provider:dc:revenue", "bap:bap:cash", 21_000),
         ("utilisation", "bap:bap:cash", "provider:dc:revenue", 25_000),
         ("shortfall:reversal", "bap:bap:cash", "provider:dc:penalties", 3_704),
     ]
-    assert run_transfers(o, "R1", restated, restated, P415, None) == []  # nothing changed: nothing appended
-    nothing = run_transfers(o, "II", dict.fromkeys(first, 0), None, P415, esc)
+    assert (
+        run_transfers(o, "R1", restated, previous=restated, policy=P415, escrow=None) == []
+    )  # nothing changed: nothing appended
+    nothing = run_transfers(o, "II", dict.fromkeys(first, 0), previous=None, policy=P415, escrow=esc)
     assert [t.kind for t in nothing] == ["void"]
-    buyer_pays = run_transfers(order(utc(2023, 12, 5, 17), policy="dno-v1"), "II", first, None, DNO, None)
+    buyer_pays = run_transfers(
+        order(utc(2023, 12, 5, 17), policy="dno-v1"), "II", first, previous=None, policy=DNO, escrow=None
+    )
     assert buyer_pays[-1].debit_account == "bap:bap:cash"
 
 

@@ -10,15 +10,18 @@ import psycopg
 import pytest
 
 from ledger import accounts as acct
-from ledger import service as svc
-from ledger.store import GroupCommitter, append, append_one
+from ledger.accounts_db import account_info, ensure_accounts
+from ledger.checkpoints import create_checkpoint
+from ledger.db import connect, conninfo
+from ledger.group_commit import GroupCommitter
+from ledger.store import append, append_one
 from ledger.transfers import TransferError, TransferSpec
 from tests.ledger.helpers import snapshot
 
 
 @pytest.fixture
 def conn(ledger_url: str):
-    c = svc.connect(ledger_url)
+    c = connect(ledger_url)
     yield c
     c.close()
 
@@ -31,7 +34,7 @@ def names(tag: str) -> tuple[str, str, str]:
 def setup_accounts(conn: psycopg.Connection, tag: str) -> tuple[str, str, str]:
     n = names(tag)
     with conn.transaction():
-        svc.ensure_accounts(conn, n)
+        ensure_accounts(conn, n)
     return n
 
 
@@ -75,7 +78,7 @@ def test_two_phase_and_at_most_once(conn: psycopg.Connection) -> None:
     cash, rev, _ = setup_accounts(conn, tag)
     tx(conn, [TransferSpec(f"p-{tag}", "pending", "GBP", cash, rev, 1000)])
     tx(conn, [TransferSpec(f"c-{tag}", "post", pending_id=f"p-{tag}", amount=400)])
-    info = svc.account_info(conn, rev)
+    info = account_info(conn, rev)
     assert (info["credits_posted"], info["credits_pending"]) == (400, 0)
     with pytest.raises(TransferError) as err:
         tx(conn, [TransferSpec(f"v-{tag}", "void", pending_id=f"p-{tag}")])
@@ -99,7 +102,7 @@ def test_concurrent_resolution_of_one_pending(ledger_url: str, conn: psycopg.Con
     barrier = threading.Barrier(6)
 
     def resolve(i: int) -> None:
-        c = svc.connect(ledger_url)
+        c = connect(ledger_url)
         try:
             barrier.wait()
             kind = "post" if i % 2 else "void"
@@ -136,7 +139,7 @@ def test_append_only_tables_reject_update_delete_truncate(
     cash, rev, _ = setup_accounts(conn, tag)
     tx(conn, [TransferSpec(f"t-{tag}", "single", "GBP", cash, rev, 5)])
     with conn.transaction():
-        svc.create_checkpoint(conn)
+        create_checkpoint(conn)
     assert_append_only(conn, table, assignment)
 
 
@@ -162,7 +165,7 @@ def test_balance_check_constraints_guard_flags(conn: psycopg.Connection) -> None
 def test_group_committer_batches_and_isolates_refusals(ledger_url: str, conn: psycopg.Connection) -> None:
     tag = uuid.uuid4().hex[:8]
     cash, rev, _ = setup_accounts(conn, tag)
-    gc = GroupCommitter(svc.conninfo(ledger_url), connections=2)
+    gc = GroupCommitter(conninfo(ledger_url), connections=2)
     results: list[str] = []
     lock = threading.Lock()
 
@@ -184,7 +187,7 @@ def test_group_committer_batches_and_isolates_refusals(ledger_url: str, conn: ps
     gc.close()
     assert results.count("created") == 6 * 24 and results.count("exceeds_credits") == 6
     assert gc.batches < 6 * 25  # concurrent requests shared commits
-    assert svc.account_info(conn, rev)["balance"] == 6 * 24 * 3
+    assert account_info(conn, rev)["balance"] == 6 * 24 * 3
 
 
 def test_unknown_account_and_ledger_mismatch_write_nothing(conn: psycopg.Connection) -> None:

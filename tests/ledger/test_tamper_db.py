@@ -12,11 +12,14 @@ from typer.testing import CliRunner
 
 from kernel.config import reset_settings
 from ledger import accounts as acct
-from ledger import service as svc
+from ledger.accounts_db import ensure_accounts
+from ledger.checkpoints import chain_head, create_checkpoint
 from ledger.cli import ledger_app
+from ledger.db import connect
 from ledger.merkle import leaf_hash, root_from_leaf_hashes
 from ledger.store import append_one
 from ledger.transfers import TransferSpec
+from ledger.verify import LedgerReport, verify_ledger
 
 CASH, REV, OTHER = acct.bap_cash("b1"), acct.provider_revenue("p1"), acct.provider_revenue("p2")
 
@@ -26,9 +29,9 @@ def chain(fresh_db: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("DATABASE_URL", fresh_db)
     monkeypatch.setenv("REDIS_URL", redis_url)
     reset_settings()
-    conn = svc.connect(fresh_db)
+    conn = connect(fresh_db)
     with conn.transaction():
-        svc.ensure_accounts(conn, [CASH, REV, OTHER])
+        ensure_accounts(conn, [CASH, REV, OTHER])
     for h in range(6):
         with conn.transaction():
             append_one(
@@ -42,12 +45,12 @@ def chain(fresh_db: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
             )
         if h == 3:
             with conn.transaction():
-                svc.create_checkpoint(conn)
+                create_checkpoint(conn)
     with conn.transaction():
         append_one(conn, [TransferSpec("pend", "pending", "GBP", CASH, REV, 50)])
     with conn.transaction():
         append_one(conn, [TransferSpec("post", "post", pending_id="pend", amount=20)])
-    assert svc.verify_ledger(conn).ok
+    assert verify_ledger(conn).ok
     superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     if not superuser or not superuser[0]:
         pytest.skip("tamper tests need a superuser to disable the append-only triggers")
@@ -64,12 +67,12 @@ def tamper(conn: psycopg.Connection, *sqls: str) -> None:
             conn.execute(sql)
 
 
-def verify(conn: psycopg.Connection) -> svc.LedgerReport:
-    report = svc.verify_ledger(conn)
+def verify(conn: psycopg.Connection) -> LedgerReport:
+    report = verify_ledger(conn)
     assert not report.ok
     # the parallel verifier (worker processes over height ranges, one exported snapshot) and the local
     # re-encoding mode find the same first problem
-    for other in (svc.verify_ledger(conn, workers=3), svc.verify_ledger(conn, local_encoding=True)):
+    for other in (verify_ledger(conn, workers=3), verify_ledger(conn, local_encoding=True)):
         assert not other.ok
         assert (other.chain.problem, other.problems) == (report.chain.problem, report.problems)
     return report
@@ -82,8 +85,8 @@ def cli_verify_fails_naming(text: str) -> None:
 
 
 def test_intact_chain_cli_exit_0(chain: psycopg.Connection) -> None:
-    head = svc.chain_head(chain)
-    parallel = svc.verify_ledger(chain, workers=3)
+    head = chain_head(chain)
+    parallel = verify_ledger(chain, workers=3)
     assert parallel.ok and parallel.chain.entry_count == head["entry_count"]
     result = CliRunner().invoke(ledger_app, ["verify"])
     assert result.exit_code == 0, result.output

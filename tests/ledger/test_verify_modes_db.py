@@ -1,5 +1,5 @@
 """The two ways `ledger verify` checks that stored columns match the hashed bytes agree: re-encoding in
-Python (ledger/canonical.py) and the verifier's SQL expression (ledger/service.py SQL_CANONICAL)."""
+Python (ledger/canonical.py) and the verifier's SQL expression (ledger/verify.py SQL_CANONICAL)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from grid.money import MAX_SAFE_INTEGER
 from ledger import accounts as acct
-from ledger import service as svc
+from ledger.accounts_db import ensure_accounts
 from ledger.canonical import encode_entry
+from ledger.db import connect
 from ledger.store import append_one
 from ledger.transfers import TransferSpec
+from ledger.verify import SQL_CANONICAL, verify_ledger
 
 HARD = [
     'quote " backslash \\ slash /',
@@ -31,14 +33,14 @@ safe_int = st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)
 
 @pytest.fixture(scope="module")
 def conn(ledger_url: str):
-    c = svc.connect(ledger_url)
+    c = connect(ledger_url)
     yield c
     c.close()
 
 
 def sql_encode(conn: psycopg.Connection, **f: object) -> bytes:
     query = (
-        f"SELECT {svc.SQL_CANONICAL} FROM (SELECT %s::bigint AS amount, %s::text AS credit_account, "
+        f"SELECT {SQL_CANONICAL} FROM (SELECT %s::bigint AS amount, %s::text AS credit_account, "
         "%s::text AS debit_account, %s::text AS id, %s::text AS kind, %s::text AS ledger, %s::text AS memo, "
         "%s::text AS pending_id, %s::bigint AS time_us, %s::bigint AS timeout_us) AS e"
     )
@@ -94,15 +96,15 @@ def test_sql_encoding_matches_python(conn: psycopg.Connection, **f: object) -> N
 
 
 def test_both_modes_verify_a_ledger_with_hard_strings(fresh_db: str) -> None:
-    c = svc.connect(fresh_db)
+    c = connect(fresh_db)
     a, b = acct.bap_cash("x"), acct.provider_revenue("y")
     with c.transaction():
-        svc.ensure_accounts(c, [a, b])
+        ensure_accounts(c, [a, b])
     for i, memo in enumerate(HARD):
         with c.transaction():
             append_one(c, [TransferSpec(f"h{i}", "single", "GBP", a, b, i + 1, memo=memo)])
     for local in (False, True):
         for workers in (1, 2):
-            report = svc.verify_ledger(c, local_encoding=local, workers=workers)
+            report = verify_ledger(c, local_encoding=local, workers=workers)
             assert report.ok, report.summary()
     c.close()

@@ -1,0 +1,82 @@
+"""The ledger's HTTP API: `router = APIRouter()`, every path under /api/v1 (mounted by ledger/main.py,
+and mountable into any other FastAPI app — errors are formatted by the route class, not the app).
+
+Each area's routes are in the module named like its use-case module (ledger/api/orders.py →
+ledger/orders.py, …); ledger/api/deps.py holds what they share (route class, runtime, authentication,
+transaction helpers, request-body base). This module only assembles them, in the order below (the order
+of the OpenAPI document, and of matching: /checkpoints/latest before /checkpoints/{height}).
+
+Authentication: `Authorization: Bearer flk_<key id>_<secret>` (or `X-API-Key: …`). Keys are created
+with `flexmarket ledger apikey create --role ROLE [--participant ID]` (ledger/cli.py) or by an admin
+key with POST /api/v1/apikeys. Roles: admin (everything), finance (reads everything, runs settlement,
+transfers, prices, checkpoints), provider / bap / supplier (bound to one participant id: reads only its
+own accounts; a provider posts metering for its meters and mints/sells its tokens; a BAP registers its
+orders and trades/redeems the tokens it holds).
+
+Every refusal is a 4xx JSON body `{"error": {"code": "…", "message": "…", …}}` and writes nothing.
+Quantities carry units in their names; decimals may be JSON numbers or strings (strings are exact):
+kW and kWh to 3 decimals (W, Wh), £/MWh to 5 decimals (milli-pence), £ to 2 decimals (pence).
+
+Endpoints (examples in the module docstring of ledger/main.py):
+  POST /api/v1/orders                         register a confirmed order (idempotent by order_id)
+  POST /api/v1/orders/{order_id}/cancel       cancel before the window opens
+  GET  /api/v1/orders/{order_id}              terms and settlement runs
+  POST /api/v1/metering                       half-hourly kWh for one meter
+  POST /api/v1/prices                         imbalance / market index prices (£/MWh)
+  POST /api/v1/policies                       publish a settlement policy version
+  POST /api/v1/settlement/run                 run what is due (or one order's next run)
+  GET  /api/v1/settlement/{order_id}/{run}    a stored run with per-period detail
+  POST /api/v1/transfers                      one transfer (single | pending | post | void)
+  POST /api/v1/transfers/batch                a linked batch (all or nothing)
+  GET  /api/v1/transfers/{id}                 one transfer; GET …/{id}/proof its inclusion proof
+  POST /api/v1/accounts                       open a chart account (admin)
+  GET  /api/v1/accounts/{name}                account with current balances
+  GET  /api/v1/balances/{name}?as_of=         balance as of an instant
+  POST /api/v1/cft/series | mint | sell | transfer | redeem ; GET /api/v1/cft/series/{id}
+  GET  /api/v1/statements/{account}?from=&to=&format=json|csv
+  GET  /api/v1/checkpoints/latest | /{height} | /public-key ; POST /api/v1/checkpoints
+  GET  /api/v1/chain/head ; GET /api/v1/verify
+  POST /api/v1/apikeys (admin)
+  GET  /api/v1/healthz
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ledger.api import (
+    accounts,
+    api_keys,
+    checkpoints,
+    health,
+    metering,
+    orders,
+    policies,
+    prices,
+    settlement_runs,
+    statements,
+    tokens,
+    transfers,
+    verify,
+)
+from ledger.api.deps import LedgerRoute, close_runtimes, get_runtime
+
+__all__ = ["close_runtimes", "get_runtime", "router"]
+
+router = APIRouter(prefix="/api/v1", route_class=LedgerRoute, tags=["ledger"])
+for _area in (
+    orders,
+    metering,
+    prices,
+    policies,
+    settlement_runs,
+    transfers,
+    accounts,
+    tokens,
+    statements,
+    checkpoints,
+    verify,
+    api_keys,
+    health,
+):
+    router.include_router(_area.router)

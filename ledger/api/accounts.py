@@ -1,0 +1,41 @@
+"""Routes: open a chart account, read an account and a balance as of an instant (ledger/accounts_db.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from kernel import clock
+from ledger import accounts_db
+from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, read, require_read, tx
+
+router = APIRouter(route_class=LedgerRoute)
+
+
+class AccountIn(Body):
+    name: Text
+
+
+@router.post("/accounts")
+def post_account(body: AccountIn, rt: Runtime, who: Who) -> JSONResponse:
+    who.require("admin")
+    return JSONResponse(tx(rt, lambda c: accounts_db.create_account(c, body.name)), status_code=201)
+
+
+@router.get("/accounts/{name}")
+def get_account(name: str, rt: Runtime, who: Who) -> dict[str, Any]:
+    require_read(who, name)
+    return read(rt, lambda c: accounts_db.account_info(c, name))
+
+
+@router.get("/balances/{name}")
+def get_balance(
+    name: str, rt: Runtime, who: Who, as_of: Annotated[AwareDatetime | None, Query()] = None
+) -> dict[str, Any]:
+    require_read(who, name)
+    at = clock.now() if as_of is None else as_of.astimezone(UTC)
+    return read(rt, lambda c: accounts_db.balance_as_of(c, name, at))

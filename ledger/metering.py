@@ -1,0 +1,127 @@
+"""Half-hourly metering in PostgreSQL: which provider owns a meter, and readings stored all or nothing
+(a correction is a new version; the old one stays, and settlement reads what was known as of its run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from grid.money import MAX_SAFE_INTEGER
+from grid.periods import PERIOD, is_period_aligned
+from ledger.db import CLOCK_SKEW, iso
+from ledger.errors import LedgerError, forbidden
+
+MAX_READINGS_PER_REQUEST = 20_000
+
+
+def claim_meter(conn: psycopg.Connection, meter_id: str, provider_id: str) -> None:
+    """Record `provider_id` as the meter's owner, or refuse if another provider owns it already."""
+    conn.execute(
+        "INSERT INTO ledger.meters (meter_id, provider_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (meter_id, provider_id),
+    )
+    row = conn.execute("SELECT provider_id FROM ledger.meters WHERE meter_id = %s", (meter_id,)).fetchone()
+    if row is None or row[0] != provider_id:
+        raise LedgerError("meter_owned_by_other", f"meter {meter_id} belongs to another provider", status=409)
+
+
+@dataclass(frozen=True)
+class Reading:
+    period_start: datetime
+    energy_wh: int
+
+
+def ingest_metering(
+    conn: psycopg.Connection,
+    meter_id: str,
+    readings: Sequence[Reading],
+    *,
+    provider_id: str | None,
+    now: datetime,
+    correction: bool = False,
+    source: str = "api",
+) -> dict[str, Any]:
+    """Store half-hourly readings for one meter, all or nothing. Malformed or duplicate readings are
+    refused with a reason; a correction is stored as a new version (the old one stays)."""
+    if not readings:
+        raise LedgerError("no_readings", "at least one reading is required")
+    if len(readings) > MAX_READINGS_PER_REQUEST:
+        raise LedgerError("too_many_readings", f"at most {MAX_READINGS_PER_REQUEST} readings per request")
+    problems: list[str] = []
+    seen: set[datetime] = set()
+    for r in readings:
+        label = r.period_start.isoformat() if isinstance(r.period_start, datetime) else repr(r.period_start)
+        if not isinstance(r.period_start, datetime) or r.period_start.tzinfo is None:
+            problems.append(f"{label}: period_start must be an aware UTC instant")
+            continue
+        if not is_period_aligned(r.period_start):
+            problems.append(f"{label}: not the start of a half-hour period")
+        if r.period_start + PERIOD > now + CLOCK_SKEW:
+            problems.append(f"{label}: the period has not ended yet")
+        if type(r.energy_wh) is not int or r.energy_wh < 0:
+            problems.append(f"{label}: energy must be a non-negative number of kWh")
+        elif r.energy_wh > MAX_SAFE_INTEGER:
+            problems.append(f"{label}: energy is implausibly large")
+        if r.period_start in seen:
+            problems.append(f"{label}: appears twice in this request")
+        seen.add(r.period_start)
+    if problems:
+        raise LedgerError(
+            "malformed_readings",
+            f"{len(problems)} malformed reading(s): " + "; ".join(problems[:10]),
+            problems=problems[:100],
+        )
+    row = conn.execute("SELECT provider_id FROM ledger.meters WHERE meter_id = %s", (meter_id,)).fetchone()
+    if row is None:
+        if provider_id is None:
+            raise LedgerError("unknown_meter", f"meter {meter_id} is not registered; name its provider")
+        if not meter_id or len(meter_id) > 128 or any(c.isspace() for c in meter_id):
+            raise LedgerError("meter_invalid", "meter_id must be 1-128 characters without spaces")
+        claim_meter(conn, meter_id, provider_id)
+    elif provider_id is not None and row[0] != provider_id:
+        raise forbidden(f"meter {meter_id} belongs to another provider")
+    starts = [r.period_start for r in readings]
+    latest = {
+        r[0].astimezone(UTC): (r[1], r[2])
+        for r in conn.execute(
+            "SELECT DISTINCT ON (period_start) period_start, version, energy_wh FROM ledger.metering "
+            "WHERE meter_id = %s AND period_start = ANY(%s) ORDER BY period_start, version DESC",
+            (meter_id, starts),
+        )
+    }
+    dupes = []
+    for r in readings:
+        prev = latest.get(r.period_start.astimezone(UTC))
+        if prev is None:
+            continue
+        if not correction:
+            dupes.append(
+                f"{iso(r.period_start)}: already recorded (version {prev[0]}, {prev[1]} Wh); "
+                "send correction=true to supersede it"
+            )
+        elif prev[1] == r.energy_wh:
+            dupes.append(f"{iso(r.period_start)}: correction repeats the current value {prev[1]} Wh")
+    if dupes:
+        raise LedgerError(
+            "duplicate_readings",
+            f"{len(dupes)} duplicate reading(s): " + "; ".join(dupes[:10]),
+            status=409,
+            problems=dupes[:100],
+        )
+    versions = [latest.get(r.period_start.astimezone(UTC), (0, 0))[0] + 1 for r in readings]
+    with conn.cursor().copy(
+        "COPY ledger.metering (meter_id, period_start, version, energy_wh, received_at, source) FROM STDIN"
+    ) as copy:
+        for r, v in zip(readings, versions, strict=True):
+            copy.write_row((meter_id, r.period_start, v, r.energy_wh, now, source[:100]))
+    return {
+        "status": "created",
+        "meter_id": meter_id,
+        "accepted": len(readings),
+        "corrections": sum(1 for v in versions if v > 1),
+    }
