@@ -25,7 +25,8 @@ demo: install
 PURE_CORES := grid bpp/scheduler bpp/plan.py bpp/lp.py bpp/storage.py bpp/domain.py bpp/signal_providers.py \
 	bpp/agent_config.py bpp/agent.py bpp/offers.py bpp/decisions.py bpp/baselines.py bpp/workload.py bpp/forecast.py \
 	ledger/chain.py ledger/merkle.py ledger/canonical.py ledger/settlement.py ledger/baseline.py \
-	ledger/transfers.py ledger/cft.py beckn/signing.py
+	ledger/transfers.py ledger/cft.py ledger/accounts.py ledger/proofs.py ledger/statement_csv.py ledger/errors.py \
+	beckn/signing.py
 
 test: install check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

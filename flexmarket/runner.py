@@ -24,6 +24,8 @@ from bpp.catalog import example_config, parse_config
 from kernel import clock, db
 from kernel.config import get_settings
 from kernel.db import session_scope
+from ledger import api_keys as ledger_api_keys
+from ledger import db as ledger_db
 from registry import service as registry_service
 
 PARTICIPANTS = ("registry", "gateway", "bap", "bpp", "ledger")
@@ -145,9 +147,6 @@ def register(identity: Identity, cities: list[str]) -> None:
 
 def _ledger_key_for(bap_id: str) -> str:
     """A ledger API key (role bap) with which the BAP registers the orders it confirms."""
-    from ledger import api_keys as ledger_api_keys
-    from ledger import db as ledger_db
-
     with ledger_db.connection() as conn:
         return ledger_db.in_transaction(
             conn, lambda c: ledger_api_keys.create_api_key(c, "bap", bap_id, "flexmarket up")
