@@ -34,8 +34,8 @@ def create_app() -> FastAPI:
         settings.subscriber_id,
         Role.BAP,
         settings.subscriber_url,
-        settings.city_code,
-        settings.country_code,
+        city_code=settings.city_code,
+        country_code=settings.country_code,
     )
     app.state.gateway_url = settings.gateway_url
     if settings.auto_subscribe:

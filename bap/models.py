@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, String, Text, func
+from sqlalchemy import JSON, DateTime, Float, MetaData, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from beckn import models as beckn_models
 
 
 class BapBase(DeclarativeBase):
@@ -68,3 +70,7 @@ class BapOrder(BapBase):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+# Every table of schema `bap`: these and the Beckn inbox/outbox.
+METADATA: tuple[MetaData, ...] = (BapBase.metadata, beckn_models.metadata)

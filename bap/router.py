@@ -113,10 +113,10 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
             lambda s: service.search(
                 s,
                 me,
-                request.app.state.gateway_url,
                 req,
-                body.city_code or settings.city_code,
-                body.country_code or settings.country_code,
+                gateway_url=request.app.state.gateway_url,
+                city_code=body.city_code or settings.city_code,
+                country_code=body.country_code or settings.country_code,
             )
         )
     except service.ClientError as exc:
@@ -164,7 +164,12 @@ async def plan(body: PlanIn) -> JSONResponse:
     try:
         choices = await _run(
             lambda s: service.plan(
-                s, body.transaction_id, body.target_kw, body.objective, body.window_start, body.window_end
+                s,
+                body.transaction_id,
+                target_kw=body.target_kw,
+                objective=body.objective,
+                start=body.window_start,
+                end=body.window_end,
             )
         )
     except service.ClientError as exc:

@@ -111,9 +111,7 @@ class OrderRequest:
     reason: str | None = None
 
 
-def _send(
-    session: Session, me: Identity, t: Transaction, o: BapOrder, *, action: str, message: dict[str, Any]
-) -> Sent:
+def _send(session: Session, me: Identity, t: Transaction, o: BapOrder, *, action: str, message: dict[str, Any]) -> Sent:
     ctx = envelope.context(
         action,
         bap_id=me.subscriber_id,

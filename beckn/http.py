@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable, Coroutine, Sequence
@@ -35,8 +36,6 @@ class HttpResult:
     error: str | None = None
 
     def json(self) -> Any:
-        import json
-
         return json.loads(self.body)
 
 

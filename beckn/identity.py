@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from beckn.errors import Role
@@ -21,6 +21,7 @@ class Identity:
     role: Role
     url: str  # callback base URL: "<url>/<action>"
     keys: KeyPair
+    _: KW_ONLY
     domain: str = "deg:flexibility"
     city_code: str = "GB-R13"
     country_code: str = "GBR"
@@ -100,6 +101,7 @@ def load_or_create_identity(
     subscriber_id: str,
     role: Role,
     url: str,
+    *,
     city_code: str = "GB-R13",
     country_code: str = "GBR",
     domain: str = "deg:flexibility",
@@ -108,9 +110,12 @@ def load_or_create_identity(
     path = _path(home, subscriber_id)
     if path.exists():
         old = Identity.from_json(json.loads(path.read_text()))
-        ident = Identity(subscriber_id, role, url, old.keys, domain, city_code, country_code, old.extra)
+        keys, extra = old.keys, old.extra
     else:
-        ident = Identity(subscriber_id, role, url, KeyPair.generate(), domain, city_code, country_code)
+        keys, extra = KeyPair.generate(), {}
+    ident = Identity(
+        subscriber_id, role, url, keys, domain=domain, city_code=city_code, country_code=country_code, extra=extra
+    )
     save_identity(home, ident)
     _cache[(home.resolve(), subscriber_id)] = _cache[(home, subscriber_id)] = ident
     return ident

@@ -13,7 +13,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from beckn import http, signing
 from beckn.envelope import dumps
 from beckn.identity import load_identity
-from beckn.models import outbox
+from beckn.models import outbox, unnest_insert, unnest_update
 from kernel import clock
 from kernel.config import get_settings
 from kernel.db import raw, session_scope
@@ -53,19 +53,34 @@ class Outbound:
     receiver_url: str
     action: str
     body: bytes
+    _: KW_ONLY
     message_id: str
     transaction_id: str
     forwarded_authorization: str | None = None
 
 
-# lease_until is NULL, or — for rows their writer delivers itself right after commit — already leased to it.
-_INSERT_SQL = (
-    "INSERT INTO outbox (sender_id, receiver_url, action, message_id, transaction_id, body, "
-    "forwarded_authorization, status, next_attempt_at, expires_at, lease_until) "
-    "SELECT s, u, a, m, t, b, f, 'PENDING', now(), now() + make_interval(secs => %s), "
-    "now() + make_interval(secs => %s) "
-    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[]) "
-    "WITH ORDINALITY AS v(s, u, a, m, t, b, f, n) ORDER BY n RETURNING id, expires_at, next_attempt_at"
+# Outbound's fields of the same names, one array each. lease_until is NULL, or — for rows their writer
+# delivers itself right after commit — already leased to it.
+_OUTBOUND_COLUMNS = (
+    "sender_id",
+    "receiver_url",
+    "action",
+    "message_id",
+    "transaction_id",
+    "body",
+    "forwarded_authorization",
+)
+_INSERT_SQL = unnest_insert(
+    outbox,
+    _OUTBOUND_COLUMNS,
+    constants={
+        "status": "'PENDING'",
+        "next_attempt_at": "now()",
+        "expires_at": "now() + make_interval(secs => %s)",
+        "lease_until": "now() + make_interval(secs => %s)",
+    },
+    ordered=True,
+    tail="RETURNING id, expires_at, next_attempt_at",
 )
 
 
@@ -78,6 +93,7 @@ class LeasedRow:
     sender_id: str
     receiver_url: str
     body: bytes
+    _: KW_ONLY
     forwarded_authorization: str | None
     expires_at: datetime
     next_attempt_at: datetime
@@ -90,18 +106,7 @@ def _insert(
     if not messages:
         return []
     ttl = ttl_s if ttl_s is not None else get_settings().delivery_ttl_s
-    cols = [
-        [getattr(m, f) for m in messages]
-        for f in (
-            "sender_id",
-            "receiver_url",
-            "action",
-            "message_id",
-            "transaction_id",
-            "body",
-            "forwarded_authorization",
-        )
-    ]
+    cols = [[getattr(m, f) for m in messages] for f in _OUTBOUND_COLUMNS]
     with raw(session).cursor() as cur:
         cur.execute(_INSERT_SQL, (ttl, lease_s, *cols))
         return [(r[0], r[1], r[2]) for r in cur.fetchall()]
@@ -118,7 +123,15 @@ def enqueue_leased(session: Session, messages: Sequence[Outbound], ttl_s: int | 
     claim. If it dies before sending, the rows become due when the lease runs out (the beat sweep)."""
     rows = _insert(session, messages, ttl_s, LEASE.total_seconds())
     return [
-        LeasedRow(oid, m.sender_id, m.receiver_url, m.body, m.forwarded_authorization, exp, nxt)
+        LeasedRow(
+            oid,
+            m.sender_id,
+            m.receiver_url,
+            m.body,
+            forwarded_authorization=m.forwarded_authorization,
+            expires_at=exp,
+            next_attempt_at=nxt,
+        )
         for (oid, exp, nxt), m in zip(rows, messages, strict=True)
     ]
 
@@ -160,9 +173,9 @@ def outbound(
         receiver_url,
         action,
         body,
-        ctx.get("message_id", ""),
-        ctx.get("transaction_id", ""),
-        forwarded_authorization,
+        message_id=ctx.get("message_id", ""),
+        transaction_id=ctx.get("transaction_id", ""),
+        forwarded_authorization=forwarded_authorization,
     )
 
 
@@ -230,7 +243,16 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
         if row.expires_at < now:
             _record(
                 schema,
-                [_outcome_values(row, "FAILED", None, f"TTL expired before attempt {row.attempts + 1}", None, None)],
+                [
+                    _outcome_values(
+                        row,
+                        "FAILED",
+                        result=None,
+                        error=f"TTL expired before attempt {row.attempts + 1}",
+                        auth=None,
+                        retry_in=None,
+                    )
+                ],
             )
             outcomes.append(Outcome(row.id, "FAILED"))
             continue
@@ -271,7 +293,7 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
                 )
                 status, retry_in = "FAILED", None
                 err = f"TTL expired after {row.attempts + 1} attempts; last: {err}"
-        updates.append(_outcome_values(row, status, result, err, auth, retry_in))
+        updates.append(_outcome_values(row, status, result=result, error=err, auth=auth, retry_in=retry_in))
         outcomes.append(Outcome(row.id, status, retry_in))
     _record(schema, updates)
     log.debug("delivered", schema=schema, n=len(live), seconds=round(elapsed, 4))
@@ -279,11 +301,18 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
 
 
 def _outcome_values(
-    row: Any, status: str, result: http.HttpResult | None, error: str | None, auth: str | None, retry_in: float | None
+    row: Any,
+    status: str,
+    *,
+    result: http.HttpResult | None,
+    error: str | None,
+    auth: str | None,
+    retry_in: float | None,
 ) -> dict[str, Any]:
+    """The columns _RECORD_SQL sets for one delivered (or given up) row, by name."""
     now = clock.wall_now()
     return {
-        "b_id": row.id,
+        "id": row.id,
         "status": status,
         "attempts": row.attempts + (1 if result is not None else 0),
         "next_attempt_at": now + timedelta(seconds=retry_in) if retry_in is not None else row.next_attempt_at,
@@ -299,16 +328,7 @@ _CLAIM_SQL = (
     "UPDATE outbox SET lease_until = %s WHERE id = ANY(%s) AND status = 'PENDING' "
     "AND (lease_until IS NULL OR lease_until < %s) RETURNING *"
 )
-_RECORD_SQL = (
-    "UPDATE outbox AS o SET status = v.status, attempts = v.attempts, lease_until = NULL, "
-    "next_attempt_at = v.next_attempt_at, last_status_code = v.last_status_code, last_error = v.last_error, "
-    "last_authorization = v.last_authorization, response_body = v.response_body, delivered_at = v.delivered_at "
-    "FROM unnest(%s::int8[], %s::text[], %s::int4[], %s::timestamptz[], %s::int4[], %s::text[], %s::text[], "
-    "%s::text[], %s::timestamptz[]) AS v(id, status, attempts, next_attempt_at, last_status_code, last_error, "
-    "last_authorization, response_body, delivered_at) WHERE o.id = v.id"
-)
-_RECORD_FIELDS = (
-    "b_id",
+_RECORD_COLUMNS = (
     "status",
     "attempts",
     "next_attempt_at",
@@ -318,6 +338,7 @@ _RECORD_FIELDS = (
     "response_body",
     "delivered_at",
 )
+_RECORD_SQL = unnest_update(outbox, _RECORD_COLUMNS, also="lease_until = NULL")
 
 
 def _record(schema: str, updates: list[dict[str, Any]]) -> None:
@@ -325,7 +346,7 @@ def _record(schema: str, updates: list[dict[str, Any]]) -> None:
     if not updates:
         return
     with session_scope(schema) as s:
-        raw(s).execute(_RECORD_SQL, [[u[f] for u in updates] for f in _RECORD_FIELDS])
+        raw(s).execute(_RECORD_SQL, [[u[f] for u in updates] for f in ("id", *_RECORD_COLUMNS)])
 
 
 def due_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:

@@ -70,7 +70,7 @@ def process(schema: str, inbox_id: int) -> Batch:
         conn = raw(s)
         with conn.cursor(row_factory=namedtuple_row) as cur:
             cur.execute(_SIBLINGS_SQL, {"id": inbox_id, "limit": BATCH})
-            rows = cur.fetchall()
+            rows: list[Any] = cur.fetchall()  # inbox rows as named tuples
         if not rows:
             return Batch(0, [])
         try:

@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from beckn import http
 from beckn.keys import KeyError_, public_key_from_b64
 from kernel import clock
+from kernel.config import get_settings
 
 NEGATIVE_TTL_S = 1.0  # a key registered a moment ago must become visible quickly
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KeyRecord:
     subscriber_id: str
     unique_key_id: str
@@ -170,8 +171,6 @@ _sync_client: RegistryClient | None = None
 def worker_registry() -> RegistryClient:
     """The registry client of a worker process (settings decide the URL and cache TTL)."""
     global _sync_client
-    from kernel.config import get_settings
-
     settings = get_settings()
     if _sync_client is None or _sync_client.url != settings.registry_url.rstrip("/"):
         _sync_client = RegistryClient(settings.registry_url, settings.registry_cache_ttl_s)

@@ -19,7 +19,7 @@ import base64
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -55,6 +55,7 @@ class SignatureParams:
     subscriber_id: str
     unique_key_id: str
     algorithm: str
+    _: KW_ONLY
     created: int
     expires: int
     headers: str
@@ -70,6 +71,7 @@ def authorization_header(
     private_key: Ed25519PrivateKey,
     subscriber_id: str,
     unique_key_id: str,
+    *,
     created: int | None = None,
     validity_s: int = 300,
     expires: int | None = None,
@@ -116,7 +118,15 @@ def parse_authorization(header: str | None) -> SignatureParams:
         created, expires = int(params["created"]), int(params["expires"])
     except ValueError as exc:
         raise SignatureError("malformed", "created/expires must be integer UNIX times") from exc
-    return SignatureParams(parts[0], parts[1], parts[2], created, expires, params["headers"], params["signature"])
+    return SignatureParams(
+        parts[0],
+        parts[1],
+        parts[2],
+        created=created,
+        expires=expires,
+        headers=params["headers"],
+        signature=params["signature"],
+    )
 
 
 def verify(

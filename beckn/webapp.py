@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib import import_module
 from typing import Any
 
 import structlog
@@ -12,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from beckn.http import make_client
+from beckn.pipeline import FastLane
 from kernel.logging import configure_logging
 from kernel.process import freeze_startup_objects
 
@@ -34,11 +37,9 @@ def add_ops_routes(app: FastAPI, participant: str) -> None:
 def served_app(factory: str) -> Any:
     """What `flexmarket serve` runs: the participant's app, behind the Beckn fast lane when it serves
     Beckn actions (its factory sets app.state.beckn_route; beckn/pipeline.py FastLane)."""
-    from importlib import import_module
-
-    from beckn.pipeline import FastLane
-
     module, _, name = factory.partition(":")
+    # By design the factory is named by a dotted path (`flexmarket serve` chooses the participant), so
+    # its module is imported here, at call time, not by this module.
     app = getattr(import_module(module), name)()
     route = getattr(app.state, "beckn_route", None)
     return FastLane(app, route) if route is not None else app
@@ -55,8 +56,6 @@ def create_base_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from beckn.http import make_client
-
         # One pooled client per process, bound to uvicorn's loop (registry lookups, relays).
         app.state.http = make_client()
         if on_startup:

@@ -1,4 +1,6 @@
-"""BPP tables (schema `bpp`). Inbox/outbox come from beckn/models.py."""
+"""BPP tables (schema `bpp`). Inbox/outbox come from beckn/models.py.
+
+Each table matches what the migrations create (tests/test_models_match_migrations.py compares them)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from beckn import models as beckn_models
 
 
 class BppBase(DeclarativeBase):
@@ -98,9 +103,11 @@ class OrderEvent(BppBase):
     """Append-only audit trail of order transitions."""
 
     __tablename__ = "order_events"
+    # Named as migration 0003 created it (`index=True` would name it ix_order_events_order_id).
+    __table_args__ = (Index("ix_bpp_order_events_order_id", "order_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
     from_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
     to_state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -131,3 +138,7 @@ class Decision(BppBase):
     decided_at_utc: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rationale: Mapped[str] = mapped_column(Text)
     record: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+# Every table of schema `bpp`: these and the Beckn inbox/outbox.
+METADATA: tuple[MetaData, ...] = (BppBase.metadata, beckn_models.metadata)

@@ -7,8 +7,12 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
 from beckn.errors import BecknError
+from bpp.agent_service import query_decisions
+from bpp.models import Order, OrderEvent
+from kernel.db import session_scope
 
 router = APIRouter(tags=["beckn"])
 
@@ -17,18 +21,14 @@ router = APIRouter(tags=["beckn"])
 async def beckn_action(slug: str, action: str, request: Request) -> JSONResponse:
     pipeline = request.app.state.pipeline
     identity = request.app.state.platforms.get(slug)
-    if identity is None:
-        return pipeline.nack(BecknError("not_found", f"no BPP platform {slug!r} is hosted here", http_status=404))
+    if identity is None:  # routing, before the pipeline's steps: no receiver to run them for
+        error = BecknError("not_found", f"no BPP platform {slug!r} is hosted here", http_status=404)
+        return pipeline.nack(error, step="route")
     return await pipeline.handle(request, action, identity)
 
 
 @router.get("/{slug}/orders/{order_id}", tags=["ops"], summary="An order's current state and history")
 def get_order(slug: str, order_id: str, request: Request) -> JSONResponse:
-    from sqlalchemy import select
-
-    from bpp.models import Order, OrderEvent
-    from kernel.db import session_scope
-
     identity = request.app.state.platforms.get(slug)
     with session_scope("bpp") as s:
         order = s.get(Order, order_id)
@@ -60,6 +60,7 @@ def get_order(slug: str, order_id: str, request: Request) -> JSONResponse:
 def decisions(
     slug: str,
     request: Request,
+    *,
     provider_id: str | None = None,
     job_id: str | None = None,
     action: str | None = None,
@@ -67,13 +68,20 @@ def decisions(
     end: datetime | None = None,
     limit: int = 500,
 ) -> JSONResponse:
-    from bpp.agent_service import query_decisions
-    from kernel.db import session_scope
-
     identity = request.app.state.platforms.get(slug)
     if identity is None:
         return JSONResponse({"error": {"code": "not_found", "message": f"no platform {slug!r}"}}, status_code=404)
     if not 1 <= limit <= 5000:
         return JSONResponse({"error": {"code": "invalid_request", "message": "limit must be 1..5000"}}, status_code=400)
     with session_scope("bpp") as s:
-        return JSONResponse(query_decisions(s, identity.subscriber_id, provider_id, job_id, action, start, end, limit))
+        found = query_decisions(
+            s,
+            identity.subscriber_id,
+            provider_id=provider_id,
+            job_id=job_id,
+            action=action,
+            start=start,
+            end=end,
+            limit=limit,
+        )
+        return JSONResponse(found)

@@ -153,9 +153,7 @@ def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
     return settle_demo_orders(None, orders, out / "statements", seed=7)
 
 
-def _print(
-    console: Console, view: dict, *, target_kw: float, wanted: float, start: datetime, end: datetime
-) -> None:
+def _print(console: Console, view: dict, *, target_kw: float, wanted: float, start: datetime, end: datetime) -> None:
     offers = Table(
         title=f"Offers in the chosen window {start:%Y-%m-%d %H:%M}–{end:%H:%M} UTC "
         f"({len(view['offers'])} offers received for the whole day)"

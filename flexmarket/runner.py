@@ -185,14 +185,19 @@ def prepare_network(
         )
     config = parse_config(json.loads(providers_file.read_text()))
 
-    gateway = load_or_create_identity(home, GATEWAY_ID, Role.BG, base["gateway"], city_code)
-    bap = load_or_create_identity(home, BAP_ID, Role.BAP, f"{base['bap']}/beckn", city_code)
+    gateway = load_or_create_identity(home, GATEWAY_ID, Role.BG, base["gateway"], city_code=city_code)
+    bap = load_or_create_identity(home, BAP_ID, Role.BAP, f"{base['bap']}/beckn", city_code=city_code)
     register(gateway, ["*"])
     register(bap, [city_code])
     bpps = []
     for p in config:
         ident = load_or_create_identity(
-            home, p.subscriber_id, Role.BPP, f"{base['bpp']}/{p.slug}", p.city_codes[0], p.country_code
+            home,
+            p.subscriber_id,
+            Role.BPP,
+            f"{base['bpp']}/{p.slug}",
+            city_code=p.city_codes[0],
+            country_code=p.country_code,
         )
         register(ident, list(p.city_codes))
         bpps.append(

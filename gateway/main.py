@@ -30,8 +30,8 @@ def create_app() -> FastAPI:
         settings.subscriber_id,
         Role.BG,
         settings.subscriber_url,
-        settings.city_code,
-        settings.country_code,
+        city_code=settings.city_code,
+        country_code=settings.country_code,
     )
     if settings.auto_subscribe:
         subscribe(app.state.identity, settings.registry_url, ["*"], settings.registry_operator_token)

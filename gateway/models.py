@@ -1,5 +1,10 @@
 """The gateway keeps no business state: only the shared inbox and outbox (schema `gateway`)."""
 
-from beckn.models import inbox, outbox
+from sqlalchemy import MetaData
 
-__all__ = ["inbox", "outbox"]
+from beckn.models import inbox, metadata, outbox
+
+# Every table of schema `gateway`.
+METADATA: tuple[MetaData, ...] = (metadata,)
+
+__all__ = ["METADATA", "inbox", "outbox"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, String, func
+from sqlalchemy import DateTime, ForeignKey, MetaData, String, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -60,3 +60,7 @@ class SubscriberKey(RegistryBase):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="keys")
+
+
+# Every table of schema `registry`.
+METADATA: tuple[MetaData, ...] = (RegistryBase.metadata,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 
 from fastapi import APIRouter, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,8 +30,6 @@ def _is_operator(token: str | None) -> bool:
 
 
 async def _json_body(request: Request) -> tuple[bytes, object]:
-    import json
-
     raw = await request.body()
     try:
         return raw, json.loads(raw)

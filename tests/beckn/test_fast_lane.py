@@ -11,7 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from beckn.pipeline import FastLane, prefixed_route
+from beckn.errors import Role
+from beckn.pipeline import BecknPipeline, FastLane, prefixed_route
+from beckn.steps import MAX_BODY_BYTES
 
 
 class StubPipeline:
@@ -65,9 +67,6 @@ def test_beckn_posts_take_the_lane_and_the_rest_reaches_the_app() -> None:
 
 
 def test_an_oversized_body_is_refused_before_it_is_read() -> None:
-    from beckn.errors import Role
-    from beckn.pipeline import MAX_BODY_BYTES, BecknPipeline
-
     real = FastAPI()
     real.state.pipeline = BecknPipeline(
         participant="bap",

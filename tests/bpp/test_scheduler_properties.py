@@ -164,7 +164,17 @@ def test_reduced_cost_fixing_finds_the_full_milp_optimum(inst: Instance) -> None
         return
     assert fast.status == full.status == "optimal"
     # Both are optimal within their certified gaps, so they agree within the sum of those gaps — plus the
-    # objective change that HiGHS's primal feasibility tolerance (1e-7 on rows and bounds) allows.
-    allowed = fast.mip_gap * abs(fast.objective) + full.mip_gap * abs(full.objective) + 1e-6
-    assert abs(fast.objective - full.objective) <= allowed, (fast.objective, full.objective, fast.mip_gap, full.mip_gap)
-    assert fast.mip_gap <= 1e-6 + 1e-12
+    # objective change that HiGHS's feasibility tolerances (1e-7 on rows and bounds, applied to the scaled
+    # model) allow: 1e-5 relative. Seen on a Hypothesis example (reproduced on the code before the
+    # architecture split): the LP relaxation, integral and so returned with gap 0, was 1.68e-6 (7e-6
+    # relative) above the full MILP's optimum — one of the two points sits inside a tolerance, not a bug.
+    allowed = fast.mip_gap * abs(fast.objective) + full.mip_gap * abs(full.objective) + 1e-5 * abs(full.objective)
+    assert abs(fast.objective - full.objective) <= allowed + 1e-6, (
+        fast.objective,
+        full.objective,
+        fast.mip_gap,
+        full.mip_gap,
+    )
+    # HiGHS stops on a relative gap of 1e-6 or an absolute one of 1e-6 (mip_abs_gap): near-zero objectives
+    # (3e-6 in one example, relative gap 0.21) are certified by the absolute criterion.
+    assert fast.mip_gap <= 1e-6 + 1e-12 or fast.mip_gap * abs(fast.objective) <= 1e-6 + 1e-12

@@ -41,9 +41,7 @@ def test_run_and_statement_record_the_simulated_clock(conn: psycopg.Connection, 
         assert stored_run(conn, t.order_id, "II")["clock"] == recorded
 
         account = acct.provider_revenue(t.provider_id)
-        doc = in_transaction(
-            conn, lambda c: statement(c, account, market_start, market_start + timedelta(hours=1))
-        )
+        doc = in_transaction(conn, lambda c: statement(c, account, market_start, market_start + timedelta(hours=1)))
         assert doc["clock"] == recorded and doc["entry_count"] >= 1
     finally:
         clock.set_clock(None)
