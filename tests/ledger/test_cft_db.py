@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -105,9 +106,9 @@ def test_token_lifecycle(conn: psycopg.Connection, ledger_url: str) -> None:
 
     # redemption: burns tokens, creates an obligation order settled like any other (CFT: prepaid)
     start = T0 + timedelta(days=1, hours=17)
-    red = tx(
-        conn,
-        lambda c: redeem(
+
+    def redeem_two(c: psycopg.Connection) -> dict[str, Any]:
+        return redeem(
             c,
             f"r1-{tag}",
             series_id=s,
@@ -118,29 +119,13 @@ def test_token_lifecycle(conn: psycopg.Connection, ledger_url: str) -> None:
             meter_id=f"M-{tag}",
             supplier_id=f"sup-{tag}",
             now=T0,
-        ),
-    )
+        )
+
+    red = tx(conn, redeem_two)
     assert red["status"] == "created" and red["load_reduction_kw"] == "2000.0"
     order = order_summary(conn, red["order_id"])
     assert (order["settlement_method"], order["contracted_w"], order["bap_id"]) == ("CFT", 2_000_000, b1)
-    assert (
-        tx(
-            conn,
-            lambda c: redeem(
-                c,
-                f"r1-{tag}",
-                series_id=s,
-                holder_id=b1,
-                tokens=2,
-                period_start=start,
-                period_end=start + timedelta(hours=1),
-                meter_id=f"M-{tag}",
-                supplier_id=f"sup-{tag}",
-                now=T0,
-            ),
-        )["status"]
-        == "exists"
-    )  # a retry: not burned twice
+    assert tx(conn, redeem_two)["status"] == "exists"  # a retry: not burned twice
     before = snapshot(conn)
     with pytest.raises(LedgerError) as err:  # redeeming more than is held (3 left)
         tx(
