@@ -47,6 +47,21 @@ class BapClient:
         body.update({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in kw.items() if v is not None})
         return self._post(f"/{action}", body)
 
+    def order_choice(
+        self, action: str, transaction_id: str, choice: dict[str, Any], window_start: datetime, window_end: datetime
+    ) -> dict[str, Any]:
+        """`action` on one of `/plan`'s choices (its BPP, provider, item and kW) for the given window."""
+        return self.order(
+            action,
+            transaction_id,
+            choice["bpp_id"],
+            choice["provider_id"],
+            item_id=choice["item_id"],
+            power_kw=choice["power_kw"],
+            window_start=window_start,
+            window_end=window_end,
+        )
+
     def plan(
         self,
         transaction_id: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from bap import service
+from bap.backpressure import SEARCHES
 from bap.router import api, beckn_router
 from beckn.errors import Role
 from beckn.identity import load_or_create_identity
@@ -12,7 +13,7 @@ from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline, prefixed_route
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
-from beckn.webapp import create_base_app
+from beckn.webapp import add_body_guard, create_base_app
 from kernel.config import get_settings
 
 
@@ -40,18 +41,21 @@ def create_app() -> FastAPI:
     app.state.gateway_url = settings.gateway_url
     if settings.auto_subscribe:
         subscribe(app.state.identity, settings.registry_url, [settings.city_code], settings.registry_operator_token)
+    app.state.registry = RegistryClient(settings.registry_url, settings.registry_cache_ttl_s)
+    SEARCHES.limit, SEARCHES.timeout_s = settings.bap_max_searches_in_flight, settings.message_ttl_s
     app.state.pipeline = BecknPipeline(
         participant="bap",
         role=Role.BAP,
         schema="bap",
         handlers=service.HANDLERS,
-        registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
+        registry=app.state.registry,
         clock_skew_s=settings.clock_skew_s,
         enqueue_processing=send_processing,
         # on_search refuses only before it writes; the order callbacks change ORM state first
         savepoint_actions=frozenset(service.HANDLERS) - {"on_search"},
     )
     app.include_router(api)
+    add_body_guard(app, "/api/")  # 413 over 1 MiB, deep JSON and NUL refused before parsing (schemas/limits.py)
     app.include_router(beckn_router)
     app.state.beckn_route = prefixed_route("/beckn/", app.state.identity, service.HANDLERS)
     return app

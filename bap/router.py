@@ -7,21 +7,28 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
 from bap import service
+from bap.backpressure import SEARCHES
 from bap.selection import SelectionError
+from beckn.envelope import DOMAIN
 from beckn.tasks import send_delivery
+from beckn.webapp import BECKN_RESPONSES, CLIENT_API_RESPONSES
+from kernel import clock
 from kernel.config import get_settings
 from kernel.db import session_scope
+from schemas import limits
 from schemas.flex import FlexRequest
 
-beckn_router = APIRouter(prefix="/beckn", tags=["beckn callbacks"])
-api = APIRouter(prefix="/api/v1", tags=["aggregator API"])
+log = structlog.get_logger(__name__)
+beckn_router = APIRouter(prefix="/beckn", tags=["beckn callbacks"], responses=BECKN_RESPONSES)
+api = APIRouter(prefix="/api/v1", tags=["aggregator API"], responses=CLIENT_API_RESPONSES)
 T = TypeVar("T")
 
 
@@ -36,17 +43,37 @@ def _aware(v: datetime | None) -> datetime | None:
     return v
 
 
+def _window_refusal(start: datetime | None, end: datetime | None) -> str | None:
+    """`field: reason` when a window to trade is out of the market clock's reach (schemas/limits.py)."""
+    if start is None or end is None:
+        return None
+    refused = limits.check_market_window(start, end, clock.now(), get_settings().max_window_ahead_days)
+    return None if refused is None else f"{refused[0]}: {refused[1]}"
+
+
 class SearchIn(BaseModel):
     window_start: datetime = Field(description="Start of the wanted load-reduction window (UTC offset required)")
     window_end: datetime
-    power_kw: float = Field(gt=0, description="Load reduction wanted, kW")
-    max_price_gbp_per_mwh: float | None = Field(default=None, gt=0)
-    region: str | None = Field(default=None, description="NESO region code of the sites, e.g. GB-R13")
+    power_kw: limits.Kilowatts = Field(description="Load reduction wanted, kW (at most 1,000,000)")
+    max_price_gbp_per_mwh: limits.PositivePriceGbpPerMwh | None = None
+    region: limits.Identifier | None = Field(default=None, description="NESO region code of the sites, e.g. GB-R13")
     resource_type: Literal["compute", "storage"] | None = None
-    city_code: str | None = Field(default=None, description="Beckn routing city (default: FLEXMARKET_CITY)")
-    country_code: str | None = None
+    city_code: limits.Identifier | None = Field(
+        default=None, description="Beckn routing city (default: FLEXMARKET_CITY)"
+    )
+    country_code: limits.CountryCode | None = None
+    national: bool = Field(
+        default=False, description="search the whole country (no city): every BPP subscribed in it answers"
+    )
 
     _tz = field_validator("window_start", "window_end")(_aware)
+
+    @model_validator(mode="after")
+    def _in_reach(self) -> SearchIn:
+        refused = _window_refusal(self.window_start, self.window_end)
+        if refused:
+            raise ValueError(refused)
+        return self
 
     model_config = {
         "json_schema_extra": {
@@ -63,23 +90,23 @@ class SearchIn(BaseModel):
 
 
 class OrderIn(BaseModel):
-    transaction_id: str
-    bpp_id: str
-    provider_id: str
-    item_id: str | None = None
-    power_kw: float | None = Field(default=None, gt=0)
+    transaction_id: limits.Identifier
+    bpp_id: limits.Name
+    provider_id: limits.Name
+    item_id: limits.Name | None = None
+    power_kw: limits.Kilowatts | None = None
     window_start: datetime | None = None
     window_end: datetime | None = None
-    meter_id: str | None = None
+    meter_id: limits.Name | None = None
     settlement_method: Literal["P415", "CFT"] | None = None
-    reason: str | None = Field(default=None, description="cancel only: why")
+    reason: limits.FreeText | None = Field(default=None, description="cancel only: why")
 
     _tz = field_validator("window_start", "window_end")(_aware)
 
 
 class PlanIn(BaseModel):
-    transaction_id: str
-    target_kw: float = Field(gt=0)
+    transaction_id: limits.Identifier
+    target_kw: limits.Kilowatts
     objective: Literal["cost", "carbon", "balanced"] = "cost"
     window_start: datetime | None = Field(default=None, description="default: the searched window")
     window_end: datetime | None = None
@@ -101,6 +128,28 @@ async def _run(fn: Callable[[Session], T]) -> T:
     return await run_in_threadpool(work)
 
 
+def _deliver_soon(outbox_id: int) -> None:
+    """Ask a worker to send the committed outbox row now. If the broker is unreachable (Redis restarting) the
+    request still succeeded: the row is in the outbox and the beat sweep sends it once Redis is back."""
+    try:
+        send_delivery("bap", [outbox_id])
+    except Exception:
+        log.warning("could not enqueue delivery; the outbox sweep will send it", outbox_id=outbox_id)
+
+
+async def _fan_out_of(request: Request, city_code: str, country_code: str) -> list[str]:
+    """The BPPs a search in this city reaches (the gateway's rule; the registry answer is cached). When the
+    registry cannot be asked, none: the search then counts only toward its own acceptance."""
+    registry = request.app.state.registry
+    try:
+        rows = await registry.subscribers(
+            request.app.state.http, type="BPP", domain=DOMAIN, city=city_code or None, country=country_code
+        )
+    except Exception:  # the registry is down: accept without tracking rather than refuse
+        return []
+    return [r["subscriber_id"] for r in rows]
+
+
 @api.post("/search", summary="Search the network for flexibility", status_code=202)
 async def search(body: SearchIn, request: Request) -> JSONResponse:
     settings = get_settings()
@@ -108,32 +157,59 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
     req = FlexRequest(
         body.window_start, body.window_end, body.power_kw, body.max_price_gbp_per_mwh, body.region, body.resource_type
     )
+    city_code = "" if body.national else (body.city_code or settings.city_code)
+    country_code = body.country_code or settings.country_code
+    # Backpressure (bap/backpressure.py): a bounded number of searches in flight, 429 beyond it.
+    retry_after = SEARCHES.reserve()
+    if retry_after is not None:
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "busy",
+                    "message": f"{SEARCHES.limit} searches are in flight, the most this BAP accepts; retry later",
+                }
+            },
+            status_code=429,
+            headers={"Retry-After": str(retry_after)},
+        )
     try:
+        expected = await _fan_out_of(request, city_code, country_code)
         sent = await _run(
             lambda s: service.search(
                 s,
                 me,
                 req,
                 gateway_url=request.app.state.gateway_url,
-                city_code=body.city_code or settings.city_code,
-                country_code=body.country_code or settings.country_code,
+                city_code=city_code,
+                country_code=country_code,
             )
         )
     except service.ClientError as exc:
+        SEARCHES.release()
         return _error(exc, exc.status)
-    send_delivery("bap", [sent.outbox_id])
+    except BaseException:
+        SEARCHES.release()
+        raise
+    SEARCHES.opened(sent.transaction_id, expected)
+    _deliver_soon(sent.outbox_id)
     return JSONResponse({"transaction_id": sent.transaction_id, "message_id": sent.message_id}, status_code=202)
+
+
+_BOOKING = frozenset({"select", "init", "confirm", "update"})  # a window given with these must be in reach
 
 
 def _order_endpoint(action: str) -> Callable[..., Any]:
     async def endpoint(body: OrderIn, request: Request) -> JSONResponse:
         me = request.app.state.identity
+        refused = _window_refusal(body.window_start, body.window_end) if action in _BOOKING else None
+        if refused:
+            return _error(ValueError(refused), 400)
         r = service.OrderRequest(**body.model_dump())
         try:
             sent = await _run(lambda s: service.order_action(s, me, action, r))
         except service.ClientError as exc:
             return _error(exc, exc.status)
-        send_delivery("bap", [sent.outbox_id])
+        _deliver_soon(sent.outbox_id)
         return JSONResponse({"transaction_id": sent.transaction_id, "message_id": sent.message_id}, status_code=202)
 
     endpoint.__name__ = action
@@ -152,7 +228,7 @@ for _action, _summary in [
 
 
 @api.get("/transactions/{transaction_id}", summary="A transaction: offers, orders, callbacks, deliveries")
-async def transaction(transaction_id: str) -> JSONResponse:
+async def transaction(transaction_id: limits.Identifier) -> JSONResponse:
     try:
         return JSONResponse(await _run(lambda s: service.transaction_view(s, transaction_id)))
     except service.ClientError as exc:
@@ -192,6 +268,11 @@ async def plan(body: PlanIn) -> JSONResponse:
             ],
         }
     )
+
+
+@api.get("/failures", summary="Accepted actions that failed: refused, failed at the receiver, or undeliverable")
+async def failures(transaction_id: str | None = None) -> JSONResponse:
+    return JSONResponse(await _run(lambda s: service.failures(s, transaction_id)))
 
 
 @api.get("/deliveries/failed", summary="Outbound messages that could not be delivered within their TTL")

@@ -14,6 +14,7 @@ from psycopg.types.json import Json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bap.backpressure import SEARCHES
 from bap.models import BapOrder, CatalogOffer, Transaction
 from bap.selection import Candidate, Choice, select_offers
 from beckn import envelope, http, outbox
@@ -119,7 +120,8 @@ def _send(session: Session, me: Identity, t: Transaction, o: BapOrder, *, action
         transaction_id=t.id,
         bpp_id=o.bpp_id,
         bpp_uri=o.bpp_uri,
-        city_code=t.city_code,
+        # a national search's orders name the BAP's own city (every request but a search needs one)
+        city_code=t.city_code or get_settings().city_code,
         country_code=t.country_code,
     )
     oid = outbox.enqueue(
@@ -130,6 +132,10 @@ def _send(session: Session, me: Identity, t: Transaction, o: BapOrder, *, action
         payload={"context": ctx, "message": message},
     )
     return Sent(t.id, ctx["message_id"], oid)
+
+
+# Order states whose terms are still the buyer's to change (nothing is committed at the BPP).
+DRAFT_STATES = ("SELECTING", "QUOTED", "CREATED")
 
 
 def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -> Sent:
@@ -153,33 +159,60 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
                 provider_id=r.provider_id,
                 bpp_uri=offer.bpp_uri,
                 settlement_method="P415",
+                item_id=item_id,
+                power_kw=r.power_kw or offer.available_kw,
+                window_start=r.window_start or offer.window_start,
+                window_end=r.window_end or offer.window_end,
+                state="SELECTING",
             )
             session.add(o)
-        o.item_id = item_id
-        o.power_kw = r.power_kw or (o.power_kw if o.power_kw else offer.available_kw)
-        o.window_start = r.window_start or o.window_start or offer.window_start
-        o.window_end = r.window_end or o.window_end or offer.window_end
-        o.state = "SELECTING"
+        proposed: dict[str, Any] = {
+            "item_id": item_id,
+            "power_kw": r.power_kw or o.power_kw or offer.available_kw,
+            "window_start": r.window_start or o.window_start or offer.window_start,
+            "window_end": r.window_end or o.window_end or offer.window_end,
+        }
     elif o is None:
         raise ClientError(f"no order with {r.provider_id} at {r.bpp_id} in transaction {t.id}: select first", 409)
+    else:
+        proposed = {}
     if action in ("init", "update"):
-        o.power_kw = r.power_kw or o.power_kw
-        o.window_start = r.window_start or o.window_start
-        o.window_end = r.window_end or o.window_end
-        o.meter_id = r.meter_id or o.meter_id
-        o.settlement_method = r.settlement_method or o.settlement_method
+        proposed = {
+            "power_kw": r.power_kw or o.power_kw,
+            "window_start": r.window_start or o.window_start,
+            "window_end": r.window_end or o.window_end,
+            "meter_id": r.meter_id or o.meter_id,
+            "settlement_method": r.settlement_method or o.settlement_method,
+        }
+    # The stored order is what the BPP last agreed. A draft's terms are the buyer's to change (select
+    # before init, init before confirm); a select or update of an order the BPP has created or accepted
+    # is only a proposal: the stored terms and state change when the BPP answers, not before.
+    if (action == "select" and o.state in ("SELECTING", "QUOTED")) or (action == "init" and o.state in DRAFT_STATES):
+        for k, v in proposed.items():
+            setattr(o, k, v)
+        if action == "select":
+            o.state = "SELECTING"
     if action in ("status", "cancel", "update") and not o.order_id:
         raise ClientError(f"{action} needs the order id the BPP assigns at init; init first", 409)
     if action == "confirm" and o.state not in ("CREATED", "ACCEPTED"):
         raise ClientError(f"order is {o.state}; confirm needs an initialised order (CREATED)", 409)
+    terms: dict[str, Any] = {
+        "item_id": o.item_id,
+        "power_kw": o.power_kw,
+        "window_start": o.window_start,
+        "window_end": o.window_end,
+        "meter_id": o.meter_id,
+        "settlement_method": o.settlement_method,
+        **proposed,
+    }
     spec = OrderSpec(
         provider_id=o.provider_id,
-        item_id=o.item_id,
-        power_kw=o.power_kw,
-        window_start=o.window_start,
-        window_end=o.window_end,
-        meter_id=o.meter_id,
-        settlement_method=o.settlement_method,
+        item_id=terms["item_id"],
+        power_kw=terms["power_kw"],
+        window_start=terms["window_start"],
+        window_end=terms["window_end"],
+        meter_id=terms["meter_id"],
+        settlement_method=terms["settlement_method"],
         order_id=o.order_id,
     )
     if action in ("select", "init", "confirm"):
@@ -308,6 +341,7 @@ def transaction_view(session: Session, tx: str) -> dict[str, Any]:
             }
             for r in sent
         ],
+        "failures": failures(session, tx),
     }
 
 
@@ -357,6 +391,7 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
             http_status=200,
             paths="context.transaction_id",
         )
+    SEARCHES.answered(msg.context.transaction_id, msg.context.bpp_id)  # bap/backpressure.py
     if msg.error is not None:
         log.info("on_search error", bpp=msg.context.bpp_id, code=msg.error.code, message=msg.error.message)
         return Accepted(process_async=False)
@@ -428,8 +463,15 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         o = _order(session, str(msg.context.transaction_id), str(msg.context.bpp_id), provider_id)
     if o is None:
         raise BecknError("invalid_response", f"{msg.action} for an order this BAP never placed", http_status=200)
-    if order is not None:
-        state = order_state(order)
+    state = order_state(order)
+    # A quote moves only an order still being selected (never an accepted one back to QUOTED); an error
+    # answer changes the stored terms only when it carries the BPP's order (with its state), not an echo.
+    applies = (
+        o.state in ("SELECTING", "QUOTED") and msg.error is None
+        if msg.action == "on_select"
+        else msg.error is None or state is not None
+    )
+    if order is not None and applies:
         if msg.action == "on_select":
             state = "QUOTED"
         if state:
@@ -453,8 +495,10 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     o.updated_at = clock.now()
     # Orders the provider accepted (or cancelled) are registered with the ledger for settlement —
     # asynchronously, by bap/tasks.py, so the callback is ACKed whatever the ledger is doing.
-    settle_worthy = (msg.action == "on_confirm" and o.state == "ACCEPTED") or (
-        msg.action == "on_cancel" and o.state == "CANCELLED"
+    settle_worthy = msg.error is None and (
+        (msg.action == "on_confirm" and o.state == "ACCEPTED")
+        or (msg.action == "on_cancel" and o.state == "CANCELLED")
+        or (msg.action == "on_update" and o.state == "ACCEPTED")  # the amended terms (ledger amend)
     )
     return Accepted(process_async=settle_worthy and bool(get_settings().ledger_url))
 
@@ -486,6 +530,116 @@ HANDLERS: dict[str, Handler] = {
     "on_search": on_search,
     **{a: on_order for a in ("on_select", "on_init", "on_confirm", "on_status", "on_cancel", "on_update")},
 }
+
+
+# -- failures: an accepted action that failed anywhere, with its reason ------------------------------
+_ORDER_ACTIONS = frozenset({"select", "init", "confirm", "status", "update", "cancel"})
+
+
+def _order_named_by(session: Session, tx: str, bpp_id: str | None, message: dict[str, Any]) -> BapOrder | None:
+    """The order a request or callback body names: its provider (select/init/confirm/update) or order id."""
+    order = message.get("order") or {}
+    provider = (order.get("provider") or {}).get("id") if isinstance(order, dict) else None
+    if provider and bpp_id:
+        return _order(session, tx, bpp_id, provider)
+    order_id = message.get("order_id") or (order.get("id") if isinstance(order, dict) else None)
+    if not order_id:
+        return None
+    return session.scalars(select(BapOrder).where(BapOrder.transaction_id == tx, BapOrder.order_id == order_id)).first()
+
+
+def _mark_failed(o: BapOrder, what: str) -> None:
+    """The failure shows on the order; its state stays what the BPP last said (never pretends)."""
+    o.last_error = what[:2000]
+    o.updated_at = clock.now()
+
+
+def outbox_failed(session: Session, failed: list[tuple[Any, str]]) -> None:
+    """beckn.outbox hook: requests the BPP refused (NACK) or that could not be delivered within the
+    delivery TTL show on their order (the failures endpoint lists the outbox rows themselves)."""
+    for row, error in failed:
+        payload = json.loads(bytes(row.body))
+        ctx = payload.get("context") or {}
+        if ctx.get("action") not in _ORDER_ACTIONS:
+            continue
+        o = _order_named_by(session, str(ctx.get("transaction_id")), ctx.get("bpp_id"), payload.get("message") or {})
+        if o is not None:
+            _mark_failed(o, f"{ctx['action']} not delivered: {error}")
+
+
+def ledger_failed(session: Session, row: Any, reason: str) -> list[int]:
+    """beckn.processing failure handler: a callback whose ledger step failed for good (registration,
+    cancellation or amendment) shows on its order; the failures endpoint lists the inbox row."""
+    payload = json.loads(bytes(row.body))
+    ctx = payload.get("context") or {}
+    o = _order_named_by(session, str(ctx.get("transaction_id")), ctx.get("bpp_id"), payload.get("message") or {})
+    if o is not None:
+        _mark_failed(o, f"ledger step of {row.action} failed: {reason}")
+    return []
+
+
+def failures(session: Session, transaction_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Every action that failed after the BAP accepted it, newest first: requests refused by the BPP
+    (NACK) or undeliverable within the delivery TTL (outbox FAILED), callbacks that carry an error (the
+    BPP refused, or failed processing it), and callbacks whose processing here failed for good (the
+    ledger registration)."""
+    out: list[dict[str, Any]] = []
+    tx_filter = "AND transaction_id = %(tx)s" if transaction_id else ""
+    params = {"tx": transaction_id, "limit": limit}
+    for r in raw(session).execute(
+        "SELECT id, action, receiver_url, transaction_id, message_id, attempts, last_error, body "
+        f"FROM outbox WHERE status = 'FAILED' {tx_filter} ORDER BY id DESC LIMIT %(limit)s",
+        params,
+    ):
+        body = json.loads(bytes(r[7]))
+        ctx = body.get("context") or {}
+        o = _order_named_by(session, r[3], ctx.get("bpp_id"), body.get("message") or {})
+        out.append(
+            {
+                "kind": "not_delivered",
+                "action": r[1],
+                "transaction_id": r[3],
+                "message_id": r[4],
+                "to": r[2],
+                "attempts": r[5],
+                "reason": r[6],
+                **_order_ref(o),
+            }
+        )
+    for r in raw(session).execute(
+        "SELECT id, action, sender_id, transaction_id, message_id, status, error, body, received_at FROM inbox "
+        "WHERE (status = 'FAILED' OR position('\"error\"'::bytea in body) > 0) "
+        f"{tx_filter} ORDER BY id DESC LIMIT %(limit)s",
+        params,
+    ):
+        body = json.loads(bytes(r[7]))
+        error = body.get("error") if isinstance(body.get("error"), dict) else None
+        if r[5] != "FAILED" and error is None:
+            continue  # "error" appeared somewhere else in the body
+        o = _order_named_by(session, r[3], r[2], body.get("message") or {})
+        if r[5] == "FAILED":
+            kind, reason = "processing_failed", r[6]
+        else:
+            kind, reason = "refused", f"{error.get('code')}: {error.get('message')}" if error else ""
+        out.append(
+            {
+                "kind": kind,
+                "action": r[1],
+                "transaction_id": r[3],
+                "message_id": r[4],
+                "from": r[2],
+                "reason": reason,
+                "received_at": r[8].isoformat(),
+                **_order_ref(o),
+            }
+        )
+    return out
+
+
+def _order_ref(o: BapOrder | None) -> dict[str, Any]:
+    if o is None:
+        return {"order": None}
+    return {"order": {"bpp_id": o.bpp_id, "provider_id": o.provider_id, "order_id": o.order_id, "state": o.state}}
 
 
 def delivery_failures(session: Session, limit: int = 100) -> list[dict[str, Any]]:
@@ -525,6 +679,20 @@ def ledger_process(session: Session, row: Any) -> list[int]:
         )
         if r.status == 404:
             return []  # never registered (cancelled before acceptance): nothing to undo
+    elif row.action == "on_update":  # the accepted change of kW or window: the ledger's amended terms
+        r = http.post_sync(
+            f"{base}/{spec.order_id}/amend",
+            json.dumps(
+                {
+                    "contracted_kw": str(spec.power_kw),
+                    "window_start": spec.window_start.isoformat(),
+                    "window_end": spec.window_end.isoformat(),
+                    "amended_at": order.updated_at.isoformat() if order.updated_at else ctx["timestamp"],
+                    "reference": ctx["message_id"],
+                }
+            ).encode(),
+            headers,
+        )
     else:
         price = order.items[0].price.value if order.items and order.items[0].price else None
         r = http.post_sync(

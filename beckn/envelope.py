@@ -50,7 +50,10 @@ def context(
 ) -> dict[str, Any]:
     ctx: dict[str, Any] = {
         "domain": domain,
-        "location": {"city": {"code": city_code}, "country": {"code": country_code}},
+        # a national search names the country only (no city)
+        "location": {"city": {"code": city_code}, "country": {"code": country_code}}
+        if city_code
+        else {"country": {"code": country_code}},
         "action": action,
         "version": PROTOCOL_VERSION,
         "bap_id": bap_id,

@@ -54,6 +54,7 @@ _GENERIC: dict[Role, dict[str, Code]] = {
         "update_inconsistency": Code("30013", "Update inconsistency"),
         "invalid_signature": Code("30016", "Invalid signature"),
         "stale": Code("30022", "Stale request"),
+        "internal_error": Code("31001", "Internal error"),  # processing failed for good (beckn.processing)
         "business": Code("40000", "Business error"),
         "action_not_applicable": Code("40001", "Action not applicable"),
         "quantity_unavailable": Code("40002", "Item quantity unavailable"),
@@ -79,9 +80,17 @@ class BecknError(Exception):
     401 for signature failures, 200 + NACK for business refusals of a well-formed request.
     """
 
-    def __init__(self, kind: str, message: str, http_status: int = 400, paths: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        http_status: int = 400,
+        paths: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.http_status = http_status
         self.paths = paths
+        self.retry_after_s = retry_after_s  # → a Retry-After header (429 throttled, 503 unavailable)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +35,13 @@ log = structlog.get_logger(__name__)
 
 DELIVERIES = Counter("beckn_outbox_deliveries_total", "Outbox delivery attempts by outcome", ["schema", "outcome"])
 
-LEASE = timedelta(seconds=60)
+
+def lease() -> timedelta:
+    """How long a worker holds the rows it sends (FLEXMARKET_OUTBOX_LEASE_S): if it dies meanwhile, the
+    beat sweep sends them once the lease has run out."""
+    return timedelta(seconds=get_settings().outbox_lease_s)
+
+
 RETRYABLE_STATUS = {401, 408, 425, 429, 500, 502, 503, 504}
 
 
@@ -119,9 +125,9 @@ def enqueue_many(session: Session, messages: Sequence[Outbound], ttl_s: int | No
 
 def enqueue_leased(session: Session, messages: Sequence[Outbound], ttl_s: int | None = None) -> list[LeasedRow]:
     """enqueue_many for a writer that delivers the rows itself once its transaction commits: they are
-    leased to it from the start (LEASE), so no other worker sends them meanwhile and the writer needs no
+    leased to it from the start (lease()), so no other worker sends them meanwhile and the writer needs no
     claim. If it dies before sending, the rows become due when the lease runs out (the beat sweep)."""
-    rows = _insert(session, messages, ttl_s, LEASE.total_seconds())
+    rows = _insert(session, messages, ttl_s, lease().total_seconds())
     return [
         LeasedRow(
             oid,
@@ -231,7 +237,7 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
     rows: list[Any] = list(leased)
     if ids:
         with session_scope(schema) as s, raw(s).cursor(row_factory=namedtuple_row) as cur:
-            cur.execute(_CLAIM_SQL, (now + LEASE, list(ids), now))
+            cur.execute(_CLAIM_SQL, (now + lease(), list(ids), now))
             rows += cur.fetchall()
     if not rows:
         return []
@@ -253,6 +259,7 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
                         retry_in=None,
                     )
                 ],
+                [row],
             )
             outcomes.append(Outcome(row.id, "FAILED"))
             continue
@@ -295,7 +302,7 @@ def deliver(schema: str, ids: Sequence[int], leased: Sequence[LeasedRow] = ()) -
                 err = f"TTL expired after {row.attempts + 1} attempts; last: {err}"
         updates.append(_outcome_values(row, status, result=result, error=err, auth=auth, retry_in=retry_in))
         outcomes.append(Outcome(row.id, status, retry_in))
-    _record(schema, updates)
+    _record(schema, updates, [row for row, _ in live])
     log.debug("delivered", schema=schema, n=len(live), seconds=round(elapsed, 4))
     return outcomes
 
@@ -341,12 +348,32 @@ _RECORD_COLUMNS = (
 _RECORD_SQL = unnest_update(outbox, _RECORD_COLUMNS, also="lease_until = NULL")
 
 
-def _record(schema: str, updates: list[dict[str, Any]]) -> None:
+# Called after rows are marked FAILED (refused by the receiver, or undeliverable within the TTL), in the
+# transaction that records them: (session, [(row, error)]). The BAP shows the failure on the order.
+FailureHook = Callable[[Session, list[tuple[Any, str]]], None]
+ON_FAILED: dict[str, FailureHook] = {}
+
+
+def on_failed(schema: str, hook: FailureHook) -> None:
+    ON_FAILED[schema] = hook
+
+
+def _record(schema: str, updates: list[dict[str, Any]], rows: Sequence[Any] = ()) -> None:
     """Every outcome of a delivery batch in one statement (one round trip per batch, not per row)."""
     if not updates:
         return
     with session_scope(schema) as s:
         raw(s).execute(_RECORD_SQL, [[u[f] for u in updates] for f in ("id", *_RECORD_COLUMNS)])
+        hook = ON_FAILED.get(schema)
+        if hook is not None:
+            by_id = {r.id: r for r in rows}
+            failed = [(by_id[u["id"]], u["last_error"] or "") for u in updates if u["status"] == "FAILED"]
+            if failed:
+                try:
+                    with s.begin_nested():
+                        hook(s, failed)
+                except Exception:
+                    log.exception("failure hook failed", schema=schema, ids=[r.id for r, _ in failed])
 
 
 def due_ids(session: Session, older_than_s: float, limit: int = 500) -> list[int]:

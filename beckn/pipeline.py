@@ -34,7 +34,7 @@ from beckn.inbound import Accepted, Handler, Inbound, Verified
 from beckn.models import inbox, unnest_insert
 from beckn.registry_client import RegistryClient
 from beckn.steps import AsyncStep, Draft, Step, standard_steps
-from kernel.db import pool_size, raw, session_scope
+from kernel.db import pool_size, raw, session_scope, unavailable
 from schemas.core import AckResponse
 
 # The types a participant's handlers use, from where they are defined (beckn/inbound.py).
@@ -226,6 +226,15 @@ class BecknPipeline:
         except BecknError as exc:
             result = exc.kind
             return self.nack(exc, stage)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            # The database is down or dropped the connection: nothing was recorded (the batch's transaction
+            # rolled back); the sender's outbox retries a 503.
+            result = "unavailable"
+            return self.nack(
+                BecknError("unavailable", "the database is unavailable; retry later", 503, retry_after_s=2), stage
+            )
         finally:
             label = action if action in self.handlers else "unknown"  # bounded label set for Prometheus
             INBOUND.labels(self.participant, label, result).inc()
@@ -319,6 +328,8 @@ class BecknPipeline:
         headers = {}
         if exc.http_status == 401:
             headers["WWW-Authenticate"] = 'Signature realm="flexmarket",headers="(created) (expires) digest"'
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(exc.retry_after_s)
         log.info("nack", participant=self.participant, step=step, code=code.code, reason=exc.message)
         return JSONResponse(body, status_code=exc.http_status, headers=headers)
 

@@ -27,12 +27,19 @@ from kernel.db import raw, session_scope
 log = structlog.get_logger(__name__)
 
 Processor = Callable[[Session, Any], list[int]]
+# Called once, in the same transaction, when a row fails for good (MAX_ATTEMPTS): (session, row, reason)
+# → outbox ids, so the sender hears of it (the BPP's on_<action> with a Beckn error) or it shows where the
+# participant keeps its state (the BAP's order). What it queues with outbox.defer is written with it.
+FailureHandler = Callable[[Session, Any, str], list[int]]
 PROCESSORS: dict[str, Processor] = {}
+ON_FAILURE: dict[str, FailureHandler] = {}
 MAX_ATTEMPTS = 5
 
 
-def register(schema: str, processor: Processor) -> None:
+def register(schema: str, processor: Processor, on_failure: FailureHandler | None = None) -> None:
     PROCESSORS[schema] = processor
+    if on_failure is not None:
+        ON_FAILURE[schema] = on_failure
 
 
 BATCH = 200
@@ -98,11 +105,24 @@ def _process_alone(s: Session, schema: str, processor: Processor, row: Any, batc
     except Exception as exc:
         outbox.discard_deferred(s)
         attempts = row.attempts + 1
-        raw(s).execute(
-            _FAILED_SQL,
-            (attempts, f"{type(exc).__name__}: {exc}", "FAILED" if attempts >= MAX_ATTEMPTS else "RECEIVED", row.id),
-        )
+        reason = f"{type(exc).__name__}: {exc}"
+        failed = attempts >= MAX_ATTEMPTS
+        raw(s).execute(_FAILED_SQL, (attempts, reason, "FAILED" if failed else "RECEIVED", row.id))
         log.exception("processing failed", schema=schema, inbox_id=row.id, attempts=attempts)
+        if failed and schema in ON_FAILURE:
+            _report_failure(s, schema, row, reason, batch)
+
+
+def _report_failure(s: Session, schema: str, row: Any, reason: str, batch: Batch) -> None:
+    try:
+        with s.begin_nested():
+            out = ON_FAILURE[schema](s, row, reason)
+            leased = outbox.flush_deferred(s)
+        batch.outbox_ids.extend(out)
+        batch.leased.extend(leased)
+    except Exception:
+        outbox.discard_deferred(s)
+        log.exception("failure report failed", schema=schema, inbox_id=row.id)
 
 
 def has_received_siblings(schema: str, inbox_id: int) -> bool:

@@ -1,10 +1,11 @@
 """The per-message steps of the Beckn pipeline, one class each, run in order by BecknPipeline.handle
 (beckn/pipeline.py) — the way beckn-onix configures `validateSign → validateSchema → …`:
 
-    action_served → read_body → parse_json → verify_sender_signature → verify_gateway_signature
-    → context_schema → context_action → context_version → context_domain → context_required_fields
-    → context_location → not_expired → signer_is_sender → sender_uri_registered → addressed_to_receiver
-    → error_schema → message_present → message_schema
+    action_served → read_body → json_depth → parse_json → verify_sender_signature → sender_rate_limit
+    → verify_gateway_signature → clean_values → context_schema → context_action → context_version
+    → context_domain → context_required_fields → context_location → not_expired → signer_is_sender
+    → sender_uri_registered → addressed_to_receiver → error_schema → message_present → window_in_reach
+    → message_schema
 
 (`standard_steps` builds that list; a relay leaves out message_schema, the gateway addressed_to_receiver.)
 Then the batch stage, dispatch (inbox row + handler, group commit), and the ACK.
@@ -18,9 +19,12 @@ entry in `standard_steps`.
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Collection
-from datetime import UTC, timedelta
+import threading
+import time
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from fastapi import Request
@@ -34,6 +38,8 @@ from beckn.identity import Identity
 from beckn.inbound import Inbound, Verified
 from beckn.registry_client import KeyRecord, RegistryClient, RegistryError
 from kernel import clock
+from kernel.config import get_settings
+from schemas import limits
 from schemas.core import Context, Error
 from schemas.messages import message_model
 
@@ -43,8 +49,8 @@ VERIFICATIONS = Counter("beckn_signature_verifications_total", "Signature checks
 SENDER_ROLE = {a: Role.BAP for a in BPP_ACTIONS} | {f"on_{a}": Role.BPP for a in BPP_ACTIONS}
 
 # A Beckn message here is a few kB (a catalog of a hundred offers is well under 100 kB); anything far
-# larger is refused before it is buffered.
-MAX_BODY_BYTES = 1 << 20
+# larger is refused before it is buffered. The limits on input are defined once, in schemas/limits.py.
+MAX_BODY_BYTES = limits.MAX_BODY_BYTES
 
 
 class Draft:
@@ -170,13 +176,25 @@ class ReadBody(AsyncStep):
         m.raw = b"".join(chunks)
 
 
+class JsonDepth(Step):
+    """Arrays and objects nested at most MAX_JSON_DEPTH deep, counted on the bytes before parsing (the
+    parser recurses: thousands of levels would end in a RecursionError)."""
+
+    name = "json_depth"
+
+    def __call__(self, m: Draft) -> None:
+        problem = limits.depth_error(m.raw)
+        if problem:
+            raise BecknError("invalid_request", problem, paths="body")
+
+
 class ParseJson(Step):
     name = "parse_json"
 
     def __call__(self, m: Draft) -> None:
         try:
             payload = json.loads(m.raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise BecknError("invalid_request", f"malformed JSON: {exc}") from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("context"), dict):
             raise BecknError("invalid_request", "body must be a JSON object with a context object", paths="context")
@@ -208,7 +226,9 @@ class _HeaderSignature(AsyncStep):
             record = await self.registry.key_for(client, params.subscriber_id, params.unique_key_id)
         except RegistryError as exc:
             VERIFICATIONS.labels(self.participant, name, "registry_unavailable").inc()
-            raise BecknError("invalid_signature", f"cannot verify {name}: {exc}", http_status=503) from exc
+            raise BecknError(
+                "invalid_signature", f"cannot verify {name}: {exc}", http_status=503, retry_after_s=5
+            ) from exc
         if record is None:
             raise refuse("unknown_key", f"key {params.unique_key_id} of {params.subscriber_id} is not subscribed")
         if record.type != role.value:
@@ -232,6 +252,56 @@ class VerifySenderSignature(_HeaderSignature):
         m.sender = await self.verify(m, m.headers.get("authorization"), "Authorization", SENDER_ROLE[m.action])
 
 
+class TokenBuckets:
+    """One token bucket per key, in this process's memory: `burst` tokens, refilled at `rate_per_s`.
+    `take(key)` spends a token and answers 0, or answers the seconds until one is available."""
+
+    def __init__(self, rate_per_s: float, burst: int, now: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate_per_s
+        self.burst = float(max(1, burst))
+        self.now = now
+        self._lock = threading.Lock()
+        self._buckets: dict[Any, tuple[float, float]] = {}  # key → (tokens, at)
+
+    def take(self, key: Any) -> float:
+        now = self.now()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+class SenderRateLimit(Step):
+    """At most `rate_per_s` messages per second (bursts of `burst`) from one verified sender to one receiving
+    subscriber; beyond it 429 with Retry-After (outboxes retry 429). Keyed by the Authorization signer, so
+    only after its signature is verified: an unsigned flood cannot spend a real sender's tokens.
+
+    The buckets live in the receiving process's memory: the limit holds per receiving process (one per
+    participant under `flexmarket up`), not across replicas. Sized (FLEXMARKET_RATE_LIMIT_BURST) so that a
+    gateway relaying fifty providers' answers to one search is never throttled. Rate ≤ 0 disables it."""
+
+    name = "sender_rate_limit"
+
+    def __init__(self, rate_per_s: float, burst: int, now: Callable[[], float] = time.monotonic) -> None:
+        self.buckets = TokenBuckets(rate_per_s, burst, now) if rate_per_s > 0 else None
+
+    def __call__(self, m: Draft) -> None:
+        if self.buckets is None:
+            return
+        wait = self.buckets.take((m.receiver.subscriber_id, m.sender.subscriber_id))
+        if wait > 0:
+            raise BecknError(
+                "throttled",
+                f"rate limit: {m.sender.subscriber_id} sends more than {self.buckets.rate:g} messages/s",
+                http_status=429,
+                retry_after_s=max(1, math.ceil(wait)),
+            )
+
+
 class VerifyGatewaySignature(_HeaderSignature):
     """X-Gateway-Authorization, when present: signed by a subscribed gateway."""
 
@@ -241,6 +311,21 @@ class VerifyGatewaySignature(_HeaderSignature):
         header = m.headers.get("x-gateway-authorization")
         if header is not None:
             m.gateway = await self.verify(m, header, "X-Gateway-Authorization", Role.BG)
+
+
+# -- values --------------------------------------------------------------------------------------
+class CleanValues(Step):
+    """No string in the message holds NUL or a control character (tab, newline and carriage return
+    aside: PostgreSQL refuses NUL in text), and no number is beyond ±2**53 or infinite (schemas/limits.py).
+    A fast scan of the bytes decides whether the parsed message needs walking at all."""
+
+    name = "clean_values"
+
+    def __call__(self, m: Draft) -> None:
+        if limits.maybe_bad(m.raw):
+            bad = limits.find_bad_value(m.payload)
+            if bad is not None:
+                raise BecknError("invalid_request", f"{bad[0]}: {bad[1]}", paths=bad[0])
 
 
 # -- context ------------------------------------------------------------------------------------
@@ -307,10 +392,16 @@ class ContextRequiredFields(Step):
 
 
 class ContextLocation(Step):
+    """A country always; a city too, except for a national search (country only, as a national system
+    operator sends it) and the on_search answers to it."""
+
     name = "context_location"
+    NATIONAL = frozenset({"search", "on_search"})
 
     def __call__(self, m: Draft) -> None:
-        if not m.context.city_code or not m.context.country_code:
+        if not m.context.country_code:
+            raise BecknError("invalid_request", "context.location.country.code is required", paths="context.location")
+        if not m.context.city_code and m.action not in self.NATIONAL:
             raise BecknError(
                 "invalid_request", "context.location.city.code and country.code are required", paths="context.location"
             )
@@ -420,6 +511,59 @@ class MessagePresent(Step):
             raise BecknError("invalid_request", "message object is required", paths="message")
 
 
+def _window_of(message: dict[str, Any], action: str) -> tuple[str, Any, Any] | None:
+    """(path, start, end) of the window a request names, read from the raw message (a relay has no
+    validated model), or None when it names none."""
+    if action == "search":
+        base, holder = "message.intent.fulfillment.stops.0.time.range", message.get("intent")
+        for key in ("fulfillment", "stops", 0, "time", "range"):
+            holder = _get(holder, key)
+    else:
+        base, holder = "message.order.fulfillments.0.stops.0.time.range", message.get("order")
+        for key in ("fulfillments", 0, "stops", 0, "time", "range"):
+            holder = _get(holder, key)
+    if not isinstance(holder, dict):
+        return None
+    return base, holder.get("start"), holder.get("end")
+
+
+def _get(holder: Any, key: str | int) -> Any:
+    if isinstance(key, int):
+        return holder[key] if isinstance(holder, list) and len(holder) > key else None
+    return holder.get(key) if isinstance(holder, dict) else None
+
+
+class WindowInReach(Step):
+    """The load-reduction window of a search, select, init, confirm or update has not ended and starts at
+    most `max_ahead_days` ahead of the market clock (schemas/limits.py check_market_window). Windows that
+    are not ISO 8601 instants are left to message_schema and the handlers."""
+
+    name = "window_in_reach"
+    ACTIONS = frozenset({"search", "select", "init", "confirm", "update"})
+
+    def __init__(self, max_ahead_days: float) -> None:
+        self.max_ahead_days = max_ahead_days
+
+    def __call__(self, m: Draft) -> None:
+        message = m.payload.get("message")
+        if m.action not in self.ACTIONS or not isinstance(message, dict):
+            return
+        found = _window_of(message, m.action)
+        if found is None:
+            return
+        path, start, end = found
+        try:
+            s, e = datetime.fromisoformat(start), datetime.fromisoformat(end)
+        except (TypeError, ValueError):
+            return
+        if s.tzinfo is None or e.tzinfo is None:
+            return
+        refused = limits.check_market_window(s, e, clock.now(), self.max_ahead_days)
+        if refused is not None:
+            field = f"{path}.{'end' if refused[0] == 'window_end' else 'start'}"
+            raise BecknError("invalid_request", f"{field}: {refused[1]}", paths=field)
+
+
 class MessageSchema(Step):
     """The message against the action's schema. Not a relay's step: a relay forwards the message untouched
     and its final receiver validates it."""
@@ -444,15 +588,25 @@ def standard_steps(
     clock_skew_s: int,
     default_ttl_s: float,
     relay_only: bool,
+    rate_limit_per_s: float | None = None,
+    rate_limit_burst: int | None = None,
 ) -> list[Step | AsyncStep]:
-    """The pipeline every participant runs, in order (see the module docstring)."""
+    """The pipeline every participant runs, in order (see the module docstring). The rate limit defaults
+    to FLEXMARKET_RATE_LIMIT_PER_S / FLEXMARKET_RATE_LIMIT_BURST."""
     signatures = (participant, registry, clock_skew_s)
+    settings = get_settings()
     return [
         ActionServed(role, actions),
         ReadBody(),
+        JsonDepth(),
         ParseJson(),
         VerifySenderSignature(*signatures),
+        SenderRateLimit(
+            settings.rate_limit_per_s if rate_limit_per_s is None else rate_limit_per_s,
+            settings.rate_limit_burst if rate_limit_burst is None else rate_limit_burst,
+        ),
         VerifyGatewaySignature(*signatures),
+        CleanValues(),
         ContextSchema(),
         ContextAction(),
         ContextVersion(),
@@ -465,5 +619,6 @@ def standard_steps(
         *([] if role == Role.BG else [AddressedToReceiver()]),
         ErrorSchema(),
         MessagePresent(),
+        WindowInReach(settings.max_window_ahead_days),
         *([] if relay_only else [MessageSchema()]),
     ]

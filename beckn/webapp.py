@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import import_module
@@ -12,11 +13,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beckn.http import make_client
 from beckn.pipeline import FastLane
+from kernel.db import UNAVAILABLE
 from kernel.logging import configure_logging
 from kernel.process import freeze_startup_objects
+from schemas import limits
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +36,166 @@ def add_ops_routes(app: FastAPI, participant: str) -> None:
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+# Retry-After on a 503 when the database is unavailable: long enough for a restart or failover to finish.
+UNAVAILABLE_RETRY_AFTER_S = 2
+
+
+def add_unavailable_handlers(app: FastAPI) -> None:
+    """A lost or unreachable database (kernel/db.py UNAVAILABLE) answers 503 + Retry-After, not 500: the
+    request's transaction was rolled back, nothing half-written remains, and the same request may be sent
+    again."""
+
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return JSONResponse(
+            {"error": {"code": "unavailable", "message": "the database is unavailable; retry later"}},
+            status_code=503,
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        )
+
+    for cls in UNAVAILABLE:
+        app.add_exception_handler(cls, _unavailable)
+
+
+# The error statuses every JSON API answers (OpenAPI `responses=`; the body is {"error": {"code", "message"}}).
+_ERROR_BODY = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                },
+            }
+        }
+    }
+}
+_BECKN_NACK = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "object", "properties": {"ack": {"type": "object"}}},
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                },
+            }
+        }
+    }
+}
+CLIENT_API_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed input: the message names the field (also JSON nested too deeply)", **_ERROR_BODY},
+    401: {"description": "Missing or invalid credentials", **_ERROR_BODY},
+    403: {"description": "These credentials may not do this", **_ERROR_BODY},
+    404: {"description": "Unknown transaction, order, account or other resource", **_ERROR_BODY},
+    409: {"description": "Conflicts with what is already recorded", **_ERROR_BODY},
+    413: {"description": f"Body over {limits.MAX_BODY_BYTES} bytes, refused before it is read", **_ERROR_BODY},
+    422: {"description": "Well-formed, but refused by a domain rule (the code says which)", **_ERROR_BODY},
+    429: {"description": "Too many requests: retry after the Retry-After header's seconds", **_ERROR_BODY},
+    503: {"description": "A service this one needs is unavailable; retry later", **_ERROR_BODY},
+}
+BECKN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "ACK, or a NACK for a business refusal (error.code says which)", **_BECKN_NACK},
+    400: {"description": "NACK: malformed message; error.paths names the field", **_BECKN_NACK},
+    401: {"description": "NACK: signature refused (WWW-Authenticate says how to sign)", **_BECKN_NACK},
+    404: {"description": "NACK: an action or platform this participant does not serve", **_BECKN_NACK},
+    413: {"description": f"NACK: body over {limits.MAX_BODY_BYTES} bytes, refused before it is read", **_BECKN_NACK},
+    429: {"description": "NACK: too many messages from this sender; retry after Retry-After", **_BECKN_NACK},
+    503: {"description": "NACK: the registry cannot be asked to verify the signature; retry later", **_BECKN_NACK},
+}
+
+
+class BodyGuard:
+    """ASGI middleware for the JSON APIs under `prefixes` (schemas/limits.py): a body over MAX_BODY_BYTES
+    is refused with 413 before it is buffered (declared Content-Length, or counted while streamed); a JSON
+    body nested deeper than MAX_JSON_DEPTH, or holding a NUL/control character in a string or a number out
+    of range, gets a 400 naming where — before any route parses it (no RecursionError, no NUL reaching
+    PostgreSQL). The checked body is then replayed to the app."""
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or not scope["path"].startswith(self.prefixes)
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limits.MAX_BODY_BYTES:
+            await _refuse(send, 413, "body_too_large", f"body of {int(declared)} bytes exceeds {limits.MAX_BODY_BYTES}")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limits.MAX_BODY_BYTES:
+                await _refuse(send, 413, "body_too_large", f"body exceeds {limits.MAX_BODY_BYTES} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        problem = _json_problem(raw) if raw else None  # whatever the Content-Type says: routes parse JSON
+        if problem is not None:
+            await _refuse(send, 400, "invalid_request", problem)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _json_problem(raw: bytes) -> str | None:
+    problem = limits.depth_error(raw)
+    if problem is None and limits.maybe_bad(raw):
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None  # malformed JSON: the route's own parser says so
+        bad = limits.find_bad_value(value, "body")
+        if bad is not None:
+            problem = f"{bad[0]}: {bad[1]}"
+    return problem
+
+
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def add_body_guard(app: FastAPI, *prefixes: str) -> None:
+    """Guard the JSON bodies of the routes under these path prefixes (BodyGuard)."""
+    app.add_middleware(BodyGuard, prefixes=prefixes)
 
 
 def served_app(factory: str) -> Any:
@@ -69,6 +233,7 @@ def create_base_app(
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     add_ops_routes(app, participant)
+    add_unavailable_handlers(app)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,7 +10,7 @@ accepted, in acceptance order, so baselines are frozen exactly as they were at e
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from bpp.signal_providers import analogue_provider, signal_provider_from
 from grid.signals import coverage
 from kernel import clock
 from schemas.flex import FlexOfferSpec
+from schemas.limits import Name
 
 log = structlog.get_logger(__name__)
 
@@ -177,17 +178,20 @@ def check_update(
         )
 
 
-def query_decisions(
-    session: Session,
-    bpp_id: str,
-    *,
-    provider_id: str | None = None,
-    job_id: str | None = None,
-    action: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    limit: int = 500,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True, kw_only=True)
+class DecisionQuery:
+    """Which decisions to list: by provider, job and action, overlapping [start, end), at most `limit`."""
+
+    provider_id: Name | None = None
+    job_id: Name | None = None
+    action: Name | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    limit: int = 500
+
+
+def query_decisions(session: Session, bpp_id: str, query: DecisionQuery) -> list[dict[str, Any]]:
+    provider_id, job_id, action, start, end = query.provider_id, query.job_id, query.action, query.start, query.end
     q = select(Decision).where(Decision.bpp_id == bpp_id)
     if provider_id:
         q = q.where(Decision.provider_id == provider_id)
@@ -199,5 +203,5 @@ def query_decisions(
         q = q.where(Decision.end_utc > start)
     if end:
         q = q.where(Decision.start_utc < end)
-    q = q.order_by(Decision.start_utc.nulls_last(), Decision.id).limit(limit)
+    q = q.order_by(Decision.start_utc.nulls_last(), Decision.id).limit(query.limit)
     return [{"provider_id": d.provider_id, **d.record} for d in session.scalars(q)]

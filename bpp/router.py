@@ -3,21 +3,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from beckn.errors import BecknError
-from bpp.agent_service import query_decisions
+from beckn.webapp import BECKN_RESPONSES, CLIENT_API_RESPONSES
+from bpp.agent_service import DecisionQuery, query_decisions
 from bpp.models import Order, OrderEvent
 from kernel.db import session_scope
+from schemas.limits import Identifier
 
 router = APIRouter(tags=["beckn"])
 
 
-@router.post("/{slug}/{action}", summary="Beckn action of one hosted BPP platform")
+@router.post("/{slug}/{action}", summary="Beckn action of one hosted BPP platform", responses=BECKN_RESPONSES)
 async def beckn_action(slug: str, action: str, request: Request) -> JSONResponse:
     pipeline = request.app.state.pipeline
     identity = request.app.state.platforms.get(slug)
@@ -27,8 +29,13 @@ async def beckn_action(slug: str, action: str, request: Request) -> JSONResponse
     return await pipeline.handle(request, action, identity)
 
 
-@router.get("/{slug}/orders/{order_id}", tags=["ops"], summary="An order's current state and history")
-def get_order(slug: str, order_id: str, request: Request) -> JSONResponse:
+@router.get(
+    "/{slug}/orders/{order_id}",
+    tags=["ops"],
+    summary="An order's current state and history",
+    responses={k: CLIENT_API_RESPONSES[k] for k in (400, 404)},
+)
+def get_order(slug: str, order_id: Identifier, request: Request) -> JSONResponse:
     identity = request.app.state.platforms.get(slug)
     with session_scope("bpp") as s:
         order = s.get(Order, order_id)
@@ -56,32 +63,18 @@ def get_order(slug: str, order_id: str, request: Request) -> JSONResponse:
         )
 
 
-@router.get("/{slug}/decisions", tags=["ops"], summary="The compute agents' decision log, by job and time")
-def decisions(
-    slug: str,
-    request: Request,
-    *,
-    provider_id: str | None = None,
-    job_id: str | None = None,
-    action: str | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    limit: int = 500,
-) -> JSONResponse:
+@router.get(
+    "/{slug}/decisions",
+    tags=["ops"],
+    summary="The compute agents' decision log, by job and time",
+    responses={k: CLIENT_API_RESPONSES[k] for k in (400, 404)},
+)
+def decisions(slug: str, request: Request, query: Annotated[DecisionQuery, Depends()]) -> JSONResponse:
     identity = request.app.state.platforms.get(slug)
     if identity is None:
         return JSONResponse({"error": {"code": "not_found", "message": f"no platform {slug!r}"}}, status_code=404)
-    if not 1 <= limit <= 5000:
+    if not 1 <= query.limit <= 5000:
         return JSONResponse({"error": {"code": "invalid_request", "message": "limit must be 1..5000"}}, status_code=400)
     with session_scope("bpp") as s:
-        found = query_decisions(
-            s,
-            identity.subscriber_id,
-            provider_id=provider_id,
-            job_id=job_id,
-            action=action,
-            start=start,
-            end=end,
-            limit=limit,
-        )
+        found = query_decisions(s, identity.subscriber_id, query)
         return JSONResponse(found)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from dataclasses import asdict
-from datetime import datetime
+from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -178,19 +178,17 @@ def _order_by_id(session: Session, msg: Inbound, order_id: str) -> Order:
 
 
 def accept_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
+    """Any well-formed search is ACKed (the pipeline's steps checked it against the schema): one this
+    BPP cannot answer gets an on_search carrying the error (_on_search), never silence."""
     assert isinstance(msg.message, SearchMessage)
-    try:
-        intent_to_request(msg.message.intent)
-    except FlexFormatError as exc:
-        raise _flex_error(exc) from exc
     return Accepted(process_async=True)
 
 
 def accept_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     """select / init / confirm: the order must name a hosted provider and item; confirm needs init."""
     assert isinstance(msg.message, OrderMessage)
-    try:
-        spec = order_to_spec(msg.message.order, need_window=msg.action != "confirm")
+    try:  # a select without a window takes the item's (said so in the quote); confirm keeps init's
+        spec = order_to_spec(msg.message.order, need_window=msg.action == "init")
     except FlexFormatError as exc:
         raise _flex_error(exc) from exc
     _offer_for(session, msg.receiver.subscriber_id, spec)
@@ -388,10 +386,14 @@ def _process(
             order.cancellation_reason = reason
             transition(session, order, "CANCELLED", reason, ctx["message_id"])
         return [_callback(session, bpp_id, ctx, on, message=_view(order))]
-    spec = order_to_spec(BecknOrder.model_validate(payload["message"]["order"]), need_window=action != "confirm")
+    spec = order_to_spec(BecknOrder.model_validate(payload["message"]["order"]), need_window=action == "init")
     if action == "select":
         offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
         assert offer is not None
+        extra: dict[str, str] = {}
+        if spec.window_start is None:  # no window asked for: the item's own, and the quote says so
+            spec = replace(spec, window_start=offer.window_start, window_end=offer.window_end)
+            extra["window_source"] = "item"
         check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
         view = OrderView(
             spec=spec,
@@ -399,21 +401,13 @@ def _process(
             price_gbp_per_mwh=offer.price_gbp_per_mwh,
             quote_gbp=quote_gbp(spec.power_kw, spec.window_start, spec.window_end, offer.price_gbp_per_mwh),
             updated_at=clock.now(),
+            extra_tags=extra,
         )
         return [_callback(session, bpp_id, ctx, on, message={"order": order_view_to_order(view).dump()})]
     if action == "init":
         return [_callback(session, bpp_id, ctx, on, message=_view(_init(session, bpp_id, ctx, spec)))]
     if action == "confirm":
-        order = session.scalars(
-            select(Order)
-            .where(
-                Order.bpp_id == bpp_id,
-                Order.bap_id == ctx["bap_id"],
-                Order.transaction_id == ctx["transaction_id"],
-                Order.provider_id == spec.provider_id,
-            )
-            .with_for_update()
-        ).one()
+        order = session.scalars(_order_for_update(bpp_id, ctx, spec.provider_id)).one()
         if order.state == "CREATED":
             offer = _locked_offer(session, bpp_id, order.provider_id, order.item_id)
             assert offer is not None
@@ -430,6 +424,23 @@ def _process(
     if action == "update":
         return [_callback(session, bpp_id, ctx, on, message=_view(_update(session, spec)))]
     raise CommitmentError("action_not_applicable", f"no processor for {action}")
+
+
+def processing_failed(session: Session, row: Any, reason: str) -> list[int]:
+    """beckn.processing failure handler: a request whose processing failed for good (every attempt
+    raised) is answered with on_<action> carrying a Beckn error, and the order as it stands — never
+    silence. A search is answered through the gateway that relayed it when the registry names it."""
+    payload = json.loads(row.body)
+    ctx = payload["context"]
+    error = BecknError("internal_error", f"{row.action} could not be processed: {reason}"[:500])
+    to_url = None
+    if row.action == "search" and row.gateway_id:
+        try:
+            to_url = url_of_sync(row.gateway_id, type="BG")
+        except Exception:  # the registry may be the reason: answer the BAP directly
+            to_url = None
+    message = None if row.action == "search" else _error_message(session, row.receiver_id, ctx, payload, row.action)
+    return [_callback(session, row.receiver_id, ctx, f"on_{row.action}", error=error, message=message, to_url=to_url)]
 
 
 def _error_message(
@@ -456,20 +467,25 @@ def _error_message(
     return {"order": echo} if isinstance(echo, dict) else None
 
 
-def _init(session: Session, bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -> Order:
-    offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
-    assert offer is not None
-    check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
-    order = session.scalars(
+def _order_for_update(bpp_id: str, ctx: dict[str, Any], provider_id: str) -> Select[Any]:
+    """The buyer's order with this provider in this transaction, locked for the change being made."""
+    return (
         select(Order)
         .where(
             Order.bpp_id == bpp_id,
             Order.bap_id == ctx["bap_id"],
             Order.transaction_id == ctx["transaction_id"],
-            Order.provider_id == spec.provider_id,
+            Order.provider_id == provider_id,
         )
         .with_for_update()
-    ).first()
+    )
+
+
+def _init(session: Session, bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -> Order:
+    offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
+    assert offer is not None
+    check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
+    order = session.scalars(_order_for_update(bpp_id, ctx, spec.provider_id)).first()
     if order is not None and order.state != "CREATED":
         raise CommitmentError("invalid_request", f"order {order.id} is already {order.state}")
     previous = order.state if order is not None else None
@@ -580,9 +596,23 @@ def _provider_entry(provider_id: str, name: str, sites_text: str) -> tuple[dict[
     return {s["id"]: s["region"] for s in sites}, skeleton
 
 
+# A search without a window asks for the current catalog over the planning horizon: every offer that
+# has not ended and starts within PLANNING_HORIZON (the agents plan 48 h; static catalogs may reach further).
+PLANNING_HORIZON = timedelta(days=7)
+_OPEN = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+
+
 @functools.lru_cache(maxsize=256)
 def _search_request(message_text: str) -> FlexRequest:
-    return intent_to_request(SearchMessage.model_validate_json(message_text).intent)
+    return intent_to_request(SearchMessage.model_validate_json(message_text).intent, default_window=_OPEN)
+
+
+def search_request(message: dict[str, Any], now: datetime) -> FlexRequest:
+    """The search's request; without a window, [now, now + PLANNING_HORIZON)."""
+    req = _search_request(json.dumps(message, sort_keys=True))
+    if (req.window_start, req.window_end) == _OPEN:
+        req = replace(req, window_start=now, window_end=now + PLANNING_HORIZON)
+    return req
 
 
 _CATALOG_SQL = (
@@ -593,8 +623,20 @@ _CATALOG_SQL = (
 
 
 def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any) -> None:
-    """Queue the platform's on_search (written with its siblings' in one statement: beckn.outbox.defer)."""
-    req = _search_request(json.dumps(payload["message"], sort_keys=True))
+    """Queue the platform's on_search (written with its siblings' in one statement: beckn.outbox.defer).
+    A search it cannot answer is answered with an on_search carrying the error."""
+    # Answer through the gateway that relayed the search (Beckn: on_search goes back via the BG).
+    to_url = None
+    if row.gateway_id:
+        to_url = url_of_sync(row.gateway_id, type="BG")
+        if to_url is None:
+            raise RuntimeError(f"gateway {row.gateway_id} is not in the registry")
+    try:
+        req = search_request(payload.get("message") or {}, clock.now())
+    except FlexFormatError as exc:
+        error = BecknError("invalid_request", str(exc), paths=exc.path)
+        outbox.defer(session, _callback_message(bpp_id, payload["context"], "on_search", error=error, to_url=to_url))
+        return
     providers: list[dict[str, Any]] = []
     rows = raw(session).execute(_CATALOG_SQL, (bpp_id,)).fetchall()
     for provider_id, grouped in itertools.groupby(rows, key=lambda r: r[0]):
@@ -607,12 +649,6 @@ def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any)
             providers.append({**skeleton, "items": items})
     ident = load_identity(get_settings().home, bpp_id)
     catalog = {"descriptor": Descriptor(name=ident.extra.get("name") or bpp_id).dump(), "providers": providers}
-    # Answer through the gateway that relayed the search (Beckn: on_search goes back via the BG).
-    to_url = None
-    if row.gateway_id:
-        to_url = url_of_sync(row.gateway_id, type="BG")
-        if to_url is None:
-            raise RuntimeError(f"gateway {row.gateway_id} is not in the registry")
     outbox.defer(
         session, _callback_message(bpp_id, payload["context"], "on_search", message={"catalog": catalog}, to_url=to_url)
     )

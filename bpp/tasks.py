@@ -11,7 +11,7 @@ from bpp import service
 from kernel.celery_app import celery_app
 from kernel.db import session_scope
 
-processing.register("bpp", service.process)
+processing.register("bpp", service.process, on_failure=service.processing_failed)
 
 
 @celery_app.task(name="bpp.advance_orders")

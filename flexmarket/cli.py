@@ -43,12 +43,13 @@ APPS = {
 }
 
 
-def _services() -> None:
+def _services(*, redis: bool = True) -> None:
+    """DATABASE_URL (and REDIS_URL unless `redis=False`: commands that need only PostgreSQL), or embedded servers."""
     from kernel.embedded import ensure_services
     from kernel.logging import configure_logging
 
     configure_logging()
-    ensure_services()
+    ensure_services(redis=redis)
 
 
 # -- database --------------------------------------------------------------------------------------
@@ -57,7 +58,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Migrate the database (DATABASE_URL, or the embedded server) up to REVISION."""
     from kernel import db
 
-    _services()
+    _services(redis=False)
     db.upgrade(revision=revision)
     console.print(f"database at {revision}")
 
@@ -67,7 +68,7 @@ def db_downgrade(revision: str = typer.Argument("base")) -> None:
     """Migrate the database down to REVISION (default: base, i.e. drop everything)."""
     from kernel import db
 
-    _services()
+    _services(redis=False)
     db.downgrade(revision=revision)
     console.print(f"database at {revision}")
 
@@ -86,6 +87,9 @@ def serve(
         raise typer.BadParameter(f"participant must be one of {', '.join(APPS)}")
     _services()
     os.environ["FLEXMARKET_PARTICIPANT"] = participant
+    from flexmarket.lifeline import watch_parent
+
+    watch_parent()  # started by `up`: go when it goes, even if it was SIGKILLed
     from beckn.webapp import served_app
 
     uvicorn.run(
@@ -112,7 +116,10 @@ def worker(
     Redis and PostgreSQL: tasks carry ids and read their state from the database."""
     os.environ.setdefault("FLEXMARKET_DB_POOL_SIZE", str(concurrency))  # one connection per worker thread
     _services()
+    from flexmarket.lifeline import watch_parent
     from kernel.celery_app import PARTICIPANT_QUEUES, celery_app, queue_for
+
+    watch_parent()  # started by `up`: go when it goes, even if it was SIGKILLed
 
     chosen = PARTICIPANT_QUEUES if participants == "all" else tuple(p.strip() for p in participants.split(","))
     unknown = set(chosen) - set(PARTICIPANT_QUEUES)
@@ -172,7 +179,11 @@ def up(
     )
     with console.status("starting processes…"):
         net.start()
-    manifest.write_text(json.dumps(net.manifest, indent=2))
+    # The manifest holds the ledger API keys (README "Ledger API keys"): readable by this user only.
+    fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(net.manifest, indent=2))
     console.print(f"[bold green]flexmarket is up[/] — {providers} providers; manifest: {manifest}")
     for name, info in net.manifest["participants"].items():
         console.print(f"  {name:9s} {info['base_url']}")
@@ -201,7 +212,7 @@ def demo(
     providers: Annotated[int, typer.Option(help="providers hosted by the BPP (≥ 3)")] = 4,
     target_kw: Annotated[float, typer.Option(help="load reduction the orchestrator wants")] = 1500.0,
     base_port: Annotated[int | None, typer.Option(help="first port (default: a free range)")] = None,
-    out: Annotated[Path | None, typer.Option(help="output folder (default: $FLEXMARKET_HOME/demo)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default: $FLEXMARKET_HOME/demo/<run>)")] = None,
 ) -> None:
     """Run the whole marketplace on embedded services and walk one load-reduction purchase through it."""
     from flexmarket.demo import run_demo
@@ -232,7 +243,7 @@ def registry_add(
     from kernel.db import session_scope
     from registry import service
 
-    _services()
+    _services(redis=False)
     from kernel import db
 
     db.upgrade()
@@ -269,7 +280,7 @@ def registry_approve(subscriber_id: Annotated[str, typer.Option("--subscriber-id
     from kernel.db import session_scope
     from registry import service
 
-    _services()
+    _services(redis=False)
     try:
         with session_scope("registry") as s:
             service.approve(s, subscriber_id)
@@ -287,7 +298,7 @@ def registry_list() -> None:
     from kernel.db import session_scope
     from registry import service
 
-    _services()
+    _services(redis=False)
     table = Table("subscriber", "type", "status", "url", "coverage", "keys")
     with session_scope("registry") as s:
         for sub in service.list_subscribers(s):

@@ -11,8 +11,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,10 @@ from bap.client import BapClient, order_in, order_of
 from bpp.catalog import example_config
 from flexmarket.runner import prepare_network
 from grid.money import pence_to_gbp_str
-from kernel import clock
-from kernel.config import get_settings
+from kernel import clock, db
+from kernel.config import environment, get_settings
 from kernel.embedded import free_port_range
+from ledger import db as ledger_db
 from ledger.demo import DemoOrder, settle_demo_orders
 
 GATE_CLOSURE = timedelta(hours=1)  # ../shared/reference/market/p415-settlement.md rule 2
@@ -45,10 +49,42 @@ def best_window(offers: list[dict[str, Any]], not_before: datetime) -> tuple[dat
     return datetime.fromisoformat(a), datetime.fromisoformat(b), kw
 
 
+@contextmanager
+def fresh_state(run_home: Path) -> Iterator[str]:
+    """One demo's own state: a new database on the server of DATABASE_URL (dropped afterwards), `run_home` as
+    FLEXMARKET_HOME (identities, keys, checkpoints, logs) and a Celery queue of its own, so a demo never sees
+    an earlier one's orders, metering or tasks. Yields the database URL."""
+    settings = get_settings()
+    server = settings.database_url
+    if not server:
+        raise RuntimeError("the demo needs DATABASE_URL (the CLI's ensure_services() sets it)")
+    url = db.create_database(server, "fm_demo")
+    values = {
+        "DATABASE_URL": url,
+        "FLEXMARKET_HOME": str(run_home),
+        "FLEXMARKET_CELERY_QUEUE": f"{settings.celery_queue}-demo-{uuid.uuid4().hex[:8]}",
+    }
+    db.dispose_engines()
+    try:
+        with environment(values):
+            yield url
+    finally:
+        db.drop_database(server, url)  # disposes this process's engines first
+
+
 def run_demo(console: Console, *, providers: int, target_kw: float, base_port: int | None, out: Path | None) -> int:
+    """One demo on fresh state of its own (`fresh_state`) under $FLEXMARKET_HOME/demo/<run>/; outputs go to
+    `out` (default: that folder)."""
+    run = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    run_home = (get_settings().home / "demo" / run).resolve()
+    out = (out or run_home).resolve()
+    with fresh_state(run_home):
+        return _run_demo(console, providers=providers, target_kw=target_kw, base_port=base_port, out=out)
+
+
+def _run_demo(console: Console, *, providers: int, target_kw: float, base_port: int | None, out: Path) -> int:
     settings = get_settings()
     home = settings.home.resolve()
-    out = (out or home / "demo").resolve()
     out.mkdir(parents=True, exist_ok=True)
     providers_file = home / "demo-providers.json"
     home.mkdir(parents=True, exist_ok=True)
@@ -99,16 +135,7 @@ def run_demo(console: Console, *, providers: int, target_kw: float, base_port: i
             ]:
                 progress.update(task, description=f"{action} × {len(choices)}")
                 for c in choices:
-                    bap.order(
-                        action,
-                        tx,
-                        c["bpp_id"],
-                        c["provider_id"],
-                        item_id=c["item_id"],
-                        power_kw=c["power_kw"],
-                        window_start=start,
-                        window_end=end,
-                    )
+                    bap.order_choice(action, tx, c, start, end)
                 for c in choices:
                     view = bap.wait(tx, order_in(c["provider_id"], *states), timeout=60)
                     o = order_of(view, c["provider_id"])
@@ -124,6 +151,7 @@ def run_demo(console: Console, *, providers: int, target_kw: float, base_port: i
         _print_decisions(console, platform["url"])
         _print_settlement(console, settlement)
         (out / "transaction.json").write_text(json.dumps(view, indent=2))
+        (out / "settlement.json").write_text(json.dumps(_summary(settlement), indent=2))
         console.print(f"outputs: {out}   logs: {net.manifest['logs']}")
         return 0 if settlement.verify_ok else 1
     finally:
@@ -151,6 +179,26 @@ def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
             )
         )
     return settle_demo_orders(None, orders, out / "statements", seed=7)
+
+
+def _summary(s: Any) -> dict[str, Any]:
+    """settlement.json: what the demo's ledger settled, and every order it holds (only this demo's)."""
+    with ledger_db.connection() as conn:
+        held = sorted(r[0] for r in conn.execute("SELECT order_id FROM ledger.orders"))
+    return {
+        "ledger_orders": held,
+        "verify_ok": s.verify_ok,
+        "providers": [
+            {
+                "provider_id": p.provider_id,
+                "contracted_kwh": p.contracted_kwh,
+                "delivered_kwh": p.delivered_kwh,
+                "net_pence": p.net_pence,
+                "statement_verified": p.statement_verified,
+            }
+            for p in s.providers
+        ],
+    }
 
 
 def _print(console: Console, view: dict, *, target_kw: float, wanted: float, start: datetime, end: datetime) -> None:

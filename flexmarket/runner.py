@@ -21,6 +21,7 @@ import httpx
 from beckn.errors import Role
 from beckn.identity import Identity, load_or_create_identity
 from bpp.catalog import example_config, parse_config
+from flexmarket import lifeline
 from kernel import clock, db
 from kernel.config import get_settings
 from kernel.db import session_scope
@@ -46,8 +47,15 @@ class Process:
         if self.health_url is None:  # a worker's readiness is read from its log: start a fresh one
             self.log_path.unlink(missing_ok=True)
         log = self.log_path.open("ab")
+        # A session of its own (a terminal's Ctrl-C reaches only the runner, which stops the services in order),
+        # and it dies with the runner even if the runner is SIGKILLed (flexmarket/lifeline.py).
         self.popen = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env={**self.env, lifeline.PARENT_PID_ENV: str(os.getpid())},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lifeline.preexec_for_this_thread(),  # only prctl and getppid run in the child
         )
         log.close()
 
@@ -145,12 +153,25 @@ def register(identity: Identity, cities: list[str]) -> None:
         )
 
 
-def _ledger_key_for(bap_id: str) -> str:
-    """A ledger API key (role bap) with which the BAP registers the orders it confirms."""
+def _ledger_keys(bap_id: str, provider_ids: list[str], supplier_id: str) -> dict[str, Any]:
+    """A ledger API key per role for the manifest: admin, finance, the BAP's (with which it registers the orders
+    it confirms), the host supplier's and one per provider (`providers`: provider id → key)."""
+
+    def make(c: Any) -> dict[str, Any]:
+        def key(role: str, participant: str | None = None) -> str:
+            return ledger_api_keys.create_api_key(c, role, participant, "flexmarket up")
+
+        return {
+            "admin": key("admin"),
+            "finance": key("finance"),
+            "bap": key("bap", bap_id),
+            "supplier": key("supplier", supplier_id),
+            "providers": {pid: key("provider", pid) for pid in provider_ids},
+        }
+
     with ledger_db.connection() as conn:
-        return ledger_db.in_transaction(
-            conn, lambda c: ledger_api_keys.create_api_key(c, "bap", bap_id, "flexmarket up")
-        )
+        keys: dict[str, Any] = ledger_db.in_transaction(conn, make)
+    return keys
 
 
 def prepare_network(
@@ -210,7 +231,9 @@ def prepare_network(
             }
         )
 
-    ledger_key = _ledger_key_for(bap.subscriber_id) if with_ledger else None
+    provider_ids = [pr.id for p in config for pr in p.providers]
+    ledger_keys = _ledger_keys(bap.subscriber_id, provider_ids, settings.default_supplier_id) if with_ledger else None
+    ledger_key = ledger_keys["bap"] if ledger_keys else None
     common = {
         **os.environ,
         "DATABASE_URL": os.environ["DATABASE_URL"],
@@ -284,7 +307,11 @@ def prepare_network(
                 "docs": f"{base['bap']}/docs",
             },
             "bpp": {"base_url": base["bpp"], "platforms": bpps, "providers_file": str(providers_file)},
-            **({"ledger": {"base_url": base["ledger"]}} if with_ledger else {}),
+            **(
+                {"ledger": {"base_url": base["ledger"], "api": f"{base['ledger']}/api/v1", "api_keys": ledger_keys}}
+                if with_ledger
+                else {}
+            ),
         },
         "logs": str(logs),
     }

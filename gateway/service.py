@@ -39,15 +39,16 @@ HANDLERS: dict[str, Handler] = {"search": accept_search, "on_search": accept_on_
 
 
 def fan_out(session: Session, row: Any) -> list[int]:
-    """One outbox row per SUBSCRIBED BPP serving the search's domain, city and country. The gateway
-    signs as the subscriber that received the message (row.receiver_id), so any worker can relay."""
+    """One outbox row per SUBSCRIBED BPP serving the search's domain, city and country — a national
+    search (country only, no city) reaches every BPP subscribed in the country. The gateway signs as
+    the subscriber that received the message (row.receiver_id), so any worker can relay."""
     ctx = json.loads(row.body)["context"]
-    loc = ctx.get("location", {})
+    loc = ctx.get("location") or {}
     bpps = subscribers_sync(
         type="BPP",
         domain=ctx.get("domain"),
-        city=loc.get("city", {}).get("code"),
-        country=loc.get("country", {}).get("code"),
+        city=(loc.get("city") or {}).get("code") or None,
+        country=(loc.get("country") or {}).get("code"),
     )
     if ctx.get("bpp_id"):  # a search addressed to one BPP goes only there
         bpps = [b for b in bpps if b["subscriber_id"] == ctx["bpp_id"]]

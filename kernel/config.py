@@ -6,6 +6,9 @@ directly; it asks for `get_settings()`.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,7 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+    # Only the documented names (the aliases, exactly as written) are read: not a field's own name, so the
+    # shell's HOME or LOG_LEVEL never becomes FLEXMARKET_HOME or FLEXMARKET_LOG_LEVEL.
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=False, case_sensitive=True)
 
     # Where PostgreSQL lives. Unset → an embedded server (pgserver) under FLEXMARKET_HOME.
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
@@ -61,6 +66,16 @@ class Settings(BaseSettings):
     # The beat sweep re-enqueues outbox/inbox rows overdue by this long (lost task, crashed worker).
     redeliver_after_s: float = Field(default=5.0, alias="FLEXMARKET_REDELIVER_AFTER_S")
     sweep_interval_s: float = Field(default=10.0, alias="FLEXMARKET_SWEEP_INTERVAL_S")
+    # How long a worker holds the outbox rows it is sending; a dead worker's rows are swept after it.
+    outbox_lease_s: float = Field(default=60.0, gt=0, alias="FLEXMARKET_OUTBOX_LEASE_S")
+
+    # Load limits. Beckn receivers: messages per second (and burst) one verified sender may send to one
+    # receiving subscriber before 429 + Retry-After (beckn/steps.py SenderRateLimit; ≤ 0 disables).
+    rate_limit_per_s: float = Field(default=100.0, alias="FLEXMARKET_RATE_LIMIT_PER_S")
+    rate_limit_burst: int = Field(default=200, ge=1, alias="FLEXMARKET_RATE_LIMIT_BURST")
+    # BAP client API: searches accepted whose fan-out has neither completed nor timed out (bap/backpressure.py);
+    # beyond it /api/v1/search answers 429 + Retry-After (≤ 0 disables).
+    bap_max_searches_in_flight: int = Field(default=64, alias="FLEXMARKET_BAP_MAX_SEARCHES_IN_FLIGHT")
 
     # The one clock (kernel/clock.py). Unset start → the wall clock. Set → a simulated clock that read
     # FLEXMARKET_CLOCK_START at the wall instant FLEXMARKET_CLOCK_ANCHOR (unset: this process's first read)
@@ -68,6 +83,8 @@ class Settings(BaseSettings):
     clock_start: AwareDatetime | None = Field(default=None, alias="FLEXMARKET_CLOCK_START")
     clock_speed: float = Field(default=1.0, gt=0, alias="FLEXMARKET_CLOCK_SPEED")
     clock_anchor: AwareDatetime | None = Field(default=None, alias="FLEXMARKET_CLOCK_ANCHOR")
+    # How far ahead of the market clock a search or order window may start (schemas/limits.py).
+    max_window_ahead_days: float = Field(default=90.0, gt=0, alias="FLEXMARKET_MAX_WINDOW_AHEAD_DAYS")
 
     @property
     def keys_dir(self) -> Path:
@@ -82,3 +99,21 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget cached settings (after changing the environment, e.g. in the CLI or tests)."""
     get_settings.cache_clear()
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set these environment variables (and reload the settings) for the block, then put back what was there
+    (a demo's fresh state, test networks)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    reset_settings()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_settings()

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import psycopg
 from sqlalchemy import Engine, create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from kernel.config import get_settings
@@ -111,6 +112,30 @@ def raw(session: Session) -> psycopg.Connection:
     conn = session.connection().connection.driver_connection
     assert isinstance(conn, psycopg.Connection)
     return conn
+
+
+# What a lost or unreachable database raises (a restart, a failover, pg_terminate_backend, an exhausted pool):
+# the request was not at fault and may be retried later. psycopg's OperationalError also covers
+# serialization failures and cancelled statements, for which "retry later" is the right answer too.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """`exc`, or an exception it was raised from, says the database is unavailable right now."""
+    chain: BaseException | None = exc
+    seen: set[int] = set()
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, UNAVAILABLE):
+            return True
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    return False
 
 
 @contextmanager

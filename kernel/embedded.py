@@ -28,7 +28,7 @@ _handles: list[Any] = []
 @dataclass(frozen=True)
 class ServiceUrls:
     database_url: str
-    redis_url: str
+    redis_url: str | None  # None: not asked for (a command that needs only PostgreSQL) and unset
     embedded_postgres: bool
     embedded_redis: bool
 
@@ -88,25 +88,33 @@ def start_embedded_redis(home: Path) -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-def ensure_services() -> ServiceUrls:
-    """Return usable DATABASE_URL and REDIS_URL, starting embedded servers for the unset ones."""
+def ensure_services(*, redis: bool = True) -> ServiceUrls:
+    """Return usable DATABASE_URL and REDIS_URL, starting embedded servers for the unset ones.
+
+    `redis=False` (commands that need only PostgreSQL: `db`, `registry`, `ledger`, `statement`): no Redis is
+    started, and REDIS_URL is left as it is."""
     settings = get_settings()
     db_url, redis_url = settings.database_url, settings.redis_url
     embedded_pg = embedded_redis = False
     if not db_url:
         db_url = start_embedded_postgres(settings.home)
         embedded_pg = True
-    if not redis_url:
+    if not redis_url and redis:
         redis_url = start_embedded_redis(settings.home)
         embedded_redis = True
     if embedded_pg or embedded_redis:
+        fields = {"postgres": db_url if embedded_pg else "external"}
+        if redis:
+            fields["redis"] = str(redis_url) if embedded_redis else "external"
         log.info(
-            "embedded services started (DATABASE_URL/REDIS_URL unset)",
-            postgres=db_url if embedded_pg else "external",
-            redis=redis_url if embedded_redis else "external",
+            "embedded services started (DATABASE_URL/REDIS_URL unset)"
+            if redis
+            else "embedded PostgreSQL started (DATABASE_URL unset)",
+            **fields,
             home=str(settings.home.resolve()),
         )
     os.environ["DATABASE_URL"] = db_url
-    os.environ["REDIS_URL"] = redis_url
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
     reset_settings()
     return ServiceUrls(db_url, redis_url, embedded_pg, embedded_redis)

@@ -44,5 +44,6 @@ Interfaces:
     cli.py              typer apps: ledger_app, metering_app, statement
     demo.py             settle_demo_orders(): the end of `flexmarket demo`
 Market time is kernel.clock.now() throughout; entries are stamped with the wall time they were written.
-Schema: migrations/versions/0002_ledger.py (schema `ledger`), 0005_run_clock.py (settlement_runs.clock).
+Schema: migrations/versions/0002_ledger.py (schema `ledger`), 0005_run_clock.py (settlement_runs.clock),
+0006_order_amendments.py (order_amendments).
 """

@@ -104,3 +104,67 @@ def balance_as_of(conn: psycopg.Connection, name: str, at: datetime) -> dict[str
         "pending_balance": int(row[1]),
         "entries": int(row[2]),
     }
+
+
+MAX_LIST_LIMIT = 1000
+
+
+def list_accounts(
+    conn: psycopg.Connection,
+    *,
+    role: str,
+    participant_id: str | None,
+    ledger: str | None = None,
+    owner_kind: str | None = None,
+    owner_id: str | None = None,
+    prefix: str | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """Accounts with their balances, by name, that this key may read (ledger/accounts.py `can_read`: admin
+    and finance all; a provider, BAP or supplier key only the accounts it owns), filtered; `after` pages."""
+    where: list[str] = []
+    args: dict[str, Any] = {}
+    if role not in ("admin", "finance"):
+        if participant_id is None:
+            return {"accounts": [], "next_after": None}
+        where.append("a.owner_id = %(me)s AND a.owner_kind IN (%(role)s, 'participant')")
+        args.update(me=participant_id, role=role)
+    for column, value in (("a.ledger", ledger), ("a.owner_kind", owner_kind), ("a.owner_id", owner_id)):
+        if value is not None:
+            where.append(f"{column} = %({column[2:]})s")
+            args[column[2:]] = value
+    if prefix:
+        where.append("starts_with(a.name, %(prefix)s)")
+        args["prefix"] = prefix
+    if after is not None:
+        where.append("a.name > %(after)s")
+        args["after"] = after
+    args["limit"] = max(1, min(limit, MAX_LIST_LIMIT))
+    rows = conn.execute(
+        "SELECT a.name, a.ledger, a.flags, a.max_net_debit, a.owner_kind, a.owner_id, b.debits_posted, "
+        "b.credits_posted, b.debits_pending, b.credits_pending FROM ledger.accounts a "
+        "JOIN ledger.balances b ON b.account = a.name"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY a.name LIMIT %(limit)s",
+        args,
+    ).fetchall()
+    accounts = [
+        {
+            "name": r[0],
+            "ledger": r[1],
+            "flags": r[2],
+            "max_net_debit": r[3],
+            "owner_kind": r[4],
+            "owner_id": r[5],
+            "debits_posted": r[6],
+            "credits_posted": r[7],
+            "debits_pending": r[8],
+            "credits_pending": r[9],
+            "balance": r[7] - r[6],
+            "pending_balance": r[9] - r[8],
+        }
+        for r in rows
+    ]
+    full = len(accounts) == args["limit"]
+    return {"accounts": accounts, "next_after": accounts[-1]["name"] if full else None}

@@ -5,8 +5,8 @@
     app.add_typer(metering_app, name="metering")    # flexmarket metering import FILE.csv
     app.command("statement")(statement)             # flexmarket statement --account … --from … --to …
 
-Every command first calls kernel.embedded.ensure_services() (DATABASE_URL, or the embedded
-PostgreSQL when it is unset) and migrates a database that has no ledger tables yet.
+Every command first calls kernel.embedded.ensure_services(redis=False) (DATABASE_URL, or the embedded
+PostgreSQL when it is unset; never Redis) and migrates a database that has no ledger tables yet.
 
 The commands import the ledger's database modules inside their bodies, each marked `# lazy:`: the
 `flexmarket` CLI mounts these apps, and `flexmarket --help` (or any other command) should not pay for
@@ -27,6 +27,7 @@ import typer
 from grid.money import QuantityError, decimal_to_units
 from kernel import clock
 from ledger.errors import LedgerError
+from schemas import limits
 
 if TYPE_CHECKING:
     import psycopg
@@ -47,7 +48,7 @@ def _services() -> None:
     from kernel.embedded import ensure_services
     from ledger.db import ensure_schema
 
-    ensure_services()
+    ensure_services(redis=False)  # the ledger's commands need PostgreSQL only
     ensure_schema()
 
 
@@ -141,11 +142,14 @@ def checkpoint(out: Annotated[Path | None, typer.Option(help="also write the sig
     """Sign the chain head now (idempotent per height) and print it."""
     _services()
     # lazy: see the module docstring
-    from ledger.checkpoints import create_checkpoint, default_publish_dir
+    from ledger.checkpoints import LedgerKeyError, create_checkpoint, default_publish_dir
     from ledger.db import connection
 
-    with connection() as conn, conn.transaction():
-        cp = create_checkpoint(conn, publish_dir=default_publish_dir())
+    try:
+        with connection() as conn, conn.transaction():
+            cp = create_checkpoint(conn, publish_dir=default_publish_dir())
+    except LedgerKeyError as exc:  # the key file is missing, or is not the key in force: refuse, naming it
+        _fail(f"refused: {exc.message}")
     if cp is None:
         _fail("the chain is empty: nothing to sign")
     text = json.dumps(cp, indent=2, sort_keys=True)
@@ -158,9 +162,39 @@ def checkpoint(out: Annotated[Path | None, typer.Option(help="also write the sig
 def public_key() -> None:
     """Print the ledger's Ed25519 public key (base64) for offline statement verification."""
     # lazy: see the module docstring
-    from ledger.checkpoints import ledger_keypair
+    from ledger.checkpoints import LedgerKeyError, existing_public_key_b64, ledger_keypair
 
-    typer.echo(ledger_keypair().signing_public_key_b64)
+    key = existing_public_key_b64()
+    if key is None:  # no key file: make one only for a ledger without checkpoints (asks the database)
+        _services()
+        try:
+            key = ledger_keypair().signing_public_key_b64
+        except LedgerKeyError as exc:
+            _fail(f"refused: {exc.message}")
+    typer.echo(key)
+
+
+@ledger_app.command("rotate-key")
+def rotate_key() -> None:
+    """Rotate the ledger's signing key: the key in force signs a hand-over checkpoint naming the new key, which
+    signs every later checkpoint; `ledger verify` and offline statement checks follow the hand-overs."""
+    _services()
+    # lazy: see the module docstring
+    from ledger.checkpoints import LedgerKeyError, default_publish_dir
+    from ledger.checkpoints import rotate_key as rotate
+    from ledger.db import connection
+
+    try:
+        with connection() as conn:
+            result = rotate(conn, publish_dir=default_publish_dir())
+    except LedgerKeyError as exc:
+        _fail(f"refused: {exc.message}")
+    cp = result["handover"]
+    typer.echo(
+        f"rotated: key {result['old_key_id']} handed over to {result['new_key_id']}"
+        + (f" at height {cp['message']['height']}" if cp else " (no checkpoint yet: nothing to hand over)")
+    )
+    typer.echo(f"new public key: {result['new_public_key_b64']}")
 
 
 @ledger_app.command("head")
@@ -274,6 +308,35 @@ def apikey_revoke(key_id: str) -> None:
     typer.echo(f"revoked {key_id}")
 
 
+def _metering_row(row: dict[str | Any, str | Any], now: datetime) -> tuple[str, str | None, datetime, int]:
+    """meter_id, provider_id, period start and Wh of one CSV row, within schemas/limits.py (ValueError
+    naming the column otherwise)."""
+    if None in row:  # csv.DictReader's key for the fields beyond the header
+        raise ValueError("more columns than the header names")
+    meter = (row["meter_id"] or "").strip().removeprefix("der://")
+    owner = (row.get("provider_id") or "").strip() or None
+    for column, value in (("meter_id", meter), ("provider_id", owner or "x")):
+        limits.check_text(value, column, one_line=True)
+        if not 0 < len(value) <= limits.MAX_NAME_CHARS:
+            raise ValueError(f"{column}: must be 1-{limits.MAX_NAME_CHARS} characters")
+    try:
+        t = datetime.fromisoformat((row["period_start_utc"] or "").strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"period_start_utc: {exc}") from exc
+    if t.tzinfo is None:
+        raise ValueError("period_start_utc needs a time zone")
+    t = t.astimezone(UTC)
+    reason = limits.check_historical(t, now, "period_start_utc")
+    if reason:
+        raise ValueError(reason)
+    text = (row["energy_kwh"] or "").strip()
+    limits.check_text(text, "energy_kwh", one_line=True)
+    wh = decimal_to_units(text, 3, "energy_kwh")
+    if abs(wh) > limits.MAX_ENERGY_KWH_PER_PERIOD * 1000:
+        raise ValueError(f"energy_kwh: {text} is beyond {limits.MAX_ENERGY_KWH_PER_PERIOD:g} kWh per half-hour")
+    return meter, owner, t, wh
+
+
 @metering_app.command("import")
 def metering_import(
     file: Annotated[
@@ -293,28 +356,27 @@ def metering_import(
     by_meter: dict[str, list[Reading]] = defaultdict(list)
     owners: dict[str, str | None] = {}
     problems: list[str] = []
-    with file.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"meter_id", "period_start_utc", "energy_kwh"} - set(reader.fieldnames or ())
-        if missing:
-            _fail(f"refused: {file.name} lacks column(s) {', '.join(sorted(missing))}")
-        for n, row in enumerate(reader, start=2):
-            try:
-                t = datetime.fromisoformat((row["period_start_utc"] or "").strip().replace("Z", "+00:00"))
-                if t.tzinfo is None:
-                    raise ValueError("period_start_utc needs a time zone")
-                wh = decimal_to_units((row["energy_kwh"] or "").strip(), 3, "energy_kwh")
-            except (ValueError, QuantityError) as exc:
-                problems.append(f"line {n}: {exc}")
-                continue
-            meter = (row["meter_id"] or "").strip().removeprefix("der://")
-            by_meter[meter].append(Reading(t.astimezone(UTC), wh))
-            owners[meter] = (row.get("provider_id") or "").strip() or provider
+    now = clock.now()
+    try:
+        with file.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"meter_id", "period_start_utc", "energy_kwh"} - set(reader.fieldnames or ())
+            if missing:
+                _fail(f"refused: {file.name} lacks column(s) {', '.join(sorted(missing))}")
+            for n, row in enumerate(reader, start=2):
+                try:
+                    meter, owner, t, wh = _metering_row(row, now)
+                except (ValueError, QuantityError) as exc:
+                    problems.append(f"line {n}: {exc}")
+                    continue
+                by_meter[meter].append(Reading(t, wh))
+                owners[meter] = owner or provider
+    except (csv.Error, UnicodeDecodeError) as exc:  # a field over csv's size limit, bytes that are not UTF-8
+        _fail(f"refused: {file.name} is not a readable CSV file: {exc}")
     if problems:
         _fail(f"refused: {len(problems)} malformed line(s): " + "; ".join(problems[:10]))
     if not by_meter:
         _fail("refused: no readings in the file")
-    now = clock.now()
 
     def load(conn: psycopg.Connection) -> list[dict[str, Any]]:
         return [

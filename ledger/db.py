@@ -93,7 +93,7 @@ def in_transaction(conn: psycopg.Connection, fn: Callable[[psycopg.Connection], 
 
 def ensure_schema(url: str | None = None) -> None:
     """Migrate to head when the ledger tables are missing (a fresh embedded database)."""
-    with connection(url) as conn:
-        present = conn.execute("SELECT to_regclass('ledger.links')").fetchone()
-    if present is None or present[0] is None:
+    with connection(url) as conn:  # the first ledger table and the newest
+        present = conn.execute("SELECT to_regclass('ledger.links'), to_regclass('ledger.key_handovers')").fetchone()
+    if present is None or None in present:
         db.upgrade(url)

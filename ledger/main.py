@@ -1,7 +1,8 @@
 """The ledger's own HTTP service: `create_app()` → FastAPI app serving ledger/api/ (`ledger.api.router`).
 
 Run it with `uvicorn --factory ledger.main:create_app` (DATABASE_URL set; keys under
-$FLEXMARKET_HOME/keys/ledger.json, generated on first start).
+$FLEXMARKET_HOME/keys/ledger.json, generated on first start of a ledger without checkpoints; with checkpoints
+and no key file the service refuses to start, naming the file; `flexmarket ledger rotate-key` rotates it).
 
 Example payloads (amounts in the units their names carry):
 
@@ -43,19 +44,22 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from beckn.webapp import add_ops_routes
+from beckn.webapp import add_body_guard, add_ops_routes, add_unavailable_handlers
 from kernel.logging import configure_logging
-from ledger.api import close_runtimes, router
+from ledger.api import close_runtimes, get_runtime, router
 
 
 def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        get_runtime()  # start-up refuses here if the signing key is missing where checkpoints exist
         yield
         close_runtimes()
 
     configure_logging("ledger")
     app = FastAPI(title="flexmarket ledger", version="1", lifespan=lifespan)
     add_ops_routes(app, "ledger")
+    add_unavailable_handlers(app)
     app.include_router(router)
+    add_body_guard(app, "/api/")  # 413 over 1 MiB, deep JSON and NUL refused before parsing (schemas/limits.py)
     return app

@@ -15,6 +15,7 @@ from grid.money import MAX_SAFE_INTEGER
 from grid.periods import PERIOD, is_period_aligned
 from ledger.db import CLOCK_SKEW, iso
 from ledger.errors import LedgerError, forbidden
+from schemas import limits
 
 MAX_READINGS_PER_REQUEST = 20_000
 
@@ -61,6 +62,8 @@ def ingest_metering(
             continue
         if not is_period_aligned(r.period_start):
             problems.append(f"{label}: not the start of a half-hour period")
+        if r.period_start < limits.EARLIEST_HISTORY:  # e.g. `period_start: 0` (1970): schemas/limits.py
+            problems.append(f"{label}: period_start is before {limits.EARLIEST_HISTORY.date().isoformat()}")
         if r.period_start + PERIOD > now + CLOCK_SKEW:
             problems.append(f"{label}: the period has not ended yet")
         if type(r.energy_wh) is not int or r.energy_wh < 0:

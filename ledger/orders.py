@@ -8,6 +8,7 @@ pure ledger/settlement.py; meters are claimed through ledger/metering.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from grid.periods import is_period_aligned
 from ledger import accounts as acct
 from ledger.accounts_db import ensure_accounts
 from ledger.db import CLOCK_SKEW, iso, us
-from ledger.errors import LedgerError, not_found
+from ledger.errors import LedgerError, forbidden, not_found
 from ledger.metering import claim_meter
 from ledger.policies import get_policy
 from ledger.settlement import OrderTerms, declared_periods, max_exposure_pence, reserve_transfer_id
@@ -186,13 +187,17 @@ def cancel_order(conn: psycopg.Connection, order_id: str, now: datetime, reason:
     ).fetchone()
     if row is not None:
         return {"status": "exists", "order_id": order_id, "cancelled_at": iso(row[0])}
-    if now >= terms.window_start:
+    if now >= terms_as_of(conn, terms).window_start:
         raise LedgerError("window_started", "an order can only be cancelled before its window opens", status=409)
     conn.execute(
         "INSERT INTO ledger.order_cancellations (order_id, cancelled_at, reason) VALUES (%s, %s, %s)",
         (order_id, now, reason[:500]),
     )
-    pending = conn.execute("SELECT 1 FROM ledger.entries WHERE id = %s", (reserve_transfer_id(order_id),)).fetchone()
+    reserve_id = current_reserve_id(conn, order_id)  # the latest amendment's reserve, if it was amended
+    pending = conn.execute(
+        _UNRESOLVED_PENDING_SQL,
+        (reserve_id, reserve_id),
+    ).fetchone()
     if pending is not None:
         append_one(
             conn,
@@ -200,7 +205,7 @@ def cancel_order(conn: psycopg.Connection, order_id: str, now: datetime, reason:
                 TransferSpec(
                     f"order:{order_id}:cancel",
                     "void",
-                    pending_id=reserve_transfer_id(order_id),
+                    pending_id=reserve_id,
                     memo=f"order {order_id} cancelled",
                 )
             ],
@@ -209,8 +214,168 @@ def cancel_order(conn: psycopg.Connection, order_id: str, now: datetime, reason:
     return {"status": "cancelled", "order_id": order_id, "cancelled_at": iso(now)}
 
 
+_UNRESOLVED_PENDING_SQL = (
+    "SELECT 1 FROM ledger.entries WHERE id = %s AND kind = 'pending' AND NOT EXISTS "
+    "(SELECT 1 FROM ledger.entries r WHERE r.pending_id = %s AND r.kind IN ('post', 'void', 'expire'))"
+)
+
+
+# -- amendments (an accepted Beckn update: contracted kW and window) --------------------------------
+def _amendments(conn: psycopg.Connection, order_id: str, as_of: datetime | None = None) -> list[tuple[Any, ...]]:
+    """(seq, reference, window_start, window_end, contracted_w, amended_at, recorded_at, reserve_id), by seq."""
+    rows = conn.execute(
+        "SELECT seq, reference, window_start, window_end, contracted_w, amended_at, recorded_at, reserve_id "
+        "FROM ledger.order_amendments WHERE order_id = %s AND (%s::timestamptz IS NULL OR recorded_at <= %s) "
+        "ORDER BY seq",
+        (order_id, as_of, as_of),
+    ).fetchall()
+    return list(rows)
+
+
+def amended(terms: OrderTerms, amendment: Sequence[Any] | None) -> OrderTerms:
+    """The order's terms under one amendment: its window and kW, and its gate closure (amended_at)."""
+    if amendment is None:
+        return terms
+    return replace(
+        terms,
+        window_start=amendment[2].astimezone(UTC),
+        window_end=amendment[3].astimezone(UTC),
+        contracted_w=amendment[4],
+        confirmed_at=amendment[5].astimezone(UTC),
+    )
+
+
+def terms_as_of(conn: psycopg.Connection, terms: OrderTerms, as_of: datetime | None = None) -> OrderTerms:
+    """The order's terms as the ledger knew them at `as_of` (default: now): the latest amendment
+    recorded at or before it, else the registered terms."""
+    rows = _amendments(conn, terms.order_id, as_of)
+    return amended(terms, rows[-1] if rows else None)
+
+
+def current_reserve_id(conn: psycopg.Connection, order_id: str, as_of: datetime | None = None) -> str:
+    """The pending transfer that holds the order's escrow as of `as_of`: the latest amendment's reserve."""
+    for row in reversed(_amendments(conn, order_id, as_of)):
+        if row[7]:
+            return str(row[7])
+    return reserve_transfer_id(order_id)
+
+
+def amend_order(
+    conn: psycopg.Connection,
+    order_id: str,
+    *,
+    window_start: datetime,
+    window_end: datetime,
+    contracted_w: int,
+    amended_at: datetime,
+    reference: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Amend a registered order before its window opens (append-only; idempotent by `reference`): the
+    new terms apply from now, and the escrow follows them — the current reserve is voided and a new
+    pending transfer reserves the amended maximum value."""
+    base, _ = load_order(conn, order_id)
+    if not reference or len(reference) > 200:
+        raise LedgerError("reference_invalid", "reference is required (at most 200 characters)")
+    done = conn.execute(
+        "SELECT seq FROM ledger.order_amendments WHERE order_id = %s AND reference = %s", (order_id, reference)
+    ).fetchone()
+    if done is not None:
+        return {"status": "exists", **amendment_summary(conn, order_id)}
+    if conn.execute("SELECT 1 FROM ledger.order_cancellations WHERE order_id = %s", (order_id,)).fetchone():
+        raise LedgerError("order_cancelled", f"order {order_id} is cancelled; it cannot be amended", status=409)
+    current = terms_as_of(conn, base)
+    if now >= current.window_start:
+        raise LedgerError("window_started", "an order can only be amended before its window opens", status=409)
+    if conn.execute("SELECT 1 FROM ledger.settlement_runs WHERE order_id = %s", (order_id,)).fetchone():
+        raise LedgerError("order_settled", f"order {order_id} has settlement runs; it cannot be amended", status=409)
+    if amended_at > now + CLOCK_SKEW:
+        raise LedgerError("amended_in_future", "amended_at is later than the ledger's clock")
+    seq = len(_amendments(conn, order_id)) + 1
+    new = replace(
+        current,
+        window_start=window_start,
+        window_end=window_end,
+        contracted_w=contracted_w,
+        confirmed_at=max(amended_at, base.confirmed_at),
+    )
+    validate_order(new)
+    policy = get_policy(conn, new.policy_version)
+    accepted, rejected = declared_periods(new.window_start, new.window_end, new.confirmed_at, policy)
+    if not accepted:
+        raise LedgerError(
+            "after_gate_closure",
+            "the amendment comes after gate closure for every period of its window; nothing to settle",
+            rejected=[{"period": p.label(), "reason": why} for p, why in rejected],
+        )
+    reserve = max_exposure_pence(new, policy)
+    old_id = current_reserve_id(conn, order_id)
+    new_id = f"{reserve_transfer_id(order_id)}:a{seq}" if reserve > 0 else None
+    pending = conn.execute(
+        _UNRESOLVED_PENDING_SQL,
+        (old_id, old_id),
+    ).fetchone()
+    if pending is not None:
+        append_one(
+            conn,
+            [TransferSpec(f"{old_id}:void", "void", pending_id=old_id, memo=f"order {order_id} amended ({seq})")],
+            rule_now_us=us(now),
+        )
+    if new_id is not None:
+        timeout = new.window_end + timedelta(hours=policy.escrow_timeout_hours)
+        append_one(
+            conn,
+            [
+                TransferSpec(
+                    new_id,
+                    "pending",
+                    acct.GBP,
+                    acct.bap_cash(new.bap_id),
+                    acct.escrow(order_id),
+                    reserve,
+                    timeout_us=us(timeout),
+                    memo=f"reserve for order {order_id} (amendment {seq})",
+                )
+            ],
+            rule_now_us=us(now),
+        )
+    conn.execute(
+        "INSERT INTO ledger.order_amendments (order_id, seq, reference, window_start, window_end, contracted_w, "
+        "amended_at, recorded_at, reserve_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (order_id, seq, reference, new.window_start, new.window_end, new.contracted_w, new.confirmed_at, now, new_id),
+    )
+    return {
+        "status": "amended",
+        "declared_periods": [p.label() for p in accepted],
+        "rejected_periods": [{"period": p.label(), "reason": why} for p, why in rejected],
+        "reserve_pence": reserve,
+        **amendment_summary(conn, order_id),
+    }
+
+
+def amendment_summary(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "amendments": [
+            {
+                "seq": r[0],
+                "reference": r[1],
+                "window_start": iso(r[2]),
+                "window_end": iso(r[3]),
+                "contracted_w": r[4],
+                "amended_at": iso(r[5]),
+                "recorded_at": iso(r[6]),
+                "reserve_id": r[7],
+            }
+            for r in _amendments(conn, order_id)
+        ],
+    }
+
+
 def order_summary(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
-    terms, transaction_id = load_order(conn, order_id)
+    """The order's current terms (the latest amendment applied), its amendments and settlement runs."""
+    registered, transaction_id = load_order(conn, order_id)
+    terms = terms_as_of(conn, registered)
     runs = conn.execute(
         "SELECT run, as_of, lines, inputs_sha256 FROM ledger.settlement_runs WHERE order_id = %s ORDER BY seq",
         (order_id,),
@@ -220,9 +385,85 @@ def order_summary(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
     ).fetchone()
     return {
         **terms.to_json(),
+        "confirmed_at": registered.to_json()["confirmed_at"],
+        **amendment_summary(conn, order_id),
         "transaction_id": transaction_id,
         "cancelled_at": None if cancelled is None else iso(cancelled[0]),
         "runs": [
             {"run": r[0], "as_of": iso(r[1]), "lines_pence": r[2], "inputs_sha256": bytes(r[3]).hex()} for r in runs
         ],
     }
+
+
+MAX_LIST_LIMIT = 1000
+
+
+def list_orders(
+    conn: psycopg.Connection,
+    *,
+    role: str,
+    participant_id: str | None,
+    provider_id: str | None = None,
+    bap_id: str | None = None,
+    meter_id: str | None = None,
+    transaction_id: str | None = None,
+    window_from: datetime | None = None,
+    window_to: datetime | None = None,
+    cancelled: bool | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """Orders by id that this key may read (admin and finance all; a provider its own, a BAP the ones it
+    registered; see `require_order_reader`), filtered; a window filter keeps orders overlapping [from, to);
+    `after` pages."""
+    where: list[str] = []
+    args: dict[str, Any] = {}
+    if role not in ("admin", "finance"):
+        column = {"provider": "o.provider_id", "bap": "o.bap_id"}.get(role)
+        if column is None or participant_id is None:
+            raise forbidden("orders are read by finance, their BAP and their provider")
+        where.append(f"{column} = %(me)s")
+        args["me"] = participant_id
+    for column, value in (
+        ("provider_id", provider_id),
+        ("bap_id", bap_id),
+        ("meter_id", meter_id.removeprefix("der://") if meter_id else None),
+        ("transaction_id", transaction_id),
+    ):
+        if value is not None:
+            where.append(f"o.{column} = %({column})s")
+            args[column] = value
+    if window_from is not None:
+        where.append("o.window_end > %(window_from)s")
+        args["window_from"] = window_from
+    if window_to is not None:
+        where.append("o.window_start < %(window_to)s")
+        args["window_to"] = window_to
+    if cancelled is not None:
+        where.append(
+            ("" if cancelled else "NOT ") + "EXISTS (SELECT 1 FROM ledger.order_cancellations c "
+            "WHERE c.order_id = o.order_id)"
+        )
+    if after is not None:
+        where.append("o.order_id > %(after)s")
+        args["after"] = after
+    args["limit"] = max(1, min(limit, MAX_LIST_LIMIT))
+    columns = ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(","))
+    rows = conn.execute(
+        f"SELECT {columns}, o.transaction_id, o.registered_at, c.cancelled_at FROM ledger.orders o "
+        "LEFT JOIN ledger.order_cancellations c ON c.order_id = o.order_id"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY o.order_id LIMIT %(limit)s",
+        args,
+    ).fetchall()
+    found = [
+        {
+            **order_from_row(r).to_json(),
+            "transaction_id": r[14],
+            "registered_at": iso(r[15]),
+            "cancelled_at": None if r[16] is None else iso(r[16]),
+        }
+        for r in rows
+    ]
+    full = len(found) == args["limit"]
+    return {"orders": found, "next_after": found[-1]["order_id"] if full else None}

@@ -88,6 +88,118 @@ def verify_checkpoint(doc: dict[str, Any], public_key_b64: str) -> tuple[bool, s
     return True, "ok"
 
 
+# --- key rotation ------------------------------------------------------------------------------------
+# A key hand-over (`flexmarket ledger rotate-key`) is a checkpoint message of the chain head at height H
+# that also names the key in force and the key that signs every checkpoint above H:
+#     {…checkpoint fields…, "public_key": old b64, "next_key_id": uuid, "next_public_key": new b64}
+# signed by the old key and countersigned by the new one (`next_key_signature_b64`), so either key vouches
+# for the other: a verifier holding any one of the ledger's keys can follow the hand-overs to all of them.
+# A checkpoint is valid when it is signed by the key in force at its height: the first key up to and
+# including the first hand-over's height, then each hand-over's next key above its height.
+
+
+def handover_message(
+    base: dict[str, Any], *, public_key_b64: str, next_key_id: str, next_public_key_b64: str
+) -> dict[str, Any]:
+    return {**base, "public_key": public_key_b64, "next_key_id": next_key_id, "next_public_key": next_public_key_b64}
+
+
+def sign_handover(old: Ed25519PrivateKey, new: Ed25519PrivateKey, message: dict[str, Any]) -> dict[str, Any]:
+    doc = sign_checkpoint(old, message)
+    doc["next_key_signature_b64"] = base64.b64encode(new.sign(canonical_json(message))).decode()
+    return doc
+
+
+def verify_handover(doc: dict[str, Any]) -> tuple[bool, str]:
+    """Signed by the key it hands over from, countersigned by the key it hands over to."""
+    try:
+        message = doc["message"]
+        ok, why = verify_checkpoint(doc, message["public_key"])
+        if not ok:
+            return False, f"not signed by the key it hands over from: {why}"
+        _public_key(message["next_public_key"]).verify(
+            base64.b64decode(doc["next_key_signature_b64"], validate=True), canonical_json(message)
+        )
+    except InvalidSignature:
+        return False, "not countersigned by the key it hands over to"
+    except (KeyError, TypeError, ValueError) as exc:
+        return False, f"malformed hand-over: {exc}"
+    return True, "ok"
+
+
+def _short(key: str | None) -> str:
+    return "none" if key is None else f"{key[:12]}…"
+
+
+def key_eras(handovers: Sequence[dict[str, Any]]) -> tuple[list[tuple[int, str]], list[str]]:
+    """[(h, key)]: `key` is in force above height h (the first from 0), by the valid hand-overs that follow
+    one another; and the problems with the others."""
+    eras: list[tuple[int, str]] = []
+    problems: list[str] = []
+    for doc in sorted(handovers, key=lambda d: int((d.get("message") or {}).get("height", 0))):
+        height = (doc.get("message") or {}).get("height")
+        ok, why = verify_handover(doc)
+        if not ok:
+            problems.append(f"key hand-over at height {height}: {why}")
+            continue
+        message = doc["message"]
+        if eras and message["public_key"] != eras[-1][1]:
+            problems.append(
+                f"key hand-over at height {height}: from key {_short(message['public_key'])}, which is not the key "
+                f"in force ({_short(eras[-1][1])})"
+            )
+            continue
+        if not eras:
+            eras.append((0, str(message["public_key"])))
+        eras.append((int(message["height"]), str(message["next_public_key"])))
+    return eras, problems
+
+
+def key_at(eras: Sequence[tuple[int, str]], height: int) -> str:
+    return [key for after, key in eras if after < height][-1]
+
+
+def verify_checkpoint_chain(
+    docs: Sequence[dict[str, Any]], handovers: Sequence[dict[str, Any]], trusted_key_b64: str | None
+) -> list[str]:
+    """`ledger verify`: every checkpoint (`public_key_b64` = the key stored with it) is signed by the key in
+    force at its height — the first key, then the hand-overs' — and the trusted key, if given, is one of them."""
+    eras, problems = key_eras(handovers)
+    if not eras and docs:
+        eras = [(0, str(docs[0].get("public_key_b64")))]
+    for doc in docs:
+        height = int((doc.get("message") or {}).get("height", 0))
+        key, stored = key_at(eras, height), doc.get("public_key_b64")
+        if stored != key:
+            problems.append(
+                f"checkpoint at height {height}: signed by key {_short(stored)}, which no hand-over put in force "
+                f"(the key in force at this height is {_short(key)})"
+            )
+            continue
+        ok, why = verify_checkpoint(doc, key)
+        if not ok:
+            problems.append(f"checkpoint at height {height}: {why}")
+    keys = [key for _, key in eras]
+    if trusted_key_b64 is not None and keys and trusted_key_b64 not in keys:
+        problems.append(
+            f"checkpoints: the given public key {_short(trusted_key_b64)} was never the ledger's key (keys in force: "
+            + ", ".join(_short(k) for k in keys)
+            + ")"
+        )
+    return problems
+
+
+def key_in_force_for(handovers: Sequence[dict[str, Any]], trusted_key_b64: str, height: int) -> tuple[str | None, str]:
+    """Offline: the key in force at `height` by a statement's hand-overs, if they are all valid, follow one
+    another and include the trusted key (otherwise None and why)."""
+    eras, problems = key_eras(handovers)
+    if problems:
+        return None, problems[0]
+    if trusted_key_b64 not in {key for _, key in eras}:
+        return None, "the given public key is none of the ledger's keys named by the statement's key hand-overs"
+    return key_at(eras, height), "ok"
+
+
 def entry_proof(
     batch_leaf_hashes: Sequence[bytes], leaf_index: int, height: int, prev_hash: bytes, link_levels: list[list[bytes]]
 ) -> dict[str, Any]:
@@ -151,7 +263,17 @@ def verify_statement(doc: dict[str, Any], public_key_b64: str) -> StatementCheck
     if doc.get("format") != STATEMENT_FORMAT:
         return StatementCheck(False, 0, [f"not a {STATEMENT_FORMAT} document"])
     checkpoint = doc.get("checkpoint") or {}
-    ok, why = verify_checkpoint(checkpoint, public_key_b64)
+    key = public_key_b64
+    if doc.get("key_handovers"):  # the ledger's key was rotated: the key in force at the checkpoint's height
+        try:
+            height = int(checkpoint["message"]["height"])
+        except (KeyError, TypeError, ValueError):
+            return StatementCheck(False, 0, ["malformed checkpoint: no height"])
+        in_force, why = key_in_force_for(doc["key_handovers"], public_key_b64, height)
+        if in_force is None:
+            return StatementCheck(False, 0, [why])
+        key = in_force
+    ok, why = verify_checkpoint(checkpoint, key)
     if not ok:
         return StatementCheck(False, 0, [why])
     message = checkpoint["message"]

@@ -23,7 +23,7 @@ from ledger import accounts as acct
 from ledger.accounts_db import ensure_accounts
 from ledger.db import connection, in_transaction, iso, us
 from ledger.errors import not_found
-from ledger.orders import ORDER_COLUMNS, load_order, order_from_row
+from ledger.orders import ORDER_COLUMNS, current_reserve_id, load_order, order_from_row, terms_as_of
 from ledger.policies import get_policy
 from ledger.settlement import (
     RUNS,
@@ -34,7 +34,6 @@ from ledger.settlement import (
     declared_periods,
     inputs_digest,
     next_run,
-    reserve_transfer_id,
     run_due_at,
     run_transfers,
     settle,
@@ -46,8 +45,10 @@ from ledger.transfers import TransferSpec
 def load_inputs(
     conn: psycopg.Connection, order_id: str, as_of: datetime
 ) -> tuple[OrderTerms, Policy, SettlementInputs, bool]:
-    """Everything settle() needs, exactly as the ledger knew it at `as_of` (rule 12)."""
-    terms, _ = load_order(conn, order_id)
+    """Everything settle() needs, exactly as the ledger knew it at `as_of` (rule 12) — the order's terms
+    too: the latest amendment recorded by then (ledger/orders.py terms_as_of)."""
+    registered, _ = load_order(conn, order_id)
+    terms = terms_as_of(conn, registered, as_of)
     policy = get_policy(conn, terms.policy_version)
     lookback = timedelta(days=policy.baseline.lookback_days + 2)
     lo = terms.window_start - lookback
@@ -68,7 +69,7 @@ def load_inputs(
         "WHERE c.order_id = o.order_id AND c.cancelled_at <= %s)",
         (terms.meter_id, lo, hi, as_of, as_of),
     ):
-        other = order_from_row(r)
+        other = terms_as_of(conn, order_from_row(r), as_of)
         other_policy = policy if other.policy_version == policy.version else get_policy(conn, other.policy_version)
         accepted, _ = declared_periods(other.window_start, other.window_end, other.confirmed_at, other_policy)
         event_days.update(p.settlement_date for p in accepted)
@@ -110,8 +111,9 @@ class RunOutcome:
         }
 
 
-def _escrow_state(conn: psycopg.Connection, order_id: str, as_of_us: int) -> EscrowState | None:
-    pid = reserve_transfer_id(order_id)
+def _escrow_state(conn: psycopg.Connection, order_id: str, as_of: datetime) -> EscrowState | None:
+    pid = current_reserve_id(conn, order_id, as_of)  # an amended order's escrow is its latest reserve
+    as_of_us = us(as_of)
     row = conn.execute(
         "SELECT amount, timeout_us FROM ledger.entries WHERE id = %s AND kind = 'pending'", (pid,)
     ).fetchone()
@@ -148,7 +150,7 @@ def run_settlement(conn: psycopg.Connection, order_id: str, as_of: datetime, *, 
     result = settle(inputs, policy)
     previous = {k: int(v) for k, v in done[-1][1].items()} if done else None
     as_of_us = us(as_of)
-    escrow = _escrow_state(conn, order_id, as_of_us) if previous is None else None
+    escrow = _escrow_state(conn, order_id, as_of) if previous is None else None
     planned = run_transfers(terms, run, result.lines, previous=previous, policy=policy, escrow=escrow)
     conn.execute(
         "INSERT INTO ledger.settlement_runs (order_id, run, seq, as_of, policy_version, inputs_sha256, lines, result, "

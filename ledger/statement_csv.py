@@ -2,8 +2,9 @@
 
 Rows, under the STATEMENT_CSV_COLUMNS header: a `clock` row (the clock the statement was made under,
 as JSON in `memo`; absent from statements made before it was recorded), an `opening` row, one `entry`
-row per entry (with its canonical bytes and proof as JSON), a `closing` row and a `checkpoint` row
-(JSON). `statement_from_csv` rebuilds the JSON document so that the CSV verifies offline too
+row per entry (with its canonical bytes and proof as JSON), a `closing` row, a `checkpoint` row
+(JSON) and a `key_handover` row (JSON) per rotation of the ledger's key, if any.
+`statement_from_csv` rebuilds the JSON document so that the CSV verifies offline too
 (ledger/proofs.py `verify_statement`).
 """
 
@@ -101,6 +102,8 @@ def statement_csv(doc: dict[str, Any]) -> str:
             json.dumps(doc["checkpoint"], separators=(",", ":"), sort_keys=True),
         ]
     )
+    for h in doc.get("key_handovers") or []:  # the ledger's key rotations (ledger/proofs.py)
+        w.writerow(["key_handover", "", h["message"]["time_us"], *[""] * 10, _json(h)])
     return buf.getvalue()
 
 
@@ -148,6 +151,9 @@ def statement_from_csv(text: str) -> dict[str, Any]:
     }
     if made_under is not None:
         doc["clock"] = json.loads(made_under["memo"])
+    handovers = [json.loads(r["proof"]) for r in rows if r["record"] == "key_handover"]
+    if handovers:
+        doc["key_handovers"] = handovers
     return doc
 
 

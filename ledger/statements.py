@@ -17,7 +17,7 @@ from beckn.keys import KeyPair
 from kernel import clock
 from ledger import accounts as acct
 from ledger.accounts_db import account_info
-from ledger.checkpoints import create_checkpoint, entry_proofs, get_checkpoint
+from ledger.checkpoints import create_checkpoint, entry_proofs, get_checkpoint, key_handovers
 from ledger.db import from_us, iso, us
 from ledger.errors import LedgerError
 from ledger.proofs import STATEMENT_FORMAT, posted_delta
@@ -86,6 +86,8 @@ def statement(
         "checkpoint": cp,
         "generated_at": iso(market_clock.now()),
         "clock": market_clock.describe(),
+        # the ledger's key rotations, so any of its keys verifies the checkpoint offline (ledger/proofs.py)
+        **({"key_handovers": handovers} if (handovers := key_handovers(conn)) else {}),
     }
 
 

@@ -5,8 +5,6 @@ invariant — on one consistent snapshot, split by height across worker processe
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import threading
 import time
@@ -20,7 +18,8 @@ from typing import Any
 import psycopg
 
 from ledger.chain import CheckpointRef, EntryRoots, VerifyResult, describe_mismatch, entry_roots, verify_links
-from ledger.proofs import verify_checkpoint as verify_checkpoint_doc
+from ledger.checkpoints import checkpoint_doc, key_handovers
+from ledger.proofs import verify_checkpoint_chain
 from ledger.tokens import provider_tokens
 
 
@@ -149,21 +148,15 @@ def verify_ledger(
             assert exported is not None
             snapshot: str = exported[0]
             cps: dict[int, CheckpointRef] = {}
+            docs = []
             for height, head, root, count, message, signature, stored_key in conn.execute(
                 "SELECT height, head_hash, links_root, entry_count, message, signature, public_key "
                 "FROM ledger.checkpoints ORDER BY height"
             ):
-                key = public_key_b64 or stored_key
-                doc = {
-                    "message": json.loads(bytes(message)),
-                    "signed_bytes_b64": base64.b64encode(bytes(message)).decode(),
-                    "signature_b64": base64.b64encode(bytes(signature)).decode(),
-                }
-                ok, why = verify_checkpoint_doc(doc, key)
+                doc = checkpoint_doc(bytes(message), bytes(signature), stored_key)
+                docs.append(doc)
                 m = doc["message"]
-                if not ok:
-                    problems.append(f"checkpoint at height {height}: {why}")
-                elif (m["height"], m["head_hash"], m["links_root"], m["entry_count"]) != (
+                if (m["height"], m["head_hash"], m["links_root"], m["entry_count"]) != (
                     height,
                     bytes(head).hex(),
                     bytes(root).hex(),
@@ -173,6 +166,8 @@ def verify_ledger(
                 cps[height] = CheckpointRef(
                     m["height"], bytes.fromhex(m["head_hash"]), bytes.fromhex(m["links_root"]), m["entry_count"]
                 )
+            # each signed by the key in force at its height (the first checkpoint's key, then the hand-overs')
+            problems.extend(verify_checkpoint_chain(docs, key_handovers(conn), public_key_b64))
             t_chain = time.perf_counter()
             with conn.cursor(name="verify_links", binary=True) as lc:
                 lc.execute(

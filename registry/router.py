@@ -10,15 +10,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from beckn.webapp import CLIENT_API_RESPONSES
 from kernel.db import session_scope
 from registry import service
 from schemas.registry import LookupRequest, Subscription
 
-router = APIRouter(tags=["registry"])
+router = APIRouter(tags=["registry"], responses={k: CLIENT_API_RESPONSES[k] for k in (400, 401, 404, 413, 503)})
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": str(status), "message": message}})
+
+
+def _field(exc: ValidationError) -> str:
+    """`field.path: reason` of the first validation error."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first.get('loc', ())) or 'body'}: {first.get('msg', 'invalid')}"
 
 
 def _is_operator(token: str | None) -> bool:
@@ -33,7 +40,7 @@ async def _json_body(request: Request) -> tuple[bytes, object]:
     raw = await request.body()
     try:
         return raw, json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # the body guard refuses deep JSON first (beckn/webapp.py)
         raise service.RegistryRequestError(f"malformed JSON: {exc}") from exc
 
 
@@ -55,7 +62,7 @@ async def subscribe(
 
         status = await run_in_threadpool(work)
     except ValidationError as exc:
-        return _error(400, f"invalid subscription: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+        return _error(400, f"invalid subscription: {_field(exc)}")
     except service.RegistryRequestError as exc:
         return _error(exc.status, str(exc))
     return JSONResponse({"status": status})
@@ -68,7 +75,7 @@ async def lookup(request: Request) -> JSONResponse:
         _, data = await _json_body(request)
         req = LookupRequest.model_validate(data)
     except ValidationError as exc:
-        return _error(400, f"invalid lookup: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}")
+        return _error(400, f"invalid lookup: {_field(exc)}")
     except service.RegistryRequestError as exc:
         return _error(exc.status, str(exc))
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.limits import CountryCode, Identifier, Name, Uri
+
 # Beckn's DecimalValue: a decimal number carried as a string.
 DECIMAL_PATTERN = r"^[+-]?([0-9]*[.])?[0-9]+$"
 
@@ -49,12 +51,12 @@ class TagGroup(BecknModel):
 
 class City(BecknModel):
     name: str | None = None
-    code: str | None = None
+    code: Identifier | None = None
 
 
 class Country(BecknModel):
     name: str | None = None
-    code: str | None = None
+    code: CountryCode | None = None
 
 
 class Location(BecknModel):
@@ -68,19 +70,21 @@ class Location(BecknModel):
 
 
 class Context(BecknModel):
-    domain: str | None = None
+    """Ids within their columns, printable, no NUL (schemas/limits.py)."""
+
+    domain: Name | None = None
     location: Location | None = None
-    action: str | None = None
-    version: str | None = None
-    bap_id: str | None = None
-    bap_uri: str | None = None
-    bpp_id: str | None = None
-    bpp_uri: str | None = None
-    transaction_id: str | None = None
-    message_id: str | None = None
+    action: Identifier | None = None
+    version: Identifier | None = None
+    bap_id: Name | None = None
+    bap_uri: Uri | None = None
+    bpp_id: Name | None = None
+    bpp_uri: Uri | None = None
+    transaction_id: Name | None = None
+    message_id: Name | None = None
     timestamp: datetime | None = None
     key: str | None = None
-    ttl: str | None = None
+    ttl: Identifier | None = None
 
     @property
     def city_code(self) -> str | None:
@@ -134,7 +138,7 @@ class Price(BecknModel):
 
 
 class Item(BecknModel):
-    id: str | None = None
+    id: Name | None = None
     parent_item_id: str | None = None
     descriptor: Descriptor | None = None
     price: Price | None = None
@@ -194,7 +198,7 @@ class Quotation(BecknModel):
 
 
 class Provider(BecknModel):
-    id: str | None = None
+    id: Name | None = None
     descriptor: Descriptor | None = None
     category_id: str | None = None
     time: Time | None = None
@@ -223,7 +227,7 @@ class Cancellation(BecknModel):
 
 
 class Order(BecknModel):
-    id: str | None = None
+    id: Identifier | None = None  # the BPP's and the BAP's order-id columns hold 64
     ref_order_ids: list[str] | None = None
     # Beckn 1.1.1 restricts order.status to these three; the finer lifecycle (CREATED, ACCEPTED,
     # IN-PROGRESS, …) travels in fulfillments[0].state.descriptor.code (see README, design notes).

@@ -13,6 +13,7 @@ Parsing functions raise FlexFormatError with the JSON path at fault; the pipelin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +42,7 @@ from schemas.core import (
     Time,
     TimeRange,
 )
+from schemas.limits import MAX_KW, MAX_SAFE_INTEGER
 
 FLEX_TAG = "flexibility"
 REQUEST_TAG = "flexibility_request"
@@ -78,9 +80,22 @@ def _num(text: str | None, path: str) -> float:
     if text is None:
         raise FlexFormatError(path, "is required")
     try:
-        return float(Decimal(text))
+        value = float(Decimal(text))
     except InvalidOperation as exc:
         raise FlexFormatError(path, f"{text!r} is not a number") from exc
+    if not math.isfinite(value) or abs(value) > MAX_SAFE_INTEGER:
+        raise FlexFormatError(path, f"{text!r} is out of range")
+    return value
+
+
+def _power(text: str | None, path: str) -> float:
+    """A kW quantity: 0 < kW ≤ MAX_KW (schemas/limits.py)."""
+    power = _num(text, path)
+    if power <= 0:
+        raise FlexFormatError(path, "must be positive")
+    if power > MAX_KW:
+        raise FlexFormatError(path, f"{power:g} kW is beyond {MAX_KW:g} kW")
+    return power
 
 
 def _tags(code: str, values: Mapping[str, object]) -> TagGroup:
@@ -186,7 +201,11 @@ def item_to_offer(item: Item, provider_id: str, path: str = "item") -> FlexOffer
     q = item.quantity or ItemQuantity()
 
     def kw(v: QuantityValue | None, name: str) -> float:
-        return _num(v.measure.value if v and v.measure else None, f"{path}.quantity.{name}.measure.value")
+        value_path = f"{path}.quantity.{name}.measure.value"
+        value = _num(v.measure.value if v and v.measure else None, value_path)
+        if value > MAX_KW:
+            raise FlexFormatError(value_path, f"{value:g} kW is beyond {MAX_KW:g} kW")
+        return value
 
     tags = _find_tags(item.tags, FLEX_TAG) or TagGroup()
 
@@ -249,17 +268,30 @@ def request_to_intent(r: FlexRequest) -> Intent:
     )
 
 
-def intent_to_request(intent: Intent | None, path: str = "message.intent") -> FlexRequest:
+def intent_to_request(
+    intent: Intent | None,
+    path: str = "message.intent",
+    default_window: tuple[datetime, datetime] | None = None,
+) -> FlexRequest:
+    """The flexibility request of a search intent. With `default_window` (a receiver that answers any
+    well-formed search), a search without a window or a quantity asks for everything in that window."""
     if intent is None:
-        raise FlexFormatError(path, "is required")
+        if default_window is None:
+            raise FlexFormatError(path, "is required")
+        intent = Intent()
     stops = intent.fulfillment.stops if intent.fulfillment else None
-    if not stops:
+    if not stops and default_window is None:
         raise FlexFormatError(f"{path}.fulfillment.stops", "one stop with the wanted time.range is required")
-    start, end = _range(stops[0].time, f"{path}.fulfillment.stops[0].time")
+    if (stops and stops[0].time is not None) or default_window is None:
+        start, end = _range(stops[0].time if stops else None, f"{path}.fulfillment.stops[0].time")
+    else:
+        start, end = default_window
     sel = intent.item.quantity.selected if intent.item and intent.item.quantity else None
-    power = _num(sel.measure.value if sel and sel.measure else None, f"{path}.item.quantity.selected.measure.value")
-    if power <= 0:
-        raise FlexFormatError(f"{path}.item.quantity.selected.measure.value", "must be positive")
+    value = sel.measure.value if sel and sel.measure else None
+    if value is None and default_window is not None:
+        power = 0.0  # no quantity named: every offer, whatever its size
+    else:
+        power = _power(value, f"{path}.item.quantity.selected.measure.value")
     tags = _find_tags(intent.tags, REQUEST_TAG) or TagGroup()
     max_price = tags.get("max_price_gbp_per_mwh")
     return FlexRequest(
@@ -329,9 +361,9 @@ def order_to_spec(order: Order | None, path: str = "message.order", need_window:
         raise FlexFormatError(f"{path}.items", "exactly one flexibility item per order")
     item = order.items[0]
     sel = item.quantity.selected if item.quantity else None
-    power = _num(sel.measure.value if sel and sel.measure else None, f"{path}.items[0].quantity.selected.measure.value")
-    if power <= 0:
-        raise FlexFormatError(f"{path}.items[0].quantity.selected.measure.value", "must be positive")
+    power = _power(
+        sel.measure.value if sel and sel.measure else None, f"{path}.items[0].quantity.selected.measure.value"
+    )
     if sel and sel.measure and sel.measure.unit not in (None, "kW"):
         raise FlexFormatError(f"{path}.items[0].quantity.selected.measure.unit", "must be kW")
     stop = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas.core import BecknModel, Catalog, Descriptor, Intent, Order
+from schemas.limits import Identifier
 
 
 class SearchMessage(BecknModel):
@@ -14,11 +15,11 @@ class OrderMessage(BecknModel):
 
 
 class StatusMessage(BecknModel):
-    order_id: str
+    order_id: Identifier
 
 
 class CancelMessage(BecknModel):
-    order_id: str
+    order_id: Identifier
     cancellation_reason_id: str | None = None
     descriptor: Descriptor | None = None
 

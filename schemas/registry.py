@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import StringConstraints, model_validator
 
 from schemas.core import BecknModel, City, Country, Location
+from schemas.limits import PRINTABLE_PATTERN, CountryCode, Identifier, Name, Uri
 
+KeyText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE_PATTERN)]  # its column
 SubscriberType = Literal["BAP", "BPP", "BG"]
 Status = Literal["INITIATED", "UNDER_SUBSCRIPTION", "SUBSCRIBED", "EXPIRED", "UNSUBSCRIBED", "INVALID_SSL"]
 
@@ -20,19 +22,19 @@ class Subscription(BecknModel):
     accepted as a synonym and always returned as well.
     """
 
-    subscriber_id: str | None = Field(default=None, min_length=1, max_length=255)
-    url: str | None = None
+    subscriber_id: Name | None = None
+    url: Uri | None = None
     type: SubscriberType | None = None
-    domain: str | None = None
+    domain: Name | None = None
     location: Location | None = None
-    key_id: str | None = None
-    unique_key_id: str | None = None
-    signing_public_key: str | None = None
-    encr_public_key: str | None = None
+    key_id: Name | None = None
+    unique_key_id: Name | None = None
+    signing_public_key: KeyText | None = None
+    encr_public_key: KeyText | None = None
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     status: Status | None = None
-    nonce: str | None = None
+    nonce: Name | None = None
     created: datetime | None = None
     updated: datetime | None = None
 
@@ -62,5 +64,5 @@ def location(city_code: str | None, country_code: str | None) -> Location:
 
 # Filters accepted by /lookup beyond the Subscription shape (flat conveniences).
 class LookupRequest(Subscription):
-    city: str | None = None
-    country: str | None = None
+    city: Identifier | None = None
+    country: CountryCode | None = None

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from beckn.webapp import CLIENT_API_RESPONSES
 from ledger.api import (
     accounts,
     api_keys,
@@ -63,7 +64,7 @@ from ledger.api.deps import LedgerRoute, close_runtimes, get_runtime
 
 __all__ = ["close_runtimes", "get_runtime", "router"]
 
-router = APIRouter(prefix="/api/v1", route_class=LedgerRoute, tags=["ledger"])
+router = APIRouter(prefix="/api/v1", route_class=LedgerRoute, tags=["ledger"], responses=CLIENT_API_RESPONSES)
 for _area in (
     orders,
     metering,

@@ -26,6 +26,35 @@ def post_account(body: AccountIn, rt: Runtime, who: Who) -> JSONResponse:
     return JSONResponse(tx(rt, lambda c: accounts_db.create_account(c, body.name)), status_code=201)
 
 
+@router.get("/accounts")
+def list_accounts(
+    rt: Runtime,
+    who: Who,
+    ledger: Annotated[str | None, Query(max_length=200)] = None,
+    owner_kind: Annotated[str | None, Query(max_length=50)] = None,
+    owner_id: Annotated[str | None, Query(max_length=200)] = None,
+    prefix: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=accounts_db.MAX_LIST_LIMIT)] = 100,
+) -> dict[str, Any]:
+    """Accounts with balances this key may read (admin, finance: all; a participant: its own), by name;
+    page with `after` = the previous page's `next_after`."""
+    return read(
+        rt,
+        lambda c: accounts_db.list_accounts(
+            c,
+            role=who.role,
+            participant_id=who.participant_id,
+            ledger=ledger,
+            owner_kind=owner_kind,
+            owner_id=owner_id,
+            prefix=prefix,
+            after=after,
+            limit=limit,
+        ),
+    )
+
+
 @router.get("/accounts/{name}")
 def get_account(name: str, rt: Runtime, who: Who) -> dict[str, Any]:
     require_read(who, name)

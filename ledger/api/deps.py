@@ -15,18 +15,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
+from beckn.keys import KeyPair
 from grid.money import QuantityError
 from grid.periods import PeriodError
 from kernel import db
 from ledger import accounts as acct
 from ledger.api_keys import Principal, authenticate
 from ledger.checkpoints import ledger_keypair
-from ledger.db import conninfo, in_transaction
+from ledger.db import connection, conninfo, in_transaction
 from ledger.errors import LedgerError, forbidden
 from ledger.group_commit import GroupCommitter
 from ledger.settlement import OrderTerms
+from schemas import limits
 
 
 def _error(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -49,8 +51,8 @@ class LedgerRoute(APIRoute):
             except RequestValidationError as exc:
                 details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
                 message = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in details[:5])
-                return _error(
-                    422, {"code": "invalid_request", "message": message or "invalid request", "details": details}
+                return _error(  # 400 naming the field, as at every participant (beckn/webapp.py)
+                    400, {"code": "invalid_request", "message": message or "invalid request", "details": details}
                 )
             except psycopg.errors.CheckViolation as exc:  # a DB guard caught what validation missed
                 return _error(409, {"code": "constraint_violation", "message": str(exc).splitlines()[0]})
@@ -67,11 +69,19 @@ class LedgerRuntime:
     def __init__(self, url: str) -> None:
         self.url = url
         self.conninfo = conninfo(url)
+        # Refuses (LedgerKeyError naming the file) when the key file is missing but checkpoints exist.
+        with connection(url) as conn:
+            ledger_keypair(conn=conn)
         self.pool = ConnectionPool(
             self.conninfo, min_size=1, max_size=16, open=True, name="ledger", kwargs={"autocommit": True}
         )
         self.committer = GroupCommitter(self.conninfo)  # one connection: see its docstring
-        self.keypair = ledger_keypair()
+
+    @property
+    def keypair(self) -> KeyPair:
+        """Read from its file on each use (no database unless the file is missing), so a `flexmarket ledger
+        rotate-key` takes effect without a restart."""
+        return ledger_keypair()
 
     def close(self) -> None:
         self.committer.close()
@@ -155,5 +165,7 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-Text = Annotated[str, Field(min_length=1, max_length=200)]
-Tokens = Annotated[StrictInt, Field(gt=0)]
+# One-line text of 1-200 characters (ids, names, sources): no NUL or control character (schemas/limits.py).
+Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(limits.one_line)]
+Tokens = Annotated[StrictInt, Field(gt=0, le=limits.MAX_SAFE_INTEGER)]
+Amount = Annotated[StrictInt, Field(ge=-limits.MAX_SAFE_INTEGER, le=limits.MAX_SAFE_INTEGER)]

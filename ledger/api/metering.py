@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter
@@ -15,13 +14,14 @@ from kernel import clock
 from ledger import metering
 from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, created, tx
 from ledger.errors import forbidden
+from schemas import limits
 
 router = APIRouter(route_class=LedgerRoute)
 
 
 class ReadingIn(Body):
     period_start: AwareDatetime
-    energy_kwh: Decimal
+    energy_kwh: limits.EnergyKwhDecimal
 
 
 class MeteringIn(Body):

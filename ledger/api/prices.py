@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 
 from grid.money import gbp_per_mwh_to_millipence
 from kernel import clock
 from ledger import prices
 from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, tx
+from schemas import limits
 
 router = APIRouter(route_class=LedgerRoute)
 
 
 class PriceIn(Body):
     period_start: AwareDatetime
-    imbalance_price_gbp_per_mwh: Decimal | None = None
-    market_index_price_gbp_per_mwh: Decimal | None = None
+    imbalance_price_gbp_per_mwh: limits.PriceDecimal | None = None
+    market_index_price_gbp_per_mwh: limits.PriceDecimal | None = None
+
+    @field_validator("period_start")
+    @classmethod
+    def _historical(cls, v: datetime) -> datetime:
+        # an append-only table: no 1970 (`period_start: 0`) and no far future (schemas/limits.py)
+        reason = limits.check_historical(v, clock.now())
+        if reason:
+            raise ValueError(reason)
+        return v
 
 
 class PricesIn(Body):

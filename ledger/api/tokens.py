@@ -16,6 +16,7 @@ from ledger import tokens
 from ledger.api.deps import Body, LedgerRoute, LedgerRuntime, Runtime, Text, Tokens, Who, created, read, tx
 from ledger.errors import forbidden
 from ledger.settlement import DEFAULT_POLICY
+from schemas import limits
 
 router = APIRouter(route_class=LedgerRoute)
 
@@ -25,7 +26,7 @@ class SeriesIn(Body):
     provider_id: Text
     valid_from: AwareDatetime
     valid_to: AwareDatetime
-    declared_capacity_kw: Decimal
+    declared_capacity_kw: limits.KilowattsDecimal
 
 
 class MintIn(Body):
@@ -99,25 +100,34 @@ def post_mint(body: MintIn, rt: Runtime, who: Who) -> JSONResponse:
     return created(tx(rt, lambda c: tokens.mint(c, body.id, body.series_id, body.tokens, clock.now())))
 
 
-@router.post("/cft/sell")
-def post_sell(body: SellIn, rt: Runtime, who: Who) -> JSONResponse:
-    provider = _series_provider(rt, body.series_id)
-    who.require_participant("provider", provider)
-    price = decimal_to_units(body.price_gbp, 2, "price_gbp")
+def _trade(
+    rt: LedgerRuntime, op_id: str, series_id: str, *, seller: str, buyer: str, tokens_n: int, price: Decimal
+) -> JSONResponse:
+    """Tokens for cash, delivery-versus-payment (a primary sale or a secondary-market transfer)."""
+    price_pence = decimal_to_units(price, 2, "price_gbp")
     return created(
         tx(
             rt,
             lambda c: tokens.trade(
                 c,
-                body.id,
-                series_id=body.series_id,
-                seller_id=provider,
-                buyer_id=body.buyer_id,
-                tokens=body.tokens,
-                price_pence=price,
+                op_id,
+                series_id=series_id,
+                seller_id=seller,
+                buyer_id=buyer,
+                tokens=tokens_n,
+                price_pence=price_pence,
                 now=clock.now(),
             ),
         )
+    )
+
+
+@router.post("/cft/sell")
+def post_sell(body: SellIn, rt: Runtime, who: Who) -> JSONResponse:
+    provider = _series_provider(rt, body.series_id)
+    who.require_participant("provider", provider)
+    return _trade(
+        rt, body.id, body.series_id, seller=provider, buyer=body.buyer_id, tokens_n=body.tokens, price=body.price_gbp
     )
 
 
@@ -125,21 +135,8 @@ def post_sell(body: SellIn, rt: Runtime, who: Who) -> JSONResponse:
 def post_cft_transfer(body: CftTransferIn, rt: Runtime, who: Who) -> JSONResponse:
     if who.role != "admin" and who.participant_id != body.from_id:
         raise forbidden("only the holder can transfer its tokens")
-    price = decimal_to_units(body.price_gbp, 2, "price_gbp")
-    return created(
-        tx(
-            rt,
-            lambda c: tokens.trade(
-                c,
-                body.id,
-                series_id=body.series_id,
-                seller_id=body.from_id,
-                buyer_id=body.to_id,
-                tokens=body.tokens,
-                price_pence=price,
-                now=clock.now(),
-            ),
-        )
+    return _trade(
+        rt, body.id, body.series_id, seller=body.from_id, buyer=body.to_id, tokens_n=body.tokens, price=body.price_gbp
     )
 
 

@@ -7,16 +7,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, Field, StrictInt
+from pydantic import AwareDatetime, Field
 
 from ledger import accounts as acct
 from ledger import transfers_db
-from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, created, read, tx
+from ledger.api.deps import Amount, Body, LedgerRoute, Runtime, Text, Who, created, read, tx
 from ledger.api_keys import Principal
 from ledger.checkpoints import inclusion_proof
 from ledger.db import us
 from ledger.errors import LedgerError, forbidden
 from ledger.transfers import TransferSpec
+from schemas import limits
 
 router = APIRouter(route_class=LedgerRoute)
 
@@ -27,10 +28,10 @@ class TransferIn(Body):
     ledger: Text | None = None
     debit_account: Text | None = None
     credit_account: Text | None = None
-    amount: StrictInt | None = None
+    amount: Amount | None = None
     pending_id: Text | None = None
     expires_at: AwareDatetime | None = None  # pending only: when the reservation times out
-    memo: Annotated[str, Field(max_length=500)] = ""
+    memo: limits.FreeText = ""
 
     def spec(self) -> TransferSpec:
         if self.kind in ("single", "pending") and self.ledger not in (None, acct.GBP):

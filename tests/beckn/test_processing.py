@@ -92,3 +92,27 @@ def test_a_failing_row_is_isolated(processor: dict[str, Any]) -> None:
     assert _rows()[ids[1]][:2] == ("FAILED", processing.MAX_ATTEMPTS)
     processor["fail"] = set()
     assert processing.process(SCHEMA, ids[1]).attempted == 0  # FAILED rows stay visible, not retried
+
+
+def test_a_row_that_fails_for_good_is_reported_once(processor: dict[str, Any]) -> None:
+    """The failure handler runs once, when the row becomes FAILED, and what it queues is delivered."""
+    reports: list[tuple[int, str]] = []
+
+    def on_failure(session: Session, row: Any, reason: str) -> list[int]:
+        reports.append((row.id, reason))
+        outbox.defer(session, outbox.outbound("gw", "http://127.0.0.1:1/on_search", "on_search", b'{"error": 1}'))
+        return []
+
+    processing.ON_FAILURE[SCHEMA] = on_failure
+    try:
+        (row_id,) = _insert_siblings(1)
+        processor["fail"] = {"bpp-0"}
+        for attempt in range(1, processing.MAX_ATTEMPTS + 1):
+            batch = processing.process(SCHEMA, row_id)
+            assert len(reports) == (1 if attempt == processing.MAX_ATTEMPTS else 0)
+        assert reports[0][0] == row_id and "boom for bpp-0" in reports[0][1]
+        assert len(batch.leased) == 1  # the report's answer goes out with the batch
+        assert _rows()[row_id][0] == "FAILED" and _outbox_count() == 1
+        assert processing.process(SCHEMA, row_id).attempted == 0 and len(reports) == 1
+    finally:
+        processing.ON_FAILURE.pop(SCHEMA, None)

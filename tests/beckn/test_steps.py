@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from beckn.errors import BecknError, Role
 from beckn.identity import Identity
 from beckn.keys import KeyPair
 from beckn.pipeline import BecknPipeline, FastLane, prefixed_route
-from beckn.steps import Draft, Step, standard_steps
+from beckn.steps import CleanValues, Draft, JsonDepth, Step, WindowInReach, standard_steps
 from gateway.router import router as gateway_router
 
 ME = Identity("gw.test", Role.BG, "http://127.0.0.1:1", KeyPair.generate())
@@ -23,9 +24,12 @@ ACTIONS = ("search", "on_search")
 STANDARD = [
     "action_served",
     "read_body",
+    "json_depth",
     "parse_json",
     "verify_sender_signature",
+    "sender_rate_limit",
     "verify_gateway_signature",
+    "clean_values",
     "context_schema",
     "context_action",
     "context_version",
@@ -38,6 +42,7 @@ STANDARD = [
     "addressed_to_receiver",
     "error_schema",
     "message_present",
+    "window_in_reach",
     "message_schema",
 ]
 
@@ -94,7 +99,8 @@ def test_the_fast_lane_and_the_fastapi_route_run_the_same_steps(monkeypatch: pyt
         registry=None,  # type: ignore[arg-type]  # refused before any lookup
         relay_only=True,
     )
-    p.steps = (*p.steps[:3], RefuseAfterParsing(), *p.steps[3:])
+    after = [s.name for s in p.steps].index("parse_json") + 1
+    p.steps = (*p.steps[:after], RefuseAfterParsing(), *p.steps[after:])
     app = FastAPI()
     app.state.pipeline, app.state.identity = p, ME
     app.include_router(gateway_router)  # the gateway's real Beckn route
@@ -120,3 +126,71 @@ def test_the_fast_lane_and_the_fastapi_route_run_the_same_steps(monkeypatch: pyt
     assert unknown[0] == 404 and unknown[1]["error"]["message"].startswith("unknown action 'frobnicate'")
     steps = [n["step"] for n in log.nacks]
     assert steps == ["refuse_after_parsing", "parse_json", "action_served"] * 2
+
+
+# -- the limits on input (schemas/limits.py) -----------------------------------------------------------------
+def draft(action: str, payload: Any) -> Draft:
+    from types import SimpleNamespace
+
+    m = Draft(SimpleNamespace(headers={}), action, ME)  # type: ignore[arg-type]
+    m.raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if not isinstance(payload, bytes):
+        m.payload = payload
+    return m
+
+
+def refusal(step: Step, m: Draft) -> BecknError:
+    with pytest.raises(BecknError) as err:
+        step(m)
+    return err.value
+
+
+def test_json_depth_refuses_deep_nesting_before_parsing() -> None:
+    step = JsonDepth()
+    step(draft("search", {"context": {"a": [[[[1]]]]}}))
+    deep = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    assert refusal(step, draft("search", deep)).paths == "body"
+    step(draft("search", b'{"a": "' + b"[" * 5000 + b'"}'))  # brackets inside a string are text
+    refusal(step, draft("search", b'{"a": "\\"", "b": ' + b"[" * 40 + b"]" * 40 + b"}"))  # after an escaped quote
+
+
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        ({"context": {"transaction_id": "t\x00"}}, "context.transaction_id"),
+        ({"context": {}, "message": {"order": {"items": [{"id": "i\x1b"}]}}}, "message.order.items.0.id"),
+        ({"context": {}, "message": {"n": 2**70}}, "message.n"),
+        ({"context": {}, "message": {"n": float("inf")}}, "message.n"),
+        ({"context": {}, "message": {"s": "\ud800"}}, "message.s"),
+    ],
+)
+def test_clean_values_names_the_field(payload: dict[str, Any], path: str) -> None:
+    raw = json.dumps(payload).encode()
+    m = draft("select", payload)
+    m.raw = raw
+    assert refusal(CleanValues(), m).paths == path
+
+
+def test_clean_values_lets_text_with_newlines_pass() -> None:
+    CleanValues()(draft("select", {"context": {}, "message": {"d": "two\nlines\tand a tab", "kw": 1e3}}))
+
+
+def test_window_in_reach() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+
+    def order(start: datetime, end: datetime) -> dict[str, Any]:
+        rng = {"start": start.isoformat(), "end": end.isoformat()}
+        return {"context": {}, "message": {"order": {"fulfillments": [{"stops": [{"time": {"range": rng}}]}]}}}
+
+    step = WindowInReach(90)
+    step(draft("confirm", order(now + timedelta(days=1), now + timedelta(days=1, hours=2))))
+    step(draft("status", order(now - timedelta(days=9), now - timedelta(days=8))))  # not a booking action
+    past = refusal(step, draft("init", order(now - timedelta(days=9), now - timedelta(days=8))))
+    assert past.paths == "message.order.fulfillments.0.stops.0.time.range.end"
+    ahead = refusal(step, draft("select", order(now + timedelta(days=400), now + timedelta(days=401))))
+    assert ahead.paths == "message.order.fulfillments.0.stops.0.time.range.start"
+    rng = {"start": (now - timedelta(days=3)).isoformat(), "end": (now - timedelta(days=2)).isoformat()}
+    search = {"context": {}, "message": {"intent": {"fulfillment": {"stops": [{"time": {"range": rng}}]}}}}
+    assert "time.range.end" in refusal(step, draft("search", search)).paths

@@ -61,10 +61,13 @@ def test_offers_and_decisions_come_from_the_plan(platform) -> None:  # type: ign
         # price = cost plus the configured margin (10% and £5/MWh)
         for o in offers:
             assert o.price_gbp_per_mwh >= o.spec["marginal_cost_gbp_per_mwh"] - 1e-6
-        defer = agent_service.query_decisions(s, platform.subscriber_id, action="defer")
+        defer = agent_service.query_decisions(s, platform.subscriber_id, agent_service.DecisionQuery(action="defer"))
         assert defer and all("deferred" in d["rationale"] for d in defer)
         job = defer[0]["job_id"]
-        assert {d["job_id"] for d in agent_service.query_decisions(s, platform.subscriber_id, job_id=job)} == {job}
+        assert {
+            d["job_id"]
+            for d in agent_service.query_decisions(s, platform.subscriber_id, agent_service.DecisionQuery(job_id=job))
+        } == {job}
 
 
 def test_confirm_replans_and_refuses_what_the_schedule_cannot_honour(platform) -> None:  # type: ignore[no-untyped-def]
@@ -73,13 +76,15 @@ def test_confirm_replans_and_refuses_what_the_schedule_cannot_honour(platform) -
         first = _order(s, offer, round(offer.available_kw * 0.5, 1))
         agent_service.commit(s, first, offer.location_id)
         service.transition(s, first, "ACCEPTED", "confirmed")
-        commits = agent_service.query_decisions(s, platform.subscriber_id, action="commit")
+        commits = agent_service.query_decisions(s, platform.subscriber_id, agent_service.DecisionQuery(action="commit"))
         assert [d["order_id"] for d in commits] == [first.id]
         too_much = _order(s, offer, round(offer.available_kw * 4, 1))
         with pytest.raises(CommitmentError) as e:
             agent_service.commit(s, too_much, offer.location_id)
         assert e.value.kind == "quantity_unavailable" and "cannot honour" in str(e.value)
-        refusals = agent_service.query_decisions(s, platform.subscriber_id, action="refuse")
+        refusals = agent_service.query_decisions(
+            s, platform.subscriber_id, agent_service.DecisionQuery(action="refuse")
+        )
         assert [d["order_id"] for d in refusals] == [too_much.id]
         # Any process rebuilds the agent with the accepted order replayed as a constraint.
         row = s.get(Provider, (offer.bpp_id, offer.provider_id))

@@ -4,51 +4,18 @@ opens, → COMPLETED when it closes; each transition is announced to the buyer b
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from beckn.errors import Role
-from beckn.identity import load_or_create_identity
 from beckn.models import outbox
 from bpp import service
 from bpp.catalog import CommitmentError
 from bpp.models import Order, OrderEvent
-from kernel.config import reset_settings
 from kernel.db import session_scope
 
 T0 = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
-
-
-@pytest.fixture()
-def order_id(isolated_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("FLEXMARKET_HOME", str(tmp_path))
-    reset_settings()
-    load_or_create_identity(tmp_path, "bpp.test", Role.BPP, "http://127.0.0.1:9/p")
-    with session_scope("bpp") as s:
-        o = Order(
-            id=str(uuid.uuid4()),
-            bpp_id="bpp.test",
-            bap_id="bap.test",
-            bap_uri="http://127.0.0.1:9/beckn",
-            transaction_id=str(uuid.uuid4()),
-            provider_id="p",
-            item_id="i",
-            power_kw=100,
-            window_start=T0,
-            window_end=T0 + timedelta(hours=1),
-            meter_id="M",
-            settlement_method="P415",
-            price_gbp_per_mwh=100,
-            state="ACCEPTED",
-            city_code="GB-R13",
-            country_code="GBR",
-        )
-        s.add(o)
-        return o.id
 
 
 def _states(order_id: str) -> list[tuple[str | None, str]]:

@@ -17,8 +17,9 @@ from beckn import envelope, signing
 from beckn.identity import Identity, load_identity
 from bpp.catalog import example_config
 from flexmarket.runner import BAP_ID, Network, prepare_network
+from kernel.config import environment
 from kernel.embedded import free_port_range
-from tests.e2e.helpers import environment, tomorrow_window
+from tests.e2e.helpers import tomorrow_window
 
 OTHER_CITY = "GB-R1"  # North Scotland: a second BPP platform that a London search must not reach
 
@@ -115,17 +116,7 @@ def flow(network: Network, db_url: str) -> dict[str, Any]:
         ("status", ("ACCEPTED",)),
     ]:
         for c in choices:
-            bap.order(
-                action,
-                tx,
-                c["bpp_id"],
-                c["provider_id"],
-                item_id=c["item_id"],
-                power_kw=c["power_kw"],
-                window_start=start,
-                window_end=end,
-                meter_id=None,
-            )
+            bap.order_choice(action, tx, c, start, end)
         for c in choices:
             view = bap.wait(tx, order_in(c["provider_id"], *states), timeout=30)
     # on_status is the last callback: wait until every chosen provider's on_status is stored.

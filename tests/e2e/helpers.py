@@ -1,33 +1,21 @@
 from __future__ import annotations
 
-import os
+import json
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from kernel.config import reset_settings
+from flexmarket.runner import Network, prepare_network
+from kernel import db
+from kernel.config import environment
 from kernel.db import libpq_url
-
-
-@contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set these environment variables (and reload the settings) for the block, then put back what was there."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    reset_settings()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        reset_settings()
+from kernel.embedded import free_port_range
 
 
 def rows(db_url: str, sql: str, *params: Any) -> list[tuple]:
@@ -53,3 +41,46 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float 
 def tomorrow_window(start_h: int = 16, hours: int = 2) -> tuple[datetime, datetime]:
     day = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return day + timedelta(hours=start_h), day + timedelta(hours=start_h + hours)
+
+
+@contextmanager
+def own_network(
+    pg_server_url: str,
+    redis_url: str,
+    home: Path,
+    *,
+    prefix: str,
+    providers_config: dict[str, Any],
+    env: Mapping[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Network]:
+    """A started network of its own — a new database on the server (dropped afterwards), its own Celery queue
+    and home — for tests that stop its processes or run it on other settings than the shared one."""
+    url = db.create_database(pg_server_url, prefix)
+    providers_file = home / "providers.json"
+    providers_file.write_text(json.dumps(providers_config))
+    values = {
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url,
+        "FLEXMARKET_CELERY_QUEUE": f"{prefix}-{uuid.uuid4().hex[:8]}",
+        "FLEXMARKET_HOME": str(home),
+        **(env or {}),
+    }
+    db.dispose_engines()
+    try:
+        with environment(values):
+            net = prepare_network(
+                home=home,
+                base_port=free_port_range(5),
+                providers_file=providers_file,
+                worker_concurrency=4,
+                extra_env={"FLEXMARKET_SWEEP_INTERVAL_S": "1", "FLEXMARKET_LOG_LEVEL": "INFO", **(extra_env or {})},
+            )
+            try:
+                net.start(timeout=90)
+                yield net
+            finally:
+                net.stop()
+    finally:
+        db.dispose_engines()
+        db.drop_database(pg_server_url, url)

@@ -9,11 +9,9 @@ the order would be refused or the run would never fall due, and the test would f
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,10 +21,9 @@ import pytest
 
 from bap.client import BapClient, order_in, order_of
 from bpp.catalog import example_config
-from flexmarket.runner import Network, prepare_network
-from kernel import clock, db
-from kernel.embedded import free_port_range
-from tests.e2e.helpers import environment, eventually
+from flexmarket.runner import Network
+from kernel import clock
+from tests.e2e.helpers import eventually, own_network
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,38 +35,21 @@ HALF_HOUR = timedelta(minutes=30)
 @pytest.fixture(scope="module")
 def sim_network(pg_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     """A network of its own (database, queue, home) on a simulated clock started at START."""
-    home = tmp_path_factory.mktemp("simclock")
-    url = db.create_database(pg_server_url, "fm_simclock")
-    providers_file = home / "providers.json"
     # The example catalog offers "tomorrow" 16:00–20:00 UTC: made as of the day before, that is START's day.
-    providers_file.write_text(json.dumps(example_config(2, now=START - timedelta(days=1))))
-    env = {
-        "DATABASE_URL": url,
-        "REDIS_URL": redis_url,
-        "FLEXMARKET_CELERY_QUEUE": f"fm-sim-{uuid.uuid4().hex[:8]}",
-        "FLEXMARKET_HOME": str(home),
+    clock_env = {
         "FLEXMARKET_CLOCK_START": START.isoformat(),
         "FLEXMARKET_CLOCK_SPEED": str(SPEED),
         "FLEXMARKET_CLOCK_ANCHOR": datetime.now(UTC).isoformat(),
     }
-    db.dispose_engines()
-    try:
-        with environment(env):
-            net = prepare_network(
-                home=home,
-                base_port=free_port_range(5),
-                providers_file=providers_file,
-                worker_concurrency=4,
-                extra_env={"FLEXMARKET_SWEEP_INTERVAL_S": "1", "FLEXMARKET_LOG_LEVEL": "INFO"},
-            )
-            try:
-                net.start(timeout=90)
-                yield net
-            finally:
-                net.stop()
-    finally:
-        db.dispose_engines()
-        db.drop_database(pg_server_url, url)
+    with own_network(
+        pg_server_url,
+        redis_url,
+        tmp_path_factory.mktemp("simclock"),
+        prefix="fm_simclock",
+        providers_config=example_config(2, now=START - timedelta(days=1)),
+        env=clock_env,
+    ) as net:
+        yield net
 
 
 def _ledger_key(role: str, participant: str | None = None) -> str:

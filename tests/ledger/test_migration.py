@@ -20,7 +20,8 @@ def test_upgrade_downgrade_upgrade(pg_server_url: str) -> None:
     url = db.create_database(pg_server_url, "fm_lmig")
     try:
         db.upgrade(url)
-        assert ledger_objects(url) == (16, 1)
+        # 0002: 16 tables; 0006: order amendments; 0007: key hand-overs
+        assert ledger_objects(url) == (18, 1)
         db.downgrade(url, "0001_schemas")
         assert ledger_objects(url) == (0, 0)
         db.downgrade(url, "base")

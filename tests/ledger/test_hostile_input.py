@@ -1,0 +1,236 @@
+"""Careless and hostile input at the ledger's edges (schemas/limits.py): the HTTP API answers a 4xx that
+names the field — never a 500 — and writes nothing; the metering CSV import refuses the whole file naming
+the line and column."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from ledger.cli import metering_app
+from ledger.db import connection
+from schemas import limits
+from tests.ledger.helpers import role_keys, snapshot
+
+TAG = uuid.uuid4().hex[:6]
+P1, BAP = f"dch-{TAG}", f"baph-{TAG}"
+
+
+@pytest.fixture(scope="module")
+def keys(ledger_url: str) -> dict[str, dict[str, str]]:
+    return role_keys(ledger_url, providers=(P1,), baps=(BAP,))
+
+
+def prices_count(conn: psycopg.Connection) -> int:
+    n = conn.execute("SELECT count(*) FROM ledger.prices").fetchone()
+    conn.rollback()
+    return int(n[0]) if n else 0
+
+
+def order(**over: Any) -> dict[str, Any]:
+    start = (datetime.now(UTC) + timedelta(hours=30)).replace(minute=0, second=0, microsecond=0)
+    body = {
+        "order_id": f"oh-{uuid.uuid4().hex[:8]}",
+        "transaction_id": f"txn-{uuid.uuid4().hex[:8]}",
+        "provider_id": P1,
+        "bap_id": BAP,
+        "meter_id": f"der://MH-{TAG}",
+        "supplier_id": "sup-h",
+        "window_start": start.isoformat(),
+        "window_end": (start + timedelta(hours=1)).isoformat(),
+        "contracted_kw": "250",
+        "price_gbp_per_mwh": "300",
+        "confirmed_at": datetime.now(UTC).isoformat(),
+    }
+    body.update(over)
+    return body
+
+
+def deep(n: int) -> bytes:
+    return b'{"a":' * n + b"1" + b"}" * n
+
+
+PAST = (datetime.now(UTC) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+TRANSFER = {"id": "t", "debit_account": "bap:x:cash", "credit_account": "provider:y:revenue", "amount": 1}
+
+# (what, key, path, body (dict → JSON, bytes → raw), status, the field the message must name)
+CASES: list[tuple[str, str, str, Any, int, str]] = [
+    ("NUL in an id", "bap", "/api/v1/orders", order(order_id="o\x00x"), 400, "order_id"),
+    ("NUL in a meter id", "bap", "/api/v1/orders", order(meter_id="der://M\x00"), 400, "meter_id"),
+    ("control char in a reason", "bap", "/api/v1/orders/none/cancel", {"reason": "a\x07b"}, 400, "reason"),
+    ("id longer than 200", "bap", "/api/v1/orders", order(order_id="o" * 201), 400, "order_id"),
+    ("1e308 kW", "bap", "/api/v1/orders", order(contracted_kw=1e308), 400, "contracted_kw"),
+    ("1 TW as a string", "bap", "/api/v1/orders", order(contracted_kw="1000000000"), 400, "contracted_kw"),
+    (
+        "order window centuries ahead",
+        "bap",
+        "/api/v1/orders",
+        order(window_start="2226-01-01T16:00:00Z", window_end="2226-01-01T18:00:00Z"),
+        400,
+        "window_start",
+    ),
+    ("2**70 kW", "bap", "/api/v1/orders", order(contracted_kw=2**70), 400, "contracted_kw"),
+    ("NaN price", "bap", "/api/v1/orders", order(price_gbp_per_mwh="NaN"), 400, "price_gbp_per_mwh"),
+    ("1e308 price", "bap", "/api/v1/orders", order(price_gbp_per_mwh="1e308"), 400, "price_gbp_per_mwh"),
+    ("2**70 pence", "finance", "/api/v1/transfers", {**TRANSFER, "amount": 2**70}, 400, "amount"),
+    ("2**70 tokens", "p1", "/api/v1/cft/mint", {"id": "m", "series_id": "s", "tokens": 2**70}, 400, "tokens"),
+    ("NUL in a memo", "finance", "/api/v1/transfers", {**TRANSFER, "memo": "x\x00"}, 400, "memo"),
+    ("deep JSON", "finance", "/api/v1/transfers", deep(5000), 400, "body"),
+    ("deep JSON, 33 levels", "finance", "/api/v1/transfers", deep(33), 400, "body"),
+    (
+        "metering period_start 0 (1970)",
+        "p1",
+        "/api/v1/metering",
+        {"meter_id": f"MH-{TAG}", "readings": [{"period_start": 0, "energy_kwh": 1}]},
+        422,
+        "period_start",
+    ),
+    (
+        "metering 1e308 kWh",
+        "p1",
+        "/api/v1/metering",
+        {"meter_id": f"MH-{TAG}", "readings": [{"period_start": PAST.isoformat(), "energy_kwh": 1e308}]},
+        400,
+        "energy_kwh",
+    ),
+    (
+        "NUL in a meter id (metering)",
+        "p1",
+        "/api/v1/metering",
+        {"meter_id": "M\x00", "readings": [{"period_start": PAST.isoformat(), "energy_kwh": 1}]},
+        400,
+        "meter_id",
+    ),
+    (
+        "price period_start 0 (1970)",
+        "finance",
+        "/api/v1/prices",
+        {"source": "t", "prices": [{"period_start": 0, "imbalance_price_gbp_per_mwh": 50}]},
+        400,
+        "period_start",
+    ),
+    (
+        "price a century ahead",
+        "finance",
+        "/api/v1/prices",
+        {"source": "t", "prices": [{"period_start": "2126-01-01T00:00:00Z", "imbalance_price_gbp_per_mwh": 50}]},
+        400,
+        "period_start",
+    ),
+    (
+        "price 1e308 £/MWh",
+        "finance",
+        "/api/v1/prices",
+        {"source": "t", "prices": [{"period_start": PAST.isoformat(), "imbalance_price_gbp_per_mwh": 1e308}]},
+        400,
+        "imbalance_price_gbp_per_mwh",
+    ),
+    (
+        "NUL in a price source",
+        "finance",
+        "/api/v1/prices",
+        {"source": "a\x00", "prices": [{"period_start": PAST.isoformat(), "imbalance_price_gbp_per_mwh": 5}]},
+        400,
+        "source",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "key", "path", "body", "status", "field"), CASES, ids=[c[0] for c in CASES])
+def test_ledger_api_refuses_hostile_input(
+    client: TestClient,
+    keys: dict[str, dict[str, str]],
+    conn: psycopg.Connection,
+    what: str,
+    key: str,
+    path: str,
+    body: Any,
+    status: int,
+    field: str,
+) -> None:
+    before, prices = snapshot(conn), prices_count(conn)
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = client.post(path, content=raw, headers={**keys[key], "content-type": "application/json"})
+    assert r.status_code == status, r.text
+    message = r.json()["error"]["message"]
+    assert field in message, message
+    assert snapshot(conn) == before and prices_count(conn) == prices, f"{what}: a refused request wrote a row"
+
+
+def test_ledger_api_refuses_a_body_over_1_mib_before_reading_it(
+    client: TestClient, keys: dict[str, dict[str, str]], conn: psycopg.Connection
+) -> None:
+    before = snapshot(conn)
+    big = b'{"id": "' + b"x" * limits.MAX_BODY_BYTES + b'"}'
+    headers = {**keys["finance"], "content-type": "application/json"}
+    r = client.post("/api/v1/transfers", content=big, headers=headers)
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"]
+    # streamed without a Content-Length: counted while it arrives
+    chunks = iter([b'{"id": "', b"x" * limits.MAX_BODY_BYTES, b'"}'])
+    r = client.post("/api/v1/transfers", content=chunks, headers=headers)
+    assert r.status_code == 413
+    assert snapshot(conn) == before
+
+
+def test_ledger_validation_errors_are_400_naming_the_field(client: TestClient, keys: dict[str, dict[str, str]]) -> None:
+    r = client.post("/api/v1/transfers", json={**TRANSFER, "amount": "lots"}, headers=keys["finance"])
+    assert r.status_code == 400 and "amount" in r.json()["error"]["message"]
+
+
+def test_ledger_path_and_query_with_nul_are_not_a_500(client: TestClient, keys: dict[str, dict[str, str]]) -> None:
+    for path in ("/api/v1/orders/o%00x", "/api/v1/transfers/t%00x", "/api/v1/accounts/a%00b"):
+        r = client.get(path, headers=keys["admin"])
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+
+
+def test_openapi_documents_the_real_statuses(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    responses = doc["paths"]["/api/v1/transfers"]["post"]["responses"]
+    assert {"400", "401", "403", "409", "413", "429"} <= set(responses)
+
+
+# -- the metering CSV import -------------------------------------------------------------------------------
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("what", "row", "named"),
+    [
+        ("NUL in meter_id", "M\x00X,{t},1", "meter_id"),
+        ("meter_id longer than 255", "M" + "x" * 300 + ",{t},1", "meter_id"),
+        ("1e308 kWh", "MH,{t},1e308", "energy_kwh"),
+        ("beyond any site", "MH,{t},600000", "energy_kwh"),
+        ("period_start 1970", "MH,1970-01-01T00:00:00Z,1", "period_start_utc"),
+        ("period_start a century ahead", "MH,2126-01-01T00:00:00Z,1", "period_start_utc"),
+        ("control char in energy", "MH,{t},1\x07", "energy_kwh"),
+        ("NUL in provider_id", "MH,{t},1,p\x00", "provider_id"),
+        ("too many columns", "MH,{t},1,p,extra", "columns"),
+        ("NaN kWh", "MH,{t},NaN", "energy_kwh"),
+    ],
+)
+def test_metering_import_refuses_hostile_rows(cli_db: str, tmp_path: Path, what: str, row: str, named: str) -> None:
+    f = tmp_path / "m.csv"
+    good = f"MH-{TAG}-ok,{PAST.isoformat()},1"
+    f.write_text("meter_id,period_start_utc,energy_kwh,provider_id\n" + good + "\n" + row.format(t=PAST.isoformat()))
+    with connection(cli_db) as c:
+        before = snapshot(c)
+    r = runner.invoke(metering_app, ["import", str(f), "--provider", P1])
+    assert r.exit_code == 1, r.output
+    assert named in r.output and "line 3" in r.output, r.output
+    with connection(cli_db) as c:
+        assert snapshot(c) == before, f"{what}: the import wrote a row"
+
+
+def test_metering_import_refuses_a_file_that_is_not_utf8(cli_db: str, tmp_path: Path) -> None:
+    f = tmp_path / "m.csv"
+    f.write_bytes(b"meter_id,period_start_utc,energy_kwh\nM\xff\xfe," + PAST.isoformat().encode() + b",1\n")
+    r = runner.invoke(metering_app, ["import", str(f), "--provider", P1])
+    assert r.exit_code == 1 and "not a readable CSV" in r.output, r.output
