@@ -271,7 +271,7 @@ async def plan(body: PlanIn) -> JSONResponse:
 
 
 @api.get("/failures", summary="Accepted actions that failed: refused, failed at the receiver, or undeliverable")
-async def failures(transaction_id: str | None = None) -> JSONResponse:
+async def failures(transaction_id: limits.Identifier | None = None) -> JSONResponse:
     return JSONResponse(await _run(lambda s: service.failures(s, transaction_id)))
 
 

@@ -208,6 +208,45 @@ def up(
 
 
 @app.command()
+def window(
+    days_ahead: Annotated[int, typer.Option(help="which day: 0 today, 1 tomorrow, … (UTC, market clock)")] = 1,
+    at: Annotated[str, typer.Option(help="start time of day, HH:MM UTC")] = "16:00",
+    hours: Annotated[float, typer.Option(help="length of the window in hours")] = 2.0,
+    manifest: Annotated[
+        Path | None, typer.Option(help="read the market clock of the network `up` started (its manifest)")
+    ] = None,
+) -> None:
+    """Print a window start and end the market accepts now, ISO 8601 UTC, separated by a space: by default
+    tomorrow 16:00–18:00 UTC, inside the evening peak the generated catalog offers."""
+    from datetime import UTC, datetime
+
+    from kernel.config import get_settings
+    from schemas import limits
+
+    market = clock.current()
+    if manifest is not None:
+        pinned = json.loads(manifest.read_text()).get("clock") or {}
+        if pinned.get("FLEXMARKET_CLOCK_START"):  # `up` ran on a simulated clock: read that one
+            market = clock.SimulatedClock(
+                start=datetime.fromisoformat(pinned["FLEXMARKET_CLOCK_START"].replace("Z", "+00:00")),
+                anchor=datetime.fromisoformat(pinned["FLEXMARKET_CLOCK_ANCHOR"].replace("Z", "+00:00")),
+                speed=float(pinned.get("FLEXMARKET_CLOCK_SPEED", 1)),
+            )
+    try:
+        hh, mm = (int(x) for x in at.split(":"))
+        now = market.now().astimezone(UTC)
+        start = (now + timedelta(days=days_ahead)).replace(hour=hh, minute=mm, second=0, microsecond=0)
+        end = start + timedelta(hours=hours)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--at must be HH:MM and --hours a number of hours: {exc}") from exc
+    refused = limits.check_market_window(start, end, now, get_settings().max_window_ahead_days)
+    if refused:
+        typer.echo(f"refused: {start:%Y-%m-%dT%H:%M:%SZ}–{end:%Y-%m-%dT%H:%M:%SZ}: {refused[0]} {refused[1]}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{start:%Y-%m-%dT%H:%M:%SZ} {end:%Y-%m-%dT%H:%M:%SZ}")
+
+
+@app.command()
 def demo(
     providers: Annotated[int, typer.Option(help="providers hosted by the BPP (≥ 3)")] = 4,
     target_kw: Annotated[float, typer.Option(help="load reduction the orchestrator wants")] = 1500.0,
