@@ -213,7 +213,10 @@ def window(
     at: Annotated[str, typer.Option(help="start time of day, HH:MM UTC")] = "16:00",
     hours: Annotated[float, typer.Option(help="length of the window in hours")] = 2.0,
     manifest: Annotated[
-        Path | None, typer.Option(help="read the market clock of the network `up` started (its manifest)")
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="read the market clock of the network `up` started (its manifest)"
+        ),
     ] = None,
 ) -> None:
     """Print a window start and end the market accepts now, ISO 8601 UTC, separated by a space: by default

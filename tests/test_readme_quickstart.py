@@ -125,9 +125,16 @@ def test_readme_quickstart_runs(isolated_db: str, redis_url: str, tmp_path: Path
                 headers={"Authorization": f"Bearer {keys['finance']}"},
                 timeout=10,
             ).json()["orders"]
-            if [(o["order_id"], bool(o["cancelled_at"])) for o in held] == [(order["order_id"], True)]:
+            summary = httpx.get(
+                f"{ledger}/orders/{order['order_id']}",
+                headers={"Authorization": f"Bearer {keys['finance']}"},
+                timeout=10,
+            ).json()
+            if [o["order_id"] for o in held] == [order["order_id"]] and (
+                summary["cancelled_at"] and summary["contracted_w"] == 300_000 and summary["amendments"]
+            ):
                 break
-            assert time.monotonic() < deadline, f"the ledger does not hold the cancelled order: {held}"
+            assert time.monotonic() < deadline, f"the ledger does not hold the amended, cancelled order: {summary}"
             time.sleep(0.2)
         assert time.monotonic() - started < 60, "the quick-start took over a minute"
     finally:
