@@ -235,11 +235,15 @@ def import_prices(
     _services()
     # lazy: see the module docstring
     from ledger.db import connection, in_transaction
+    from ledger.errors import LedgerError
     from ledger.prices import ingest_prices, read_prices_csv
 
-    rows = read_prices_csv(file)
-    with connection() as conn:
-        res = in_transaction(conn, lambda c: ingest_prices(c, rows, source or file.name, clock.now()))
+    try:
+        rows = read_prices_csv(file)
+        with connection() as conn:
+            res = in_transaction(conn, lambda c: ingest_prices(c, rows, source or file.name, clock.now()))
+    except (LedgerError, ValueError, KeyError) as exc:  # nothing was written: one transaction
+        _fail(f"{file}: {getattr(exc, 'message', None) or exc}", 2)
     typer.echo(json.dumps(res))
 
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from ledger.cli import metering_app
+from ledger.cli import ledger_app, metering_app
 from ledger.db import connection
 from schemas import limits
 from tests.ledger.helpers import role_keys, snapshot
@@ -234,3 +234,24 @@ def test_metering_import_refuses_a_file_that_is_not_utf8(cli_db: str, tmp_path: 
     f.write_bytes(b"meter_id,period_start_utc,energy_kwh\nM\xff\xfe," + PAST.isoformat().encode() + b",1\n")
     r = runner.invoke(metering_app, ["import", str(f), "--provider", P1])
     assert r.exit_code == 1 and "not a readable CSV" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("what", "period_start"),
+    [("period_start 1970", "1970-01-01T00:00:00Z"), ("a century ahead", "2126-01-01T00:00:00Z")],
+)
+def test_price_import_refuses_instants_out_of_history(
+    cli_db: str, tmp_path: Path, what: str, period_start: str
+) -> None:
+    f = tmp_path / "prices.csv"
+    f.write_text(
+        "period_start_utc,period_end_utc,imbalance_price_gbp_per_mwh,market_index_price_gbp_per_mwh\n"
+        f"{PAST.isoformat()},,80.5,81\n{period_start},,90,91\n"
+    )
+    with connection(cli_db) as c:
+        before = prices_count(c)
+    r = runner.invoke(ledger_app, ["import-prices", str(f)])
+    assert r.exit_code == 2, r.output
+    assert "period_start" in r.output, (what, r.output)
+    with connection(cli_db) as c:
+        assert prices_count(c) == before, f"{what}: the import wrote a row"
