@@ -240,6 +240,11 @@ def import_prices(
 
     try:
         rows = read_prices_csv(file)
+        now = clock.now()
+        for row in rows:  # an append-only table: no 1970 and no far future (the API holds the same limit)
+            reason = limits.check_historical(row.period_start, now)
+            if reason:
+                raise ValueError(reason)
         with connection() as conn:
             res = in_transaction(conn, lambda c: ingest_prices(c, rows, source or file.name, clock.now()))
     except (LedgerError, ValueError, KeyError) as exc:  # nothing was written: one transaction

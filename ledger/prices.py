@@ -15,7 +15,6 @@ import psycopg
 from grid.money import gbp_per_mwh_to_millipence
 from grid.periods import is_period_aligned
 from ledger.errors import LedgerError
-from schemas import limits
 
 
 @dataclass(frozen=True)
@@ -32,10 +31,6 @@ def ingest_prices(conn: psycopg.Connection, rows: Sequence[PriceRow], source: st
     for r in rows:
         if not is_period_aligned(r.period_start):
             raise LedgerError("price_invalid", f"{r.period_start.isoformat()} is not a half-hour period start")
-        # an append-only table: no 1970 (`period_start: 0`) and no far future, whichever edge it came through
-        reason = limits.check_historical(r.period_start, now)
-        if reason:
-            raise LedgerError("price_invalid", reason)
     cols = (
         [r.period_start for r in rows],
         [r.imbalance_millipence_per_mwh for r in rows],
