@@ -8,7 +8,7 @@ from bap import service
 from bap.backpressure import SEARCHES
 from bap.router import api, beckn_router
 from beckn.errors import Role
-from beckn.identity import load_or_create_identity
+from beckn.identity import own_identity
 from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline, prefixed_route
 from beckn.registry_client import RegistryClient
@@ -30,14 +30,7 @@ def create_app() -> FastAPI:
         "and order and track load reduction. Every call becomes a signed Beckn message; callbacks arrive at "
         "/beckn/on_*.",
     )
-    app.state.identity = load_or_create_identity(
-        settings.home,
-        settings.subscriber_id,
-        Role.BAP,
-        settings.subscriber_url,
-        city_code=settings.city_code,
-        country_code=settings.country_code,
-    )
+    app.state.identity = own_identity(Role.BAP)
     app.state.gateway_url = settings.gateway_url
     if settings.auto_subscribe:
         subscribe(app.state.identity, settings.registry_url, [settings.city_code], settings.registry_operator_token)

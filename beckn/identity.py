@@ -13,6 +13,7 @@ from pathlib import Path
 
 from beckn.errors import Role
 from beckn.keys import KeyPair
+from kernel.config import get_settings
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,19 @@ def load_or_create_identity(
     save_identity(home, ident)
     _cache[(home.resolve(), subscriber_id)] = _cache[(home, subscriber_id)] = ident
     return ident
+
+
+def own_identity(role: Role) -> Identity:
+    """This process's identity as its settings name it (FLEXMARKET_SUBSCRIBER_ID, _SUBSCRIBER_URL, _CITY,
+    _COUNTRY), its keys under FLEXMARKET_HOME made on first start."""
+    settings = get_settings()
+    if not settings.subscriber_id or not settings.subscriber_url:
+        raise RuntimeError("FLEXMARKET_SUBSCRIBER_ID and FLEXMARKET_SUBSCRIBER_URL must name this participant")
+    return load_or_create_identity(
+        settings.home,
+        settings.subscriber_id,
+        role,
+        settings.subscriber_url,
+        city_code=settings.city_code,
+        country_code=settings.country_code,
+    )

@@ -48,10 +48,6 @@ VERIFICATIONS = Counter("beckn_signature_verifications_total", "Signature checks
 # Which role may send each action (requests come from BAPs, callbacks from BPPs).
 SENDER_ROLE = {a: Role.BAP for a in BPP_ACTIONS} | {f"on_{a}": Role.BPP for a in BPP_ACTIONS}
 
-# A Beckn message here is a few kB (a catalog of a hundred offers is well under 100 kB); anything far
-# larger is refused before it is buffered. The limits on input are defined once, in schemas/limits.py.
-MAX_BODY_BYTES = limits.MAX_BODY_BYTES
-
 
 class Draft:
     """One inbound message while the steps work on it; attributes are set by the step that establishes
@@ -159,21 +155,16 @@ class ActionServed(Step):
 
 
 class ReadBody(AsyncStep):
-    """The exact bytes received, refused (413, nothing read further) beyond MAX_BODY_BYTES."""
+    """The exact bytes received, refused (413, nothing read further) beyond limits.MAX_BODY_BYTES (a Beckn
+    message here is a few kB: a catalog of a hundred offers is well under 100 kB)."""
 
     name = "read_body"
 
     async def __call__(self, m: Draft) -> None:
-        declared = m.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise BecknError("invalid_request", f"body of {declared} bytes exceeds {MAX_BODY_BYTES}", http_status=413)
-        chunks, size = [], 0
-        async for chunk in m.request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise BecknError("invalid_request", f"body exceeds {MAX_BODY_BYTES} bytes", http_status=413)
-            chunks.append(chunk)
-        m.raw = b"".join(chunks)
+        try:
+            m.raw = await limits.read_within_limit(m.request.stream(), m.headers.get("content-length"))
+        except limits.BodyTooLarge as exc:
+            raise BecknError("invalid_request", str(exc), http_status=413) from exc
 
 
 class JsonDepth(Step):

@@ -132,26 +132,23 @@ class BodyGuard:
         ):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limits.MAX_BODY_BYTES:
-            await _refuse(send, 413, "body_too_large", f"body of {int(declared)} bytes exceeds {limits.MAX_BODY_BYTES}")
+
+        async def body_chunks() -> AsyncIterator[bytes]:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise _ClientGone
+                yield message.get("body", b"")
+                if not message.get("more_body", False):
+                    return
+
+        try:
+            raw = await limits.read_within_limit(body_chunks(), dict(scope["headers"]).get(b"content-length"))
+        except limits.BodyTooLarge as exc:
+            await _refuse(send, 413, "body_too_large", str(exc))
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limits.MAX_BODY_BYTES:
-                await _refuse(send, 413, "body_too_large", f"body exceeds {limits.MAX_BODY_BYTES} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        raw = b"".join(chunks)
+        except _ClientGone:
+            return
         problem = _json_problem(raw) if raw else None  # whatever the Content-Type says: routes parse JSON
         if problem is not None:
             await _refuse(send, 400, "invalid_request", problem)
@@ -166,6 +163,10 @@ class BodyGuard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its whole body arrived: nothing to answer."""
 
 
 def _json_problem(raw: bytes) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from beckn.errors import Role
-from beckn.identity import load_or_create_identity
+from beckn.identity import own_identity
 from beckn.onboarding import subscribe
 from beckn.pipeline import BecknPipeline, prefixed_route
 from beckn.registry_client import RegistryClient
@@ -25,14 +25,7 @@ def create_app() -> FastAPI:
         "flexmarket gateway",
         "Beckn gateway: fans search out to matching BPPs and relays on_search to the BAP.",
     )
-    app.state.identity = load_or_create_identity(
-        settings.home,
-        settings.subscriber_id,
-        Role.BG,
-        settings.subscriber_url,
-        city_code=settings.city_code,
-        country_code=settings.country_code,
-    )
+    app.state.identity = own_identity(Role.BG)
     if settings.auto_subscribe:
         subscribe(app.state.identity, settings.registry_url, ["*"], settings.registry_operator_token)
     app.state.pipeline = BecknPipeline(

@@ -15,6 +15,7 @@ import psycopg
 from ledger import accounts as acct
 from ledger.db import iso, us
 from ledger.errors import LedgerError, not_found
+from schemas import limits
 
 
 def ensure_accounts(conn: psycopg.Connection, names: Iterable[str], limits: dict[str, int] | None = None) -> None:
@@ -106,9 +107,6 @@ def balance_as_of(conn: psycopg.Connection, name: str, at: datetime) -> dict[str
     }
 
 
-MAX_LIST_LIMIT = 1000
-
-
 def list_accounts(
     conn: psycopg.Connection,
     *,
@@ -140,7 +138,7 @@ def list_accounts(
     if after is not None:
         where.append("a.name > %(after)s")
         args["after"] = after
-    args["limit"] = max(1, min(limit, MAX_LIST_LIMIT))
+    args["limit"] = max(1, min(limit, limits.MAX_PAGE_SIZE))
     rows = conn.execute(
         "SELECT a.name, a.ledger, a.flags, a.max_net_debit, a.owner_kind, a.owner_id, b.debits_posted, "
         "b.credits_posted, b.debits_pending, b.credits_pending FROM ledger.accounts a "

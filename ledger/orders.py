@@ -24,6 +24,7 @@ from ledger.policies import get_policy
 from ledger.settlement import OrderTerms, declared_periods, max_exposure_pence, reserve_transfer_id
 from ledger.store import append_one
 from ledger.transfers import TransferSpec
+from schemas import limits
 
 ORDER_COLUMNS = (
     "order_id, provider_id, bap_id, meter_id, supplier_id, window_start, window_end, contracted_w, "
@@ -395,9 +396,6 @@ def order_summary(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
     }
 
 
-MAX_LIST_LIMIT = 1000
-
-
 def list_orders(
     conn: psycopg.Connection,
     *,
@@ -447,7 +445,7 @@ def list_orders(
     if after is not None:
         where.append("o.order_id > %(after)s")
         args["after"] = after
-    args["limit"] = max(1, min(limit, MAX_LIST_LIMIT))
+    args["limit"] = max(1, min(limit, limits.MAX_PAGE_SIZE))
     columns = ", ".join(f"o.{c.strip()}" for c in ORDER_COLUMNS.split(","))
     rows = conn.execute(
         f"SELECT {columns}, o.transaction_id, o.registered_at, c.cancelled_at FROM ledger.orders o "

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
@@ -46,6 +46,7 @@ MAX_NAME_CHARS = 255
 MAX_URI_CHARS = 1024
 MAX_COUNTRY_CODE_CHARS = 8
 MAX_TEXT_CHARS = 500
+MAX_PAGE_SIZE = 1000  # rows one list request may ask for (`limit`)
 
 # -- quantities -----------------------------------------------------------------------------------------
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer a JSON number carries exactly (and fits bigint)
@@ -163,6 +164,25 @@ def json_depth(raw: bytes, cap: int = MAX_JSON_DEPTH + 1) -> int:
             break
         brackets, depth = inner, depth + 1
     return depth
+
+
+class BodyTooLarge(ValueError):
+    """A request body over MAX_BODY_BYTES (answered 413)."""
+
+
+async def read_within_limit(chunks: AsyncIterable[bytes], declared: str | bytes | None) -> bytes:
+    """The whole body, or BodyTooLarge as soon as its declared length or the bytes received so far pass
+    MAX_BODY_BYTES: nothing beyond the limit is buffered (the Beckn endpoints and the JSON APIs alike)."""
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"body of {int(declared)} bytes exceeds {MAX_BODY_BYTES}")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"body exceeds {MAX_BODY_BYTES} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def depth_error(raw: bytes) -> str | None:

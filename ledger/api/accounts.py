@@ -12,6 +12,7 @@ from pydantic import AwareDatetime
 from kernel import clock
 from ledger import accounts_db
 from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, read, require_read, tx
+from schemas import limits
 
 router = APIRouter(route_class=LedgerRoute)
 
@@ -35,7 +36,7 @@ def list_accounts(
     owner_id: Annotated[str | None, Query(max_length=200)] = None,
     prefix: Annotated[str | None, Query(max_length=200)] = None,
     after: Annotated[str | None, Query(max_length=400)] = None,
-    limit: Annotated[int, Query(ge=1, le=accounts_db.MAX_LIST_LIMIT)] = 100,
+    limit: Annotated[int, Query(ge=1, le=limits.MAX_PAGE_SIZE)] = 100,
 ) -> dict[str, Any]:
     """Accounts with balances this key may read (admin, finance: all; a participant: its own), by name;
     page with `after` = the previous page's `next_after`."""

@@ -134,7 +134,7 @@ def list_orders(
     window_to: Annotated[AwareDatetime | None, Query()] = None,
     cancelled: Annotated[bool | None, Query()] = None,
     after: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=orders.MAX_LIST_LIMIT)] = 100,
+    limit: Annotated[int, Query(ge=1, le=limits.MAX_PAGE_SIZE)] = 100,
 ) -> dict[str, Any]:
     """Orders this key may read (admin, finance: all; a provider its own; a BAP those it registered), by id;
     the window filters keep orders overlapping [window_from, window_to); page with `after` = `next_after`."""

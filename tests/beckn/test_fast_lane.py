@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from beckn.errors import Role
 from beckn.pipeline import BecknPipeline, FastLane, prefixed_route
-from beckn.steps import MAX_BODY_BYTES
+from schemas.limits import MAX_BODY_BYTES
 
 
 class StubPipeline:
