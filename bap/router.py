@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
+from bap import failures as failure_log
 from bap import service
 from bap.backpressure import SEARCHES
 from bap.selection import SelectionError
@@ -272,9 +273,9 @@ async def plan(body: PlanIn) -> JSONResponse:
 
 @api.get("/failures", summary="Accepted actions that failed: refused, failed at the receiver, or undeliverable")
 async def failures(transaction_id: limits.Identifier | None = None) -> JSONResponse:
-    return JSONResponse(await _run(lambda s: service.failures(s, transaction_id)))
+    return JSONResponse(await _run(lambda s: failure_log.failures(s, transaction_id)))
 
 
 @api.get("/deliveries/failed", summary="Outbound messages that could not be delivered within their TTL")
 async def failed_deliveries() -> JSONResponse:
-    return JSONResponse(await _run(service.delivery_failures))
+    return JSONResponse(await _run(failure_log.delivery_failures))

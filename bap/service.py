@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bap.backpressure import SEARCHES
+from bap.failures import failures
 from bap.models import BapOrder, CatalogOffer, Transaction
 from bap.selection import Candidate, Choice, select_offers
 from beckn import envelope, http, outbox
@@ -530,133 +531,6 @@ HANDLERS: dict[str, Handler] = {
     "on_search": on_search,
     **{a: on_order for a in ("on_select", "on_init", "on_confirm", "on_status", "on_cancel", "on_update")},
 }
-
-
-# -- failures: an accepted action that failed anywhere, with its reason ------------------------------
-_ORDER_ACTIONS = frozenset({"select", "init", "confirm", "status", "update", "cancel"})
-
-
-def _order_named_by(session: Session, tx: str, bpp_id: str | None, message: dict[str, Any]) -> BapOrder | None:
-    """The order a request or callback body names: its provider (select/init/confirm/update) or order id."""
-    order = message.get("order") or {}
-    provider = (order.get("provider") or {}).get("id") if isinstance(order, dict) else None
-    if provider and bpp_id:
-        return _order(session, tx, bpp_id, provider)
-    order_id = message.get("order_id") or (order.get("id") if isinstance(order, dict) else None)
-    if not order_id:
-        return None
-    return session.scalars(select(BapOrder).where(BapOrder.transaction_id == tx, BapOrder.order_id == order_id)).first()
-
-
-def _mark_failed(o: BapOrder, what: str) -> None:
-    """The failure shows on the order; its state stays what the BPP last said (never pretends)."""
-    o.last_error = what[:2000]
-    o.updated_at = clock.now()
-
-
-def outbox_failed(session: Session, failed: list[tuple[Any, str]]) -> None:
-    """beckn.outbox hook: requests the BPP refused (NACK) or that could not be delivered within the
-    delivery TTL show on their order (the failures endpoint lists the outbox rows themselves)."""
-    for row, error in failed:
-        payload = json.loads(bytes(row.body))
-        ctx = payload.get("context") or {}
-        if ctx.get("action") not in _ORDER_ACTIONS:
-            continue
-        o = _order_named_by(session, str(ctx.get("transaction_id")), ctx.get("bpp_id"), payload.get("message") or {})
-        if o is not None:
-            _mark_failed(o, f"{ctx['action']} not delivered: {error}")
-
-
-def ledger_failed(session: Session, row: Any, reason: str) -> list[int]:
-    """beckn.processing failure handler: a callback whose ledger step failed for good (registration,
-    cancellation or amendment) shows on its order; the failures endpoint lists the inbox row."""
-    payload = json.loads(bytes(row.body))
-    ctx = payload.get("context") or {}
-    o = _order_named_by(session, str(ctx.get("transaction_id")), ctx.get("bpp_id"), payload.get("message") or {})
-    if o is not None:
-        _mark_failed(o, f"ledger step of {row.action} failed: {reason}")
-    return []
-
-
-def failures(session: Session, transaction_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Every action that failed after the BAP accepted it, newest first: requests refused by the BPP
-    (NACK) or undeliverable within the delivery TTL (outbox FAILED), callbacks that carry an error (the
-    BPP refused, or failed processing it), and callbacks whose processing here failed for good (the
-    ledger registration)."""
-    out: list[dict[str, Any]] = []
-    tx_filter = "AND transaction_id = %(tx)s" if transaction_id else ""
-    params = {"tx": transaction_id, "limit": limit}
-    for r in raw(session).execute(
-        "SELECT id, action, receiver_url, transaction_id, message_id, attempts, last_error, body "
-        f"FROM outbox WHERE status = 'FAILED' {tx_filter} ORDER BY id DESC LIMIT %(limit)s",
-        params,
-    ):
-        body = json.loads(bytes(r[7]))
-        ctx = body.get("context") or {}
-        o = _order_named_by(session, r[3], ctx.get("bpp_id"), body.get("message") or {})
-        out.append(
-            {
-                "kind": "not_delivered",
-                "action": r[1],
-                "transaction_id": r[3],
-                "message_id": r[4],
-                "to": r[2],
-                "attempts": r[5],
-                "reason": r[6],
-                **_order_ref(o),
-            }
-        )
-    for r in raw(session).execute(
-        "SELECT id, action, sender_id, transaction_id, message_id, status, error, body, received_at FROM inbox "
-        "WHERE (status = 'FAILED' OR position('\"error\"'::bytea in body) > 0) "
-        f"{tx_filter} ORDER BY id DESC LIMIT %(limit)s",
-        params,
-    ):
-        body = json.loads(bytes(r[7]))
-        error = body.get("error") if isinstance(body.get("error"), dict) else None
-        if r[5] != "FAILED" and error is None:
-            continue  # "error" appeared somewhere else in the body
-        o = _order_named_by(session, r[3], r[2], body.get("message") or {})
-        if r[5] == "FAILED":
-            kind, reason = "processing_failed", r[6]
-        else:
-            kind, reason = "refused", f"{error.get('code')}: {error.get('message')}" if error else ""
-        out.append(
-            {
-                "kind": kind,
-                "action": r[1],
-                "transaction_id": r[3],
-                "message_id": r[4],
-                "from": r[2],
-                "reason": reason,
-                "received_at": r[8].isoformat(),
-                **_order_ref(o),
-            }
-        )
-    return out
-
-
-def _order_ref(o: BapOrder | None) -> dict[str, Any]:
-    if o is None:
-        return {"order": None}
-    return {"order": {"bpp_id": o.bpp_id, "provider_id": o.provider_id, "order_id": o.order_id, "state": o.state}}
-
-
-def delivery_failures(session: Session, limit: int = 100) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(outbox_table).where(outbox_table.c.status == "FAILED").order_by(outbox_table.c.id.desc()).limit(limit)
-    ).all()
-    return [
-        {
-            "id": r.id,
-            "action": r.action,
-            "to": r.receiver_url,
-            "transaction_id": r.transaction_id,
-            "attempts": r.attempts,
-            "last_error": r.last_error,
-        }
-        for r in rows
-    ]
 
 
 # -- ledger registration (Celery: beckn.process_inbox → ledger_process) -----------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import bap.tasks  # noqa: F401  (registers the BAP's processor and failure handlers)
-from bap import service
+from bap import failures
 from bap.models import BapOrder, Transaction
 from beckn import envelope, processing
 from kernel.config import reset_settings
@@ -78,7 +78,7 @@ def test_a_ledger_registration_that_fails_for_good_shows_on_the_order(unreachabl
         o = s.get(BapOrder, ("tx-1", "bpp.test", "dc-01"))
         assert o is not None and o.state == "ACCEPTED"
         assert o.last_error and "ledger step of on_confirm failed" in o.last_error and "unreachable" in o.last_error
-        (failure,) = service.failures(s, "tx-1")
+        (failure,) = failures.failures(s, "tx-1")
         assert failure["kind"] == "processing_failed" and failure["action"] == "on_confirm"
         ref = {"bpp_id": "bpp.test", "provider_id": "dc-01", "order_id": "ord-1", "state": "ACCEPTED"}
         assert failure["order"] == ref
