@@ -9,10 +9,12 @@ BIN    := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet --upgrade pip > $(VENV)/pip-upgrade.log 2>&1 || (cat $(VENV)/pip-upgrade.log; exit 1)
 
+# pip's and setuptools' chatter (e.g. the editable-install notice) goes to a log shown only on failure.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@echo "installing flexmarket and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install --quiet -e '.[test]' > $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,11 +24,12 @@ demo: install
 
 # The pure cores: no web framework, database, task queue or HTTP client (import-linter holds that), and
 # typed strictly. ARCHITECTURE.md lists them; keep this list, pyproject.toml's contract and it in step.
-PURE_CORES := grid bpp/scheduler bpp/plan.py bpp/lp.py bpp/storage.py bpp/domain.py bpp/signal_providers.py \
+PURE_CORES := grid bpp/scheduler bpp/plan.py bpp/lp.py bpp/storage.py bpp/battery.py bpp/domain.py bpp/signal_providers.py \
 	bpp/agent_config.py bpp/agent.py bpp/offers.py bpp/decisions.py bpp/baselines.py bpp/workload.py bpp/forecast.py \
-	ledger/chain.py ledger/merkle.py ledger/canonical.py ledger/settlement.py ledger/baseline.py \
+	ledger/chain.py ledger/merkle.py ledger/canonical.py ledger/settlement.py ledger/baseline.py ledger/allocation.py \
 	ledger/transfers.py ledger/cft.py ledger/accounts.py ledger/proofs.py ledger/statement_csv.py ledger/errors.py \
-	beckn/signing.py
+	ledger/agreements.py \
+	beckn/signing.py bap/differences.py bap/permissions.py schemas/outcome.py
 
 test: install check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

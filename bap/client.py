@@ -1,5 +1,8 @@
 """A small HTTP client for the BAP's aggregator API (/api/v1), used by `flexmarket demo`, the
-end-to-end tests and the benchmarks — and an example of how an aggregator talks to the BAP."""
+end-to-end tests and the benchmarks — and an example of how an aggregator talks to the BAP.
+
+Every call presents an API key (`flexmarket bap apikey create`, or the manifest `flexmarket up` writes:
+participants.bap.api_keys) as `Authorization: Bearer fmb_…`."""
 
 from __future__ import annotations
 
@@ -19,8 +22,12 @@ class BapApiError(RuntimeError):
 
 
 class BapClient:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/") + "/api/v1", timeout=timeout)
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/api/v1",
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -75,11 +82,24 @@ class BapClient:
             body.update(window_start=window_start.isoformat(), window_end=window_end.isoformat())
         return self._post("/plan", body)
 
-    def transaction(self, transaction_id: str) -> dict[str, Any]:
-        r = self.http.get(f"/transactions/{transaction_id}")
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        r = self.http.get(path, params={k: v for k, v in (params or {}).items() if v is not None})
         if r.status_code >= 400:
-            raise BapApiError(r.status_code, r.json())
+            raise BapApiError(r.status_code, r.json() if r.content else None)
         return r.json()
+
+    def transaction(self, transaction_id: str) -> dict[str, Any]:
+        view: dict[str, Any] = self._get(f"/transactions/{transaction_id}")
+        return view
+
+    def failures(self, transaction_id: str | None = None) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = self._get("/failures", {"transaction_id": transaction_id})
+        return listed
+
+    def audit(self, **filters: Any) -> dict[str, Any]:
+        """GET /audit (operator keys): key_id, outcome, since, until, before_id, limit."""
+        page: dict[str, Any] = self._get("/audit", filters)
+        return page
 
     def wait(
         self, transaction_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0, interval: float = 0.02

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bap.models import BapOrder
+from bap.models import BapOrder, Transaction
 from beckn.models import outbox as outbox_table
 from kernel import clock
 from kernel.db import raw
@@ -61,14 +61,19 @@ def ledger_failed(session: Session, row: Any, reason: str) -> list[int]:
     return []
 
 
-def failures(session: Session, transaction_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+def failures(
+    session: Session, transaction_id: str | None = None, limit: int = 200, *, aggregator_id: str | None = None
+) -> list[dict[str, Any]]:
     """Every action that failed after the BAP accepted it, newest first: requests refused by the BPP
     (NACK) or undeliverable within the delivery TTL (outbox FAILED), callbacks that carry an error (the
-    BPP refused, or failed processing it), and callbacks whose processing here failed for good (the
-    ledger registration)."""
+    BPP refused, or failed processing it), a search the gateway could not deliver to a BPP
+    (`fan_out_failed`, its report naming the BPP), and callbacks whose processing here failed for good
+    (the ledger registration)."""
     out: list[dict[str, Any]] = []
     tx_filter = "AND transaction_id = %(tx)s" if transaction_id else ""
-    params = {"tx": transaction_id, "limit": limit}
+    if aggregator_id is not None:  # an aggregator's key: only the transactions it started (bap/auth.py)
+        tx_filter += " AND transaction_id IN (SELECT id FROM transactions WHERE aggregator_id = %(agg)s)"
+    params = {"tx": transaction_id, "limit": limit, "agg": aggregator_id}
     for r in raw(session).execute(
         "SELECT id, action, receiver_url, transaction_id, message_id, attempts, last_error, body "
         f"FROM outbox WHERE status = 'FAILED' {tx_filter} ORDER BY id DESC LIMIT %(limit)s",
@@ -100,8 +105,11 @@ def failures(session: Session, transaction_id: str | None = None, limit: int = 2
         if r[5] != "FAILED" and error is None:
             continue  # "error" appeared somewhere else in the body
         o = _order_named_by(session, r[3], r[2], body.get("message") or {})
+        named_bpp = (body.get("context") or {}).get("bpp_id")
         if r[5] == "FAILED":
             kind, reason = "processing_failed", r[6]
+        elif r[1] == "on_search" and r[2] != named_bpp:  # signed by the gateway: its fan-out report
+            kind, reason = "fan_out_failed", f"{error.get('code')}: {error.get('message')}" if error else ""
         else:
             kind, reason = "refused", f"{error.get('code')}: {error.get('message')}" if error else ""
         out.append(
@@ -111,6 +119,7 @@ def failures(session: Session, transaction_id: str | None = None, limit: int = 2
                 "transaction_id": r[3],
                 "message_id": r[4],
                 "from": r[2],
+                **({"bpp_id": named_bpp} if kind == "fan_out_failed" else {}),
                 "reason": reason,
                 "received_at": r[8].isoformat(),
                 **_order_ref(o),
@@ -125,10 +134,12 @@ def _order_ref(o: BapOrder | None) -> dict[str, Any]:
     return {"order": {"bpp_id": o.bpp_id, "provider_id": o.provider_id, "order_id": o.order_id, "state": o.state}}
 
 
-def delivery_failures(session: Session, limit: int = 100) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(outbox_table).where(outbox_table.c.status == "FAILED").order_by(outbox_table.c.id.desc()).limit(limit)
-    ).all()
+def delivery_failures(session: Session, limit: int = 100, *, aggregator_id: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(outbox_table).where(outbox_table.c.status == "FAILED")
+    if aggregator_id is not None:  # an aggregator's key: only the transactions it started (bap/auth.py)
+        owned = select(Transaction.id).where(Transaction.aggregator_id == aggregator_id)
+        stmt = stmt.where(outbox_table.c.transaction_id.in_(owned))
+    rows = session.execute(stmt.order_by(outbox_table.c.id.desc()).limit(limit)).all()
     return [
         {
             "id": r.id,

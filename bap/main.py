@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from bap import service
+from bap import reconcile, service
 from bap.backpressure import SEARCHES
 from bap.router import api, beckn_router
 from beckn.errors import Role
@@ -48,6 +48,7 @@ def create_app() -> FastAPI:
         savepoint_actions=frozenset(service.HANDLERS) - {"on_search"},
     )
     app.include_router(api)
+    reconcile.register_metrics()  # the reconciliation alerts on /metrics (read from their table at each scrape)
     add_body_guard(app, "/api/")  # 413 over 1 MiB, deep JSON and NUL refused before parsing (schemas/limits.py)
     app.include_router(beckn_router)
     app.state.beckn_route = prefixed_route("/beckn/", app.state.identity, service.HANDLERS)

@@ -1,22 +1,31 @@
 """BAP HTTP: the aggregators' client API (/api/v1, documented at /docs) and the Beckn callbacks
-(/beckn/on_*), the latter through the one pipeline in beckn/pipeline.py."""
+(/beckn/on_*), the latter through the one pipeline in beckn/pipeline.py.
+
+Every /api/v1 route runs behind bap/auth_route.py `GuardedRoute` (API key, the permission table in
+bap/permissions.py, the audit log in bap/audit.py). Endpoints that change state do their work through
+`run_audited`, so the audit row commits with the change. An aggregator's key sees and acts on only the
+transactions it started (`_visible`), and its lists hold only those."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Literal, TypeVar
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
+from bap import audit, reconcile, service
 from bap import failures as failure_log
-from bap import service
+from bap.auth import Principal, may_see
+from bap.auth_route import GuardedRoute, principal_of, run_audited
 from bap.backpressure import SEARCHES
+from bap.permissions import Role
 from bap.selection import SelectionError
 from beckn.envelope import DOMAIN
 from beckn.tasks import send_delivery
@@ -29,7 +38,18 @@ from schemas.flex import FlexRequest
 
 log = structlog.get_logger(__name__)
 beckn_router = APIRouter(prefix="/beckn", tags=["beckn callbacks"], responses=BECKN_RESPONSES)
-api = APIRouter(prefix="/api/v1", tags=["aggregator API"], responses=CLIENT_API_RESPONSES)
+# The two ways to present a key, declared so /docs offers them; GuardedRoute does the checking.
+_KEY_SCHEMES = [
+    Security(HTTPBearer(auto_error=False, description="Authorization: Bearer fmb_…")),
+    Security(APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, as X-API-Key")),
+]
+api = APIRouter(
+    prefix="/api/v1",
+    tags=["aggregator API"],
+    responses=CLIENT_API_RESPONSES,
+    route_class=GuardedRoute,
+    dependencies=_KEY_SCHEMES,
+)
 T = TypeVar("T")
 
 
@@ -50,6 +70,19 @@ def _window_refusal(start: datetime | None, end: datetime | None) -> str | None:
         return None
     refused = limits.check_market_window(start, end, clock.now(), get_settings().max_window_ahead_days)
     return None if refused is None else f"{refused[0]}: {refused[1]}"
+
+
+def _search_example() -> dict[str, Any]:
+    """The /docs example: tomorrow's 16:00-18:00 UTC by the market clock, so it is always a valid window."""
+    day = (clock.now() + timedelta(days=1)).date().isoformat()
+    return {
+        "window_start": f"{day}T16:00:00Z",
+        "window_end": f"{day}T18:00:00Z",
+        "power_kw": 2000,
+        "max_price_gbp_per_mwh": 300,
+        "region": "GB-R13",
+        "resource_type": "compute",
+    }
 
 
 class SearchIn(BaseModel):
@@ -76,18 +109,7 @@ class SearchIn(BaseModel):
             raise ValueError(refused)
         return self
 
-    model_config = {
-        "json_schema_extra": {
-            "example": {
-                "window_start": "2026-11-24T16:00:00Z",
-                "window_end": "2026-11-24T18:00:00Z",
-                "power_kw": 2000,
-                "max_price_gbp_per_mwh": 300,
-                "region": "GB-R13",
-                "resource_type": "compute",
-            }
-        }
-    }
+    model_config = {"json_schema_extra": lambda schema: schema.update(example=_search_example())}
 
 
 class OrderIn(BaseModel):
@@ -116,9 +138,22 @@ class PlanIn(BaseModel):
 
 
 def _error(exc: Exception, status: int = 400) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": "invalid_request" if status < 500 else "error", "message": str(exc)}}, status_code=status
-    )
+    code = getattr(exc, "code", None) or ("invalid_request" if status < 500 else "error")
+    return JSONResponse({"error": {"code": code, "message": str(exc)}}, status_code=status)
+
+
+class NotYourTransaction(service.ClientError):
+    code = "not_your_transaction"
+
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__(f"transaction {transaction_id} was started by another aggregator", 403)
+
+
+def _visible(session: Session, who: Principal, transaction_id: str) -> None:
+    """Refuses (403) an aggregator's key on another aggregator's transaction; an unknown one is left to the
+    endpoint (404)."""
+    if not may_see(session, who, transaction_id):
+        raise NotYourTransaction(transaction_id)
 
 
 async def _run(fn: Callable[[Session], T]) -> T:
@@ -173,9 +208,11 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
             status_code=429,
             headers={"Retry-After": str(retry_after)},
         )
+    who = principal_of(request)
     try:
         expected = await _fan_out_of(request, city_code, country_code)
-        sent = await _run(
+        sent = await run_audited(
+            request,
             lambda s: service.search(
                 s,
                 me,
@@ -183,7 +220,10 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
                 gateway_url=request.app.state.gateway_url,
                 city_code=city_code,
                 country_code=country_code,
-            )
+                aggregator_id=who.aggregator_id,
+            ),
+            status_code=202,
+            transaction_of=lambda sent: sent.transaction_id,
         )
     except service.ClientError as exc:
         SEARCHES.release()
@@ -206,8 +246,14 @@ def _order_endpoint(action: str) -> Callable[..., Any]:
         if refused:
             return _error(ValueError(refused), 400)
         r = service.OrderRequest(**body.model_dump())
+        who = principal_of(request)
+
+        def act(s: Session) -> service.Sent:
+            _visible(s, who, r.transaction_id)
+            return service.order_action(s, me, action, r)
+
         try:
-            sent = await _run(lambda s: service.order_action(s, me, action, r))
+            sent = await run_audited(request, act, status_code=202)
         except service.ClientError as exc:
             return _error(exc, exc.status)
         _deliver_soon(sent.outbox_id)
@@ -229,26 +275,36 @@ for _action, _summary in [
 
 
 @api.get("/transactions/{transaction_id}", summary="A transaction: offers, orders, callbacks, deliveries")
-async def transaction(transaction_id: limits.Identifier) -> JSONResponse:
+async def transaction(transaction_id: limits.Identifier, request: Request) -> JSONResponse:
+    who = principal_of(request)
+
+    def view(s: Session) -> dict[str, Any]:
+        _visible(s, who, transaction_id)
+        return service.transaction_view(s, transaction_id)
+
     try:
-        return JSONResponse(await _run(lambda s: service.transaction_view(s, transaction_id)))
+        return JSONResponse(await _run(view))
     except service.ClientError as exc:
         return _error(exc, exc.status)
 
 
 @api.post("/plan", summary="Cheapest / lowest-carbon set of received offers meeting a kW target")
-async def plan(body: PlanIn) -> JSONResponse:
-    try:
-        choices = await _run(
-            lambda s: service.plan(
-                s,
-                body.transaction_id,
-                target_kw=body.target_kw,
-                objective=body.objective,
-                start=body.window_start,
-                end=body.window_end,
-            )
+async def plan(body: PlanIn, request: Request) -> JSONResponse:
+    who = principal_of(request)
+
+    def choose(s: Session) -> list[Any]:
+        _visible(s, who, body.transaction_id)
+        return service.plan(
+            s,
+            body.transaction_id,
+            target_kw=body.target_kw,
+            objective=body.objective,
+            start=body.window_start,
+            end=body.window_end,
         )
+
+    try:
+        choices = await run_audited(request, choose, status_code=200)
     except service.ClientError as exc:
         return _error(exc, exc.status)
     except SelectionError as exc:
@@ -272,10 +328,73 @@ async def plan(body: PlanIn) -> JSONResponse:
 
 
 @api.get("/failures", summary="Accepted actions that failed: refused, failed at the receiver, or undeliverable")
-async def failures(transaction_id: limits.Identifier | None = None) -> JSONResponse:
-    return JSONResponse(await _run(lambda s: failure_log.failures(s, transaction_id)))
+async def failures(request: Request, transaction_id: limits.Identifier | None = None) -> JSONResponse:
+    who = principal_of(request)
+
+    def listed(s: Session) -> list[dict[str, Any]]:
+        if transaction_id is not None:
+            _visible(s, who, transaction_id)
+        return failure_log.failures(s, transaction_id, aggregator_id=_only_own(who))
+
+    try:
+        return JSONResponse(await _run(listed))
+    except service.ClientError as exc:
+        return _error(exc, exc.status)
 
 
 @api.get("/deliveries/failed", summary="Outbound messages that could not be delivered within their TTL")
-async def failed_deliveries() -> JSONResponse:
-    return JSONResponse(await _run(failure_log.delivery_failures))
+async def failed_deliveries(request: Request) -> JSONResponse:
+    who = principal_of(request)
+    return JSONResponse(await _run(lambda s: failure_log.delivery_failures(s, aggregator_id=_only_own(who))))
+
+
+def _only_own(who: Principal) -> str | None:
+    """The aggregator whose transactions a list is limited to; None: every transaction."""
+    return who.aggregator_id if who.role is Role.AGGREGATOR else None
+
+
+@api.get("/audit", summary="The audit log: state-changing and refused calls, newest first (operator keys only)")
+async def audit_log(
+    key_id: Annotated[limits.Identifier | None, Query(description="only this key's calls")] = None,
+    outcome: Annotated[audit.Outcome | None, Query(description="ok, unauthenticated, forbidden, …")] = None,
+    since: Annotated[datetime | None, Query(description="wall time, inclusive (UTC offset required)")] = None,
+    until: Annotated[datetime | None, Query(description="wall time, exclusive (UTC offset required)")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=limits.MAX_SAFE_INTEGER, description="next page")] = None,
+    limit: Annotated[int, Query(ge=1, le=limits.MAX_PAGE_SIZE)] = 100,
+) -> JSONResponse:
+    for name, t in (("since", since), ("until", until)):
+        if t is not None and t.tzinfo is None:
+            return _error(ValueError(f"{name}: times must carry a UTC offset, e.g. 2026-11-24T17:00:00Z"))
+    q = audit.AuditQuery(key_id, outcome, since, until, before_id, limit)
+    return JSONResponse(await _run(lambda s: audit.page(s, q)))
+
+
+# -- reconciliation of the three books (bap/reconcile.py) -----------------------------------------------------
+class ReconcileIn(BaseModel):
+    transaction_id: limits.Identifier | None = Field(
+        default=None, description="compare only this transaction's orders (default: every order)"
+    )
+
+
+@api.post("/reconciliation/run", summary="Compare every order across the BAP, the BPP and the ledger now")
+async def reconciliation_run(request: Request, body: ReconcileIn | None = None) -> JSONResponse:
+    """Runs one reconciliation and answers its report: the orders compared, each difference between the books
+    (also kept as alerts) and each book that could not be read (`unreadable`; its orders are left out)."""
+    me = request.app.state.identity
+    tx = body.transaction_id if body else None
+    report = await run_in_threadpool(lambda: reconcile.run(me, transaction_id=tx))
+    return JSONResponse(report.as_json())
+
+
+@api.get("/reconciliation/alerts", summary="Differences between the books found by reconciliation")
+async def reconciliation_alerts(
+    status: Annotated[Literal["open", "resolved", "all"], Query(description="open, resolved or all")] = "open",
+    transaction_id: Annotated[limits.Identifier | None, Query(description="only this transaction's")] = None,
+    after: Annotated[int | None, Query(ge=0, le=limits.MAX_SAFE_INTEGER, description="next page: ids after")] = None,
+    limit: Annotated[int, Query(ge=1, le=limits.MAX_PAGE_SIZE)] = 100,
+) -> JSONResponse:
+    return JSONResponse(
+        await _run(
+            lambda s: reconcile.list_alerts(s, status=status, transaction_id=transaction_id, after=after, limit=limit)
+        )
+    )

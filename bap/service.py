@@ -3,6 +3,7 @@ the outbox in the same transaction as the state it announces) and the on_* callb
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from dataclasses import asdict, dataclass
@@ -39,6 +40,7 @@ from schemas.flex import (
     request_to_intent,
 )
 from schemas.messages import OnSearchMessage, OrderMessage
+from schemas.outcome import OutcomeFormatError, read_outcome, stale
 
 log = structlog.get_logger(__name__)
 
@@ -60,15 +62,25 @@ class Sent:
 
 # -- client operations ----------------------------------------------------------------------------
 def search(
-    session: Session, me: Identity, req: FlexRequest, *, gateway_url: str, city_code: str, country_code: str
+    session: Session,
+    me: Identity,
+    req: FlexRequest,
+    *,
+    gateway_url: str,
+    city_code: str,
+    country_code: str,
+    aggregator_id: str | None = None,
 ) -> Sent:
+    """`aggregator_id`: the aggregator whose key asks (bap/auth.py); the transaction is then its own."""
     if req.window_end <= req.window_start:
         raise ClientError("window_end must be after window_start")
     if req.power_kw <= 0:
         raise ClientError("power_kw must be positive")
     tx = envelope.new_id()
     body = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(req).items()}
-    session.add(Transaction(id=tx, request=body, city_code=city_code, country_code=country_code))
+    session.add(
+        Transaction(id=tx, request=body, city_code=city_code, country_code=country_code, aggregator_id=aggregator_id)
+    )
     ctx = envelope.context(
         "search",
         bap_id=me.subscriber_id,
@@ -362,6 +374,10 @@ def order_json(o: BapOrder) -> dict[str, Any]:
         "settlement_method": o.settlement_method,
         "last_error": o.last_error,
         "updated_at": o.updated_at.isoformat() if o.updated_at else None,
+        # the ledger's outcome as the BPP reported it (schemas/outcome.py): none before its first settlement run
+        "settlement_run": o.settlement_run,
+        "delivered_energy_kwh": o.delivered_energy_kwh,
+        "settled_amount_pence": o.settled_amount_pence,
     }
 
 
@@ -465,13 +481,21 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     if o is None:
         raise BecknError("invalid_response", f"{msg.action} for an order this BAP never placed", http_status=200)
     state = order_state(order)
+    try:  # the ledger's outcome (schemas/outcome.py), when the BPP reports one
+        outcome = read_outcome(order)
+    except OutcomeFormatError as exc:
+        raise BecknError("invalid_response", str(exc), http_status=400, paths=exc.path) from exc
     # A quote moves only an order still being selected (never an accepted one back to QUOTED); an error
-    # answer changes the stored terms only when it carries the BPP's order (with its state), not an echo.
+    # answer changes the stored terms only when it carries the BPP's order (with its state), not an echo;
+    # older news than the copy holds (a late on_status overtaken by a later one) changes nothing.
     applies = (
         o.state in ("SELECTING", "QUOTED") and msg.error is None
         if msg.action == "on_select"
-        else msg.error is None or state is not None
+        else (msg.error is None or state is not None) and not stale(o.state, o.settlement_run, state, outcome)
     )
+    if order is not None and applies and outcome is not None:
+        o.settlement_run, o.settled_amount_pence = outcome.settlement_run, outcome.settled_amount_pence
+        o.delivered_energy_kwh = float(outcome.delivered_energy_kwh)
     if order is not None and applies:
         if msg.action == "on_select":
             state = "QUOTED"
@@ -534,10 +558,32 @@ HANDLERS: dict[str, Handler] = {
 
 
 # -- ledger registration (Celery: beckn.process_inbox → ledger_process) -----------------------------
+def _signed(body: bytes, authorization: str) -> dict[str, str]:
+    """A signed message as the ledger takes it: the exact bytes (base64) and the Authorization header."""
+    return {"body_base64": base64.b64encode(body).decode("ascii"), "authorization": authorization}
+
+
+def _sent_confirm(session: Session, transaction_id: str, message_id: str) -> dict[str, str]:
+    """The confirm this on_confirm answers (same transaction and message id), as the BAP signed and sent it:
+    the outbox keeps the exact bytes and the Authorization header of the delivery attempt."""
+    sent = session.execute(
+        select(outbox_table.c.body, outbox_table.c.last_authorization).where(
+            outbox_table.c.action == "confirm",
+            outbox_table.c.transaction_id == transaction_id,
+            outbox_table.c.message_id == message_id,
+        )
+    ).first()
+    if sent is None or not sent.last_authorization:  # not yet recorded as sent: the sweep retries
+        raise RuntimeError(f"no signed confirm {message_id} recorded for transaction {transaction_id}")
+    return _signed(bytes(sent.body), sent.last_authorization)
+
+
 def ledger_process(session: Session, row: Any) -> list[int]:
-    """Register an accepted order with the ledger (POST /api/v1/orders) or cancel it there. Idempotent:
-    the ledger answers an identical re-registration with the existing order. Raises on failure, so the
-    inbox row keeps the error and the sweep retries it (FAILED, visibly, after the last attempt)."""
+    """Register an accepted order with the ledger (POST /api/v1/orders, with the signed confirm the BAP
+    sent and the signed on_confirm it received), amend it (with the signed on_update) or cancel it there.
+    Idempotent: the ledger answers an identical re-registration with the existing order. Raises on
+    failure, so the inbox row keeps the error and the sweep retries it (FAILED, visibly, after the last
+    attempt)."""
     settings = get_settings()
     payload = json.loads(bytes(row.body))
     ctx = payload["context"]
@@ -553,39 +599,22 @@ def ledger_process(session: Session, row: Any) -> list[int]:
         )
         if r.status == 404:
             return []  # never registered (cancelled before acceptance): nothing to undo
-    elif row.action == "on_update":  # the accepted change of kW or window: the ledger's amended terms
+    elif not row.authorization:
+        raise RuntimeError(f"{row.action} {ctx['message_id']} has no Authorization header to prove it")
+    elif row.action == "on_update":  # the accepted change of kW or window: the provider's signed on_update
         r = http.post_sync(
             f"{base}/{spec.order_id}/amend",
-            json.dumps(
-                {
-                    "contracted_kw": str(spec.power_kw),
-                    "window_start": spec.window_start.isoformat(),
-                    "window_end": spec.window_end.isoformat(),
-                    "amended_at": order.updated_at.isoformat() if order.updated_at else ctx["timestamp"],
-                    "reference": ctx["message_id"],
-                }
-            ).encode(),
+            json.dumps({"on_update": _signed(bytes(row.body), row.authorization)}).encode(),
             headers,
         )
-    else:
-        price = order.items[0].price.value if order.items and order.items[0].price else None
+    else:  # the terms are those of the signed on_confirm; the ledger checks both signatures
         r = http.post_sync(
             base,
             json.dumps(
                 {
-                    "order_id": spec.order_id,
-                    "transaction_id": ctx["transaction_id"],
-                    "provider_id": spec.provider_id,
-                    "bap_id": ctx["bap_id"],
-                    "meter_id": spec.meter_id,
+                    "confirm": _sent_confirm(session, ctx["transaction_id"], ctx["message_id"]),
+                    "on_confirm": _signed(bytes(row.body), row.authorization),
                     "supplier_id": settings.default_supplier_id,
-                    "window_start": spec.window_start.isoformat(),
-                    "window_end": spec.window_end.isoformat(),
-                    "contracted_kw": str(spec.power_kw),
-                    "price_gbp_per_mwh": price,
-                    "settlement_method": spec.settlement_method,
-                    # the BPP's acceptance time: the same on every re-send, so re-registration stays idempotent
-                    "confirmed_at": order.updated_at.isoformat() if order.updated_at else ctx["timestamp"],
                 }
             ).encode(),
             headers,

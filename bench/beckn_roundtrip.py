@@ -103,7 +103,7 @@ def main() -> None:
     load_before = os.getloadavg()
     try:
         net.start(timeout=120)
-        bap = BapClient(net.url("bap"))
+        bap = BapClient(net.url("bap"), net.manifest["participants"]["bap"]["api_keys"]["aggregator"])
         day = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         start, end = day + timedelta(hours=16), day + timedelta(hours=18)
         conn = psycopg.connect(db_url, autocommit=True)

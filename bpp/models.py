@@ -93,6 +93,11 @@ class Order(BppBase):
     cancellation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     city_code: Mapped[str] = mapped_column(String(64))
     country_code: Mapped[str] = mapped_column(String(8))
+    # The outcome the ledger's settlement runs established (schemas/outcome.py; bpp/outcomes.py keeps it).
+    settlement_run: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    delivered_energy_kwh: Mapped[float | None] = mapped_column(Float, nullable=True)
+    settled_amount_pence: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    outcome_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from beckn.errors import BecknError
 from beckn.webapp import BECKN_RESPONSES, CLIENT_API_RESPONSES
 from bpp.agent_service import DecisionQuery, query_decisions
+from bpp.book import BookRefused, BookRequest, book, verify_bap
 from bpp.models import Order, OrderEvent
 from kernel.db import session_scope
+from schemas import limits
 from schemas.limits import Identifier
 
 router = APIRouter(tags=["beckn"])
@@ -61,6 +65,37 @@ def get_order(slug: str, order_id: Identifier, request: Request) -> JSONResponse
                 ],
             }
         )
+
+
+@router.post(
+    "/{slug}/reconciliation/orders",
+    tags=["ops"],
+    summary="The platform's copy of the signing BAP's orders, for its reconciliation (BECKN-006 signed)",
+    responses={k: CLIENT_API_RESPONSES[k] for k in (400, 404)},
+)
+async def reconciliation_orders(slug: str, request: Request) -> JSONResponse:
+    identity = request.app.state.platforms.get(slug)
+    if identity is None:
+        return JSONResponse({"error": {"code": "not_found", "message": f"no platform {slug!r}"}}, status_code=404)
+    try:
+        raw = await limits.read_within_limit(request.stream(), request.headers.get("content-length"))
+    except limits.BodyTooLarge as exc:
+        return JSONResponse({"error": {"code": "too_large", "message": str(exc)}}, status_code=413)
+    try:
+        req = BookRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return JSONResponse({"error": {"code": "invalid_request", "message": where}}, status_code=400)
+
+    def answer() -> dict[str, Any]:
+        signer = verify_bap(raw, request.headers.get("authorization"))
+        with session_scope("bpp") as s:
+            return book(s, identity.subscriber_id, signer, req)
+
+    try:
+        return JSONResponse(await run_in_threadpool(answer))
+    except BookRefused as exc:
+        return JSONResponse({"error": {"code": exc.code, "message": str(exc)}}, status_code=exc.status)
 
 
 @router.get(

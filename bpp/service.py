@@ -2,7 +2,8 @@
 on_search / on_select / on_init / on_confirm / on_status / on_cancel / on_update callbacks.
 
 Order state machine (../shared/DESIGN.md): CREATED (on_init) → ACCEPTED (on_confirm) → IN-PROGRESS
-(window open) → COMPLETED | PARTIALLY-DELIVERED (metered) → SETTLED; CANCELLED from CREATED or
+(window open) → COMPLETED (window closed) → COMPLETED | PARTIALLY-DELIVERED (the ledger's settlement runs,
+schemas/outcome.py) → SETTLED (its final run); CANCELLED from CREATED or
 ACCEPTED before the window opens. Invariant, checked under a row lock on the offer at confirm and
 update: in every 30-minute slot, Σ kW of ACCEPTED/IN-PROGRESS orders on an offer ≤ its available kW.
 """
@@ -56,6 +57,7 @@ from schemas.flex import (
     quote_gbp,
 )
 from schemas.messages import CancelMessage, OrderMessage, SearchMessage, StatusMessage, UpdateMessage
+from schemas.outcome import held, with_outcome
 
 log = structlog.get_logger(__name__)
 
@@ -66,9 +68,11 @@ TRANSITIONS = {
     None: {"CREATED"},
     "CREATED": {"CREATED", "ACCEPTED", "CANCELLED"},
     "ACCEPTED": {"IN-PROGRESS", "CANCELLED"},
-    "IN-PROGRESS": {"COMPLETED", "PARTIALLY-DELIVERED"},
-    "COMPLETED": {"SETTLED"},
-    "PARTIALLY-DELIVERED": {"SETTLED"},
+    # The ledger's settlement runs decide the outcome (schemas/outcome.py, bpp/outcomes.py); a later run may
+    # restate COMPLETED as PARTIALLY-DELIVERED or back, and the final run makes it SETTLED.
+    "IN-PROGRESS": {"COMPLETED", "PARTIALLY-DELIVERED", "SETTLED"},
+    "COMPLETED": {"PARTIALLY-DELIVERED", "SETTLED"},
+    "PARTIALLY-DELIVERED": {"COMPLETED", "SETTLED"},
 }
 
 
@@ -303,7 +307,9 @@ def _view(order: Order) -> dict[str, Any]:
         updated_at=order.updated_at or clock.now(),
         cancellation_reason=order.cancellation_reason,
     )
-    return {"order": order_view_to_order(v).dump()}
+    beckn_order = order_view_to_order(v)
+    outcome = held(order.state, order.settlement_run, order.delivered_energy_kwh, order.settled_amount_pence)
+    return {"order": (with_outcome(beckn_order, outcome) if outcome else beckn_order).dump()}
 
 
 def transition(
@@ -672,13 +678,18 @@ def advance_orders(session: Session, now: datetime | None = None) -> list[int]:
         if target is None:
             continue
         transition(session, order, target, "window opened" if target == "IN-PROGRESS" else "window closed")
-        ctx = envelope.context(
-            "on_status",
-            bap_id=order.bap_id,
-            bap_uri=order.bap_uri,
-            transaction_id=order.transaction_id,
-            city_code=order.city_code,
-            country_code=order.country_code,
-        )
-        ids.append(_callback(session, order.bpp_id, ctx, "on_status", message=_view(order)))
+        ids.append(announce_status(session, order))
     return ids
+
+
+def announce_status(session: Session, order: Order) -> int:
+    """Queue an unsolicited on_status telling the buyer the order as it now stands; its outbox id."""
+    ctx = envelope.context(
+        "on_status",
+        bap_id=order.bap_id,
+        bap_uri=order.bap_uri,
+        transaction_id=order.transaction_id,
+        city_code=order.city_code,
+        country_code=order.country_code,
+    )
+    return _callback(session, order.bpp_id, ctx, "on_status", message=_view(order))

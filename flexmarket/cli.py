@@ -31,8 +31,12 @@ console = Console()
 
 db_app = typer.Typer(help="Database migrations (alembic).", no_args_is_help=True)
 registry_app = typer.Typer(help="Registry operator commands (onboarding, approval).", no_args_is_help=True)
+bap_app = typer.Typer(help="BAP operator commands (client API keys).", no_args_is_help=True)
+bap_apikey_app = typer.Typer(help="API keys of the BAP's client API (/api/v1).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
+app.add_typer(bap_app, name="bap")
+bap_app.add_typer(bap_apikey_app, name="apikey")
 
 APPS = {
     "registry": "registry.main:create_app",
@@ -249,6 +253,60 @@ def window(
     typer.echo(f"{start:%Y-%m-%dT%H:%M:%SZ} {end:%Y-%m-%dT%H:%M:%SZ}")
 
 
+def _manifest_env(manifest: Path) -> dict[str, str]:
+    """The settings that reach a network `up` started, from its manifest: database, home, clock, ledger, BAP."""
+    m = json.loads(manifest.read_text())
+    parts = m["participants"]
+    env = {
+        "DATABASE_URL": m["database_url"],
+        "FLEXMARKET_HOME": m["home"],
+        "FLEXMARKET_BAP_SUBSCRIBER_ID": parts["bap"]["subscriber_id"],
+        **{k: str(v) for k, v in (m.get("clock") or {}).items() if k.startswith("FLEXMARKET_CLOCK_")},
+    }
+    if "ledger" in parts:
+        env.update(
+            FLEXMARKET_LEDGER_URL=parts["ledger"]["base_url"],
+            FLEXMARKET_LEDGER_API_KEY=parts["ledger"]["api_keys"]["bap"],
+        )
+    return env
+
+
+@app.command()
+def reconcile(
+    manifest: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="reconcile the network `up` started (its manifest)"),
+    ] = None,
+    transaction_id: Annotated[str | None, typer.Option(help="only this transaction's orders")] = None,
+) -> None:
+    """Compare every order across the BAP's, the BPP's and the ledger's books and print each difference (kept
+    as an alert too). Exit code 0 when they agree, 1 when any differs or a book cannot be read, 2 when no BAP
+    is named. Without --manifest the BAP's settings come from the environment."""
+    from rich.table import Table
+
+    from kernel.config import environment
+
+    with environment(_manifest_env(manifest) if manifest else {}):
+        _services(redis=False)
+        from bap import reconcile as books
+
+        try:
+            report = books.run(books.worker_identity(), transaction_id=transaction_id)
+        except books.ReconcileError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
+    for line in report.unreadable:
+        console.print(f"[red]unreadable:[/] {line}")
+    if report.differences:
+        columns = ("order_id", "transaction_id", "kind", "bap", "bpp", "ledger")
+        table = Table(*columns, title="differences between the books")
+        for d in report.as_json()["differences"]:
+            table.add_row(*("–" if d[k] is None else str(d[k]) for k in columns))
+        console.print(table)
+    console.print(f"{report.checked_orders} orders compared, {len(report.differences)} differences")
+    raise typer.Exit(0 if report.clean else 1)
+
+
 @app.command()
 def demo(
     providers: Annotated[int, typer.Option(help="providers hosted by the BPP (≥ 3)")] = 4,
@@ -361,6 +419,70 @@ def registry_operator_token() -> None:
     from registry import service
 
     typer.echo(service.operator_token())
+
+
+# -- BAP client API keys (bap/auth.py; PostgreSQL only) ---------------------------------------------------
+@bap_apikey_app.command("create")
+def bap_apikey_create(
+    role: Annotated[str, typer.Option(help="operator | aggregator | viewer")],
+    aggregator: Annotated[str | None, typer.Option(help="the aggregator id an aggregator key acts for")] = None,
+    label: Annotated[str, typer.Option(help="a note for `apikey list`, e.g. who holds it")] = "",
+) -> None:
+    """Create a key and print it: it is shown this once (only its SHA-256 is stored)."""
+    from bap import auth
+    from bap.permissions import Role
+    from kernel.db import session_scope
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"one of {', '.join(r.value for r in Role)}", param_hint="--role") from None
+    _services(redis=False)
+    try:
+        with session_scope("bap") as s:
+            token = auth.create_api_key(s, chosen, aggregator_id=aggregator, label=label)
+    except auth.KeyRequestError as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(2) from exc
+    typer.echo(token)
+
+
+@bap_apikey_app.command("list")
+def bap_apikey_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Every key (id, role, aggregator, label, created, revoked), never a secret."""
+    from rich.table import Table
+
+    from bap import auth
+    from kernel.db import session_scope
+
+    _services(redis=False)
+    with session_scope("bap") as s:
+        keys = auth.list_api_keys(s)
+    if as_json:
+        typer.echo(json.dumps(keys, indent=2))
+        return
+    table = Table("key id", "role", "aggregator", "label", "created", "revoked")
+    for k in keys:
+        cells = (k["key_id"], k["role"], k["aggregator_id"], k["label"], k["created_at"], k["revoked_at"])
+        table.add_row(*(c or "" for c in cells))
+    console.print(table)
+
+
+@bap_apikey_app.command("revoke")
+def bap_apikey_revoke(key_id: Annotated[str, typer.Argument(help="the key id (the part after fmb_)")]) -> None:
+    """Revoke a key: its next request is refused (401)."""
+    from bap import auth
+    from kernel.db import session_scope
+
+    _services(redis=False)
+    with session_scope("bap") as s:
+        revoked = auth.revoke_api_key(s, key_id)
+    if not revoked:
+        console.print(f"[red]no active key {key_id}[/]")
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
 
 
 # -- ledger (ledger/cli.py) ------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -109,7 +110,7 @@ def _run_demo(console: Console, *, providers: int, target_kw: float, base_port: 
             )
             net.start(timeout=240)
             progress.advance(task)
-            bap = BapClient(net.url("bap"))
+            bap = BapClient(net.url("bap"), net.manifest["participants"]["bap"]["api_keys"]["aggregator"])
             day = (clock.now() + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
             progress.update(task, description="search: the gateway fans out, the BPP answers from its agents' plans")
             tx = bap.search(day, day + timedelta(days=1), target_kw, region=settings.city_code)["transaction_id"]
@@ -175,10 +176,29 @@ def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
                 contracted_kw=o["power_kw"],
                 price_gbp_per_mwh=o["price_gbp_per_mwh"],
                 baseline_kw=site["baseline_kw"],
-                transaction_id=view["transaction_id"],
             )
         )
+    _await_registration([o.order_id for o in orders])
     return settle_demo_orders(None, orders, out / "statements", seed=7)
+
+
+def _await_registration(order_ids: list[str], timeout_s: float = 60.0) -> None:
+    """Wait until the ledger holds every order: the BAP registers what it confirms, with the signed confirm
+    and on_confirm (bap/service.py `ledger_process`), so the demo settles exactly what both parties signed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with ledger_db.connection() as conn:
+            held = {
+                r[0] for r in conn.execute("SELECT order_id FROM ledger.orders WHERE order_id = ANY(%s)", (order_ids,))
+            }
+        missing = sorted(set(order_ids) - held)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the BAP has not registered {', '.join(missing)} with the ledger within {timeout_s:g} s"
+            )
+        time.sleep(0.5)
 
 
 def _summary(s: Any) -> dict[str, Any]:

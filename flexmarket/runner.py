@@ -18,8 +18,11 @@ from typing import Any
 
 import httpx
 
+from bap import auth as bap_auth
+from bap.permissions import Role as ApiRole
 from beckn.errors import Role
 from beckn.identity import Identity, load_or_create_identity
+from beckn.keys import load_or_create_keypair, public_key_b64
 from bpp.catalog import example_config, parse_config
 from flexmarket import lifeline
 from kernel import clock, db
@@ -27,11 +30,13 @@ from kernel.config import get_settings
 from kernel.db import session_scope
 from ledger import api_keys as ledger_api_keys
 from ledger import db as ledger_db
+from ledger import meter_data as ledger_meter_data
 from registry import service as registry_service
 
 PARTICIPANTS = ("registry", "gateway", "bap", "bpp", "ledger")
 GATEWAY_ID = "gateway.flexmarket.local"
 BAP_ID = "grid-orchestrator.bap.flexmarket.local"
+UP_AGGREGATOR_ID = "aggregator-1"  # the aggregator the manifest's aggregator key of the BAP client API acts for
 
 
 @dataclass
@@ -153,25 +158,65 @@ def register(identity: Identity, cities: list[str]) -> None:
         )
 
 
-def _ledger_keys(bap_id: str, provider_ids: list[str], supplier_id: str) -> dict[str, Any]:
+def _ledger_keys(bap_id: str, provider_ids: list[str], supplier_id: str, *, keys_dir: Path) -> dict[str, Any]:
     """A ledger API key per role for the manifest: admin, finance, the BAP's (with which it registers the orders
-    it confirms), the host supplier's and one per provider (`providers`: provider id → key)."""
+    it confirms), the host supplier's, one per provider (`providers`: provider id → key) and the meter operator's
+    (`meter_operator`: the host supplier reads the meters; its API key, and the Ed25519 key pair file whose
+    public key is registered with the ledger to sign readings — ledger/meter_data.py)."""
+    key_file = keys_dir / "meter-operator.json"
+    signing_key = load_or_create_keypair(key_file).signing_private_key
 
     def make(c: Any) -> dict[str, Any]:
         def key(role: str, participant: str | None = None) -> str:
             return ledger_api_keys.create_api_key(c, role, participant, "flexmarket up")
 
+        registered = ledger_meter_data.list_keys(c, supplier_id)
+        mine = next((k for k in registered if k.public_key_b64 == public_key_b64(signing_key)), None)
+        if mine is None or mine.revoked_at is not None:  # a re-run of `flexmarket up` keeps the registered key
+            mine = ledger_meter_data.register_keypair(c, supplier_id, signing_key, now=clock.now())
         return {
             "admin": key("admin"),
             "finance": key("finance"),
             "bap": key("bap", bap_id),
             "supplier": key("supplier", supplier_id),
             "providers": {pid: key("provider", pid) for pid in provider_ids},
+            "meter_operator": {
+                "participant_id": supplier_id,
+                "api_key": key("meter_operator", supplier_id),
+                "signing_key_id": mine.key_id,
+                "key_file": str(key_file),
+            },
         }
 
     with ledger_db.connection() as conn:
         keys: dict[str, Any] = ledger_db.in_transaction(conn, make)
     return keys
+
+
+def _write_provider_keys(home: Path, keys: dict[str, str]) -> Path:
+    """The providers' ledger keys for the BPP (FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE), readable by the owner only."""
+    path = home / "keys" / "ledger-provider-keys.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(keys, f)
+    os.chmod(path, 0o600)  # an existing file keeps its mode on open: make sure
+    return path
+
+
+def _bap_keys() -> dict[str, str]:
+    """A BAP client API key per role for the manifest (bap/auth.py): operator, aggregator (for
+    UP_AGGREGATOR_ID) and viewer. New keys on each run; earlier ones stay valid until revoked."""
+    with session_scope("bap") as s:
+        return {
+            role.value: bap_auth.create_api_key(
+                s,
+                role,
+                aggregator_id=UP_AGGREGATOR_ID if role is ApiRole.AGGREGATOR else None,
+                label="flexmarket up",
+            )
+            for role in ApiRole
+        }
 
 
 def prepare_network(
@@ -232,8 +277,14 @@ def prepare_network(
         )
 
     provider_ids = [pr.id for p in config for pr in p.providers]
-    ledger_keys = _ledger_keys(bap.subscriber_id, provider_ids, settings.default_supplier_id) if with_ledger else None
+    ledger_keys = (
+        _ledger_keys(bap.subscriber_id, provider_ids, settings.default_supplier_id, keys_dir=home / "keys")
+        if with_ledger
+        else None
+    )
     ledger_key = ledger_keys["bap"] if ledger_keys else None
+    bap_keys = _bap_keys()
+    provider_keys_file = _write_provider_keys(home, ledger_keys["providers"]) if ledger_keys else None
     common = {
         **os.environ,
         "DATABASE_URL": os.environ["DATABASE_URL"],
@@ -246,6 +297,10 @@ def prepare_network(
         **({"FLEXMARKET_LEDGER_URL": base["ledger"]} if with_ledger else {}),
         "FLEXMARKET_CITY": city_code,
         **({"FLEXMARKET_LEDGER_API_KEY": ledger_key} if ledger_key else {}),
+        # The BPP reads its providers' settlement runs with their keys (bpp/outcomes.py); a worker reconciles
+        # the books for this BAP (bap/reconcile.py).
+        **({"FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE": str(provider_keys_file)} if provider_keys_file else {}),
+        "FLEXMARKET_BAP_SUBSCRIBER_ID": bap.subscriber_id,
         **(extra_env or {}),
     }
     common.update(clock.pinned_env(common))  # one simulated clock for every process, if any
@@ -305,6 +360,9 @@ def prepare_network(
                 "unique_key_id": bap.unique_key_id,
                 "api": f"{base['bap']}/api/v1",
                 "docs": f"{base['bap']}/docs",
+                # role → key (`Authorization: Bearer …`); the aggregator key acts for `aggregator_id`
+                "api_keys": bap_keys,
+                "aggregator_id": UP_AGGREGATOR_ID,
             },
             "bpp": {"base_url": base["bpp"], "platforms": bpps, "providers_file": str(providers_file)},
             **(

@@ -35,6 +35,13 @@ BEAT_SCHEDULE = {
     "ledger-expire-cfts": {"task": "ledger.expire_cfts", "schedule": market_interval(timedelta(minutes=1))},
     # Settle delivery windows that have closed (idempotent: re-running is a no-op).
     "ledger-settle-due": {"task": "ledger.settle_due", "schedule": market_interval(timedelta(minutes=5))},
+    # Order outcomes (the ledger's settlement runs) flow back to the BPP's orders and, signed, to their buyers.
+    "bpp-sync-outcomes": {
+        "task": "bpp.sync_outcomes",
+        "schedule": market_interval(timedelta(seconds=get_settings().outcome_sync_interval_s)),
+    },
+    # Compare every order across the BAP's, the BPP's and the ledger's books; alert on each difference.
+    "bap-reconcile": {"task": "bap.reconcile", "schedule": market_interval(timedelta(days=1))},
 }
 
 

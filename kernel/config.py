@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Connections each database engine keeps (read by kernel/db.py; workers default it to --concurrency).
     db_pool_size: int = Field(default=12, alias="FLEXMARKET_DB_POOL_SIZE")
     log_json: bool = Field(default=False, alias="FLEXMARKET_LOG_JSON")
+    # Folder of pg_dump / pg_restore for `ledger backup|restore`; unset → the embedded server's bundled
+    # binaries when DATABASE_URL is unset, else the PATH's.
+    pg_bin_dir: Path | None = Field(default=None, alias="FLEXMARKET_PG_BIN_DIR")
 
     # Which participant this process is, and its public identity on the network.
     participant: str | None = Field(default=None, alias="FLEXMARKET_PARTICIPANT")
@@ -43,6 +46,14 @@ class Settings(BaseSettings):
     ledger_url: str | None = Field(default=None, alias="FLEXMARKET_LEDGER_URL")
     # The BAP's key for the ledger API (role bap): confirmed orders are registered for settlement with it.
     ledger_api_key: str | None = Field(default=None, alias="FLEXMARKET_LEDGER_API_KEY")
+    # BPP: each hosted provider's ledger key (JSON {"<provider id>": "flk_…"}), with which the BPP reads its
+    # orders' settlement runs (bpp/outcomes.py); `flexmarket up` writes it.
+    ledger_provider_keys_file: Path | None = Field(default=None, alias="FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE")
+    # BPP: how often (market seconds) order outcomes are read from the ledger and sent to the buyers.
+    outcome_sync_interval_s: float = Field(default=300.0, gt=0, alias="FLEXMARKET_OUTCOME_SYNC_INTERVAL_S")
+    # The BAP whose books a worker's reconciliation task checks (its identity under FLEXMARKET_HOME); the BAP's
+    # own processes use FLEXMARKET_SUBSCRIBER_ID.
+    bap_subscriber_id: str | None = Field(default=None, alias="FLEXMARKET_BAP_SUBSCRIBER_ID")
     # Host supplier recorded on orders for supplier compensation when the meter's supplier is not known.
     default_supplier_id: str = Field(default="host-supplier", alias="FLEXMARKET_DEFAULT_SUPPLIER_ID")
     city_code: str = Field(default="GB-R13", alias="FLEXMARKET_CITY")

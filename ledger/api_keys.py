@@ -14,7 +14,9 @@ import psycopg
 from ledger import accounts as acct
 from ledger.errors import LedgerError, forbidden
 
-ROLES = ("admin", "finance", "provider", "bap", "supplier")
+# meter_operator: the host supplier's or an independent meter operator's key, bound to its participant id; it
+# registers Ed25519 keys and posts readings signed with them (ledger/meter_data.py, README "Meter data").
+ROLES = ("admin", "finance", "provider", "bap", "supplier", "meter_operator")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ ending 1 hour before the event starts is added to every event period's baseline,
 that period's baseline. Modes: symmetric (default), positive_only, none — storage (batteries) gets
 none. When any adjustment-window period lacks a reading or a baseline, no adjustment is applied and
 the reason is recorded. All arithmetic is exact (Fraction of Wh).
+
+Readings are signed Wh: negative is a net export (a battery discharging beyond its site's load, on-site
+generation). The mean is taken over signed values, so a site that usually exports has a negative baseline, and
+the in-day cap is a magnitude (±ratio × |baseline|) whatever the baseline's sign.
 """
 
 from __future__ import annotations
@@ -61,6 +65,18 @@ class Adjustment:
     energy_wh: Fraction  # per period, before capping; 0 when unavailable
     available: bool
     reason: str = ""
+    missing_reading_at: datetime | None = None  # unavailable because this window period has no reading
+
+
+@dataclass(frozen=True)
+class LowestAdjustment(Adjustment):
+    """The in-day adjustment least favourable to the provider: each period's baseline lowered by the full cap
+    (nothing in positive_only mode, none for storage). The final runs use it when the window's readings are
+    withheld, so withholding them cannot raise the baseline (README "Settlement")."""
+
+
+def least_favourable(missing: Adjustment) -> LowestAdjustment:
+    return LowestAdjustment(Fraction(0), True, f"{missing.reason}; at a final run the lowest adjustment applies")
 
 
 def unadjusted_baseline(
@@ -115,7 +131,12 @@ def in_day_adjustment(
         p = first + i * PERIOD
         actual = readings.get(p)
         if actual is None:
-            return Adjustment(Fraction(0), False, f"in-day adjustment unavailable: no reading for {p.isoformat()}")
+            return Adjustment(
+                Fraction(0),
+                False,
+                f"in-day adjustment unavailable: no reading for {p.isoformat()}",
+                missing_reading_at=p,
+            )
         base = unadjusted_baseline(p, readings, event_days, params)
         if base.energy_wh is None:
             return Adjustment(
@@ -125,6 +146,16 @@ def in_day_adjustment(
     return Adjustment(sum(diffs, Fraction(0)) / len(diffs), True)
 
 
+def event_start(period_start_utc: datetime, declared: Collection[datetime]) -> datetime:
+    """The first period of the unbroken run of declared periods on the meter that holds `period_start_utc`:
+    the event whose in-day adjustment window it shares, whichever order declared each period (two orders
+    back to back on one meter are one event, with one adjustment)."""
+    t = period_start_utc
+    while t - PERIOD in declared:
+        t -= PERIOD
+    return t
+
+
 def adjusted_baseline(
     baseline_wh: Fraction, adjustment: Adjustment, params: BaselineParams, resource_type: str = "compute"
 ) -> Fraction:
@@ -132,7 +163,7 @@ def adjusted_baseline(
     if not adjustment.available or resource_type == "storage" or params.in_day_mode == "none":
         return baseline_wh
     cap = params.in_day_cap_ratio * abs(baseline_wh)
-    adj = max(-cap, min(cap, adjustment.energy_wh))
+    adj = -cap if isinstance(adjustment, LowestAdjustment) else max(-cap, min(cap, adjustment.energy_wh))
     if params.in_day_mode == "positive_only":
         adj = max(Fraction(0), adj)
     return baseline_wh + adj

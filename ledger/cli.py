@@ -1,7 +1,7 @@
 """Ledger commands for the `flexmarket` CLI (typer apps, mounted by flexmarket/cli.py):
 
     from ledger.cli import ledger_app, metering_app, statement
-    app.add_typer(ledger_app, name="ledger")        # flexmarket ledger verify | verify-statement | checkpoint …
+    app.add_typer(ledger_app, name="ledger")        # flexmarket ledger verify | checkpoint | backup | restore …
     app.add_typer(metering_app, name="metering")    # flexmarket metering import FILE.csv
     app.command("statement")(statement)             # flexmarket statement --account … --from … --to …
 
@@ -31,6 +31,8 @@ from schemas import limits
 
 if TYPE_CHECKING:
     import psycopg
+
+    from ledger.backup import PgTools
 
 ledger_app = typer.Typer(help="The hash-chained settlement ledger.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys for the ledger's HTTP API.", no_args_is_help=True)
@@ -197,6 +199,68 @@ def rotate_key() -> None:
     typer.echo(f"new public key: {result['new_public_key_b64']}")
 
 
+def _pg_tools_and_url() -> tuple[PgTools, str]:
+    """The client tools for the server (FLEXMARKET_PG_BIN_DIR, else the embedded server's bundled binaries,
+    else the PATH's) and the database URL, after the same start-up as every ledger command."""
+    # lazy: see the module docstring
+    from kernel.config import get_settings
+    from kernel.embedded import ensure_services
+    from ledger.backup import PgTools
+    from ledger.db import ensure_schema
+
+    urls = ensure_services(redis=False)
+    ensure_schema()
+    bin_dir = get_settings().pg_bin_dir
+    if bin_dir is not None:
+        return PgTools.in_dir(bin_dir), urls.database_url
+    return (PgTools.bundled() if urls.embedded_postgres else PgTools.on_path()), urls.database_url
+
+
+@ledger_app.command("backup")
+def backup(file: Annotated[Path, typer.Argument(dir_okay=False, help="the dump to write (custom format)")]) -> None:
+    """Sign the chain head, then pg_dump the ledger schema to FILE and write FILE.manifest.json (head, signed
+    checkpoint, SHA-256). The ledger's key file is not in the dump: back it up on its own."""
+    tools, url = _pg_tools_and_url()
+    # lazy: see the module docstring
+    from ledger.backup import BackupRefused, backup_ledger, manifest_path
+    from ledger.checkpoints import LedgerKeyError
+
+    try:
+        manifest = backup_ledger(url, file, tools)
+    except (BackupRefused, LedgerKeyError) as exc:
+        _fail(f"refused: {exc.message}")
+    h = manifest.head
+    typer.echo(
+        f"backed up the ledger at head height {h['height']} ({h['entry_count']} entries) to {file} "
+        f"and {manifest_path(file).name}"
+    )
+
+
+@ledger_app.command("restore")
+def restore(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a dump made by `ledger backup`")],
+    replace: Annotated[
+        bool, typer.Option("--replace", help="replace a ledger that is not empty (its data is lost)")
+    ] = False,
+) -> None:
+    """Verify FILE end to end in a scratch database (chain, checkpoint signatures through key hand-overs,
+    balances, the manifest's head) with the ledger's key file, then replace the ledger schema with it in one
+    transaction. A dump that fails is refused and the ledger is left untouched."""
+    tools, url = _pg_tools_and_url()
+    # lazy: see the module docstring
+    from ledger.backup import BackupRefused, OnExisting, restore_ledger
+
+    try:
+        report = restore_ledger(url, file, tools, OnExisting.REPLACE if replace else OnExisting.REFUSE)
+    except BackupRefused as exc:
+        _fail(f"refused: {exc.message}")
+    if report.replaced is not None:
+        typer.echo(f"replaced the ledger that was at {report.replaced.describe()}")
+    h = report.head
+    typer.echo(f"restored the ledger from {file}: head height {h['height']} ({h['entry_count']} entries)")
+    typer.echo(report.verified.summary())
+
+
 @ledger_app.command("head")
 def head() -> None:
     """Chain height, head hash and entry count."""
@@ -283,9 +347,10 @@ def expire() -> None:
 
 @apikey_app.command("create")
 def apikey_create(
-    role: Annotated[str, typer.Option(help="admin | finance | provider | bap | supplier")],
+    role: Annotated[str, typer.Option(help="admin | finance | provider | bap | supplier | meter_operator")],
     participant: Annotated[
-        str | None, typer.Option("--participant", "--provider", help="participant id (provider/bap/supplier keys)")
+        str | None,
+        typer.Option("--participant", "--provider", help="participant id (provider/bap/supplier/meter_operator keys)"),
     ] = None,
     label: Annotated[str, typer.Option()] = "",
 ) -> None:
@@ -340,9 +405,9 @@ def _metering_row(row: dict[str | Any, str | Any], now: datetime) -> tuple[str, 
         raise ValueError(reason)
     text = (row["energy_kwh"] or "").strip()
     limits.check_text(text, "energy_kwh", one_line=True)
-    wh = decimal_to_units(text, 3, "energy_kwh")
-    if abs(wh) > limits.MAX_ENERGY_KWH_PER_PERIOD * 1000:
-        raise ValueError(f"energy_kwh: {text} is beyond {limits.MAX_ENERGY_KWH_PER_PERIOD:g} kWh per half-hour")
+    wh = decimal_to_units(text, 3, "energy_kwh")  # signed: negative = net export
+    if abs(wh) > limits.MAX_ENERGY_WH_PER_PERIOD:
+        raise ValueError(f"energy_kwh: {text} is beyond ±{limits.MAX_ENERGY_KWH_PER_PERIOD:g} kWh per half-hour")
     return meter, owner, t, wh
 
 
@@ -355,8 +420,8 @@ def metering_import(
     provider: Annotated[str | None, typer.Option(help="owner of meters not yet registered")] = None,
     correction: Annotated[bool, typer.Option(help="supersede existing readings (stored as new versions)")] = False,
 ) -> None:
-    """Import half-hourly readings; the whole file or nothing. Malformed or duplicate readings are
-    refused with the reason, and the exit status is 1."""
+    """Import half-hourly readings (signed kWh: negative = net export) as self-reported readings; the whole
+    file or nothing. Malformed or duplicate readings are refused with the reason, and the exit status is 1."""
     _services()
     # lazy: see the module docstring
     from ledger.db import connection, in_transaction

@@ -9,6 +9,10 @@ It talks to the ledger through its database (DATABASE_URL or the embedded server
 database the ledger service uses), not over HTTP, because it must pass a simulated clock, which the
 HTTP API rightly does not accept.
 
+Orders are registered as on the network: with the buyer's signed confirm and the provider's signed
+on_confirm (`DemoOrder.signed`), verified against the registry (or the `keys` given) — an order the BAP
+has registered already (`flexmarket demo`: the BAP registers what it confirms) is not registered again.
+
 How the simulated window stays honest with gate closure (p415-settlement.md rule 2): the Beckn flow
 confirms orders NOW for a window that starts at least 1 hour later (e.g. tomorrow's 17:00-19:00
 peak); orders are registered with their real confirmation time, so gate closure is checked for real.
@@ -32,7 +36,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from functools import partial
@@ -41,17 +45,19 @@ from typing import Any
 
 import psycopg
 
-from grid.money import decimal_to_units, gbp_per_mwh_to_millipence, pence_to_gbp_str, wh_to_kwh_str
+from grid.money import decimal_to_units, pence_to_gbp_str, wh_to_kwh_str
 from grid.periods import LONDON, PERIOD
 from kernel import clock
 from ledger import accounts as acct
+from ledger.agreements import KeyDirectory, SignedMessage, order_agreement
 from ledger.checkpoints import create_checkpoint, default_publish_dir, ledger_keypair
 from ledger.db import connection, ensure_schema, in_transaction
+from ledger.errors import LedgerError
+from ledger.keydir import RegistryKeys
 from ledger.metering import Reading, ingest_metering
-from ledger.orders import register_order
+from ledger.orders import OrderExtras, register_agreed_order
 from ledger.prices import PriceRow, ingest_prices, read_prices_csv
 from ledger.proofs import verify_statement
-from ledger.settlement import OrderTerms
 from ledger.settlement_runs import ledger_lines_for_order, settle_due
 from ledger.statement_csv import statement_csv
 from ledger.statements import statement
@@ -59,6 +65,14 @@ from ledger.verify import verify_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICE_FILE = "gb_system_prices_2023-01_2024-05.csv"
+
+
+@dataclass(frozen=True)
+class SignedOrder:
+    """The two signed messages that make an order: the buyer's confirm and the provider's on_confirm."""
+
+    confirm: SignedMessage
+    on_confirm: SignedMessage
 
 
 @dataclass(frozen=True)
@@ -74,11 +88,10 @@ class DemoOrder:
     contracted_kw: Decimal | float | str
     price_gbp_per_mwh: Decimal | float | str
     baseline_kw: Decimal | float | str  # the meter's typical load
-    transaction_id: str = ""
     supplier_id: str = "host-supplier"
-    confirmed_at: datetime | None = None  # default: now
     delivery_fraction: float = 1.0  # share of the contracted reduction the simulated site delivers
     policy_version: str = "p415-v1"
+    signed: SignedOrder | None = None  # needed unless the order is registered already
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,20 @@ def _synthesise(orders: Sequence[DemoOrder], rng: random.Random, history_days: i
     return out
 
 
+def _register_signed(conn: psycopg.Connection, o: DemoOrder, keys: KeyDirectory, now: datetime) -> None:
+    """Register the order with both signed messages, as the BAP does (ledger/orders.py)."""
+    if o.signed is None:
+        raise LedgerError("agreement_missing", f"order {o.order_id} is not registered and carries no signed messages")
+    agreement = order_agreement(o.signed.confirm, o.signed.on_confirm, keys, bap_id=o.bap_id, now=clock.wall_now())
+    extras = OrderExtras(
+        supplier_id=o.supplier_id,
+        availability_price_millipence_per_mw_h=None,
+        resource_type="compute",
+        policy_version=o.policy_version,
+    )
+    in_transaction(conn, partial(register_agreed_order, agreement=agreement, extras=extras, now=now))
+
+
 def settle_demo_orders(
     database_url: str | None,
     orders: Sequence[DemoOrder],
@@ -184,9 +211,11 @@ def settle_demo_orders(
     seed: int = 0,
     prices_csv: Path | None = None,
     history_days: int = 42,
+    keys: KeyDirectory | None = None,
 ) -> DemoSettlement:
-    """Register the demo's confirmed orders, synthesise their metering, settle them (run II), write each
-    provider's statements (JSON + CSV) to `out_dir`, verify the whole chain and report."""
+    """Register the demo's confirmed orders (with their signed messages, checked against `keys`, by default
+    the registry), synthesise their metering, settle them (run II), write each provider's statements
+    (JSON + CSV) to `out_dir`, verify the whole chain and report."""
     if not orders:
         raise ValueError("no orders to settle")
     orders = [replace(o, meter_id=o.meter_id.removeprefix("der://")) for o in orders]
@@ -212,31 +241,7 @@ def settle_demo_orders(
         for o in orders:
             if o.order_id in known:  # a re-run: the order is registered already (immutable)
                 continue
-            terms = OrderTerms(
-                o.order_id,
-                o.provider_id,
-                o.bap_id,
-                o.meter_id,
-                o.supplier_id,
-                o.window_start.astimezone(UTC),
-                o.window_end.astimezone(UTC),
-                _kw_to_w(o.contracted_kw, "contracted_kw"),
-                gbp_per_mwh_to_millipence(Decimal(str(o.price_gbp_per_mwh)).quantize(Decimal("0.00001"))),
-                None,
-                "P415",
-                "compute",
-                (o.confirmed_at or started).astimezone(UTC),
-                o.policy_version,
-            )
-            in_transaction(
-                conn,
-                partial(
-                    register_order,
-                    terms=terms,
-                    transaction_id=o.transaction_id or f"demo-{o.order_id}",
-                    now=started,
-                ),
-            )
+            _register_signed(conn, o, keys or RegistryKeys(), started)
         provider_of = {o.meter_id: o.provider_id for o in orders}
         for meter, readings in metering.items():
 

@@ -6,17 +6,26 @@ and no key file the service refuses to start, naming the file; `flexmarket ledge
 
 Example payloads (amounts in the units their names carry):
 
-  POST /api/v1/orders   (BAP key of bap_id, or admin)
-    {"order_id": "ord-1", "transaction_id": "txn-1", "provider_id": "dc-north", "bap_id": "grid-orch",
-     "meter_id": "der://MTR-001", "supplier_id": "supplier-a",
-     "window_start": "2026-12-01T17:00:00Z", "window_end": "2026-12-01T19:00:00Z",
-     "contracted_kw": "500", "price_gbp_per_mwh": "300.00", "settlement_method": "P415",
-     "confirmed_at": "2026-11-30T09:00:00Z", "policy_version": "p415-v1"}
+  POST /api/v1/orders   (BAP key of the BAP that signed the confirm, or admin)
+    {"confirm":    {"body_base64": "<the confirm's exact bytes>",    "authorization": "Signature keyId=…"},
+     "on_confirm": {"body_base64": "<the on_confirm's exact bytes>", "authorization": "Signature keyId=…"},
+     "supplier_id": "supplier-a", "policy_version": "p415-v1"}
+    (order id, provider, BAP, meter, window, kW, price, settlement method, transaction and acceptance time
+     are the signed on_confirm's; optional beside them: "availability_price_gbp_per_mw_h", "resource_type")
     → 201 {"status": "created", "declared_periods": ["2026-12-01/35", …], "rejected_periods": [],
-           "reserve_pence": 30000}        (the same body again → 200 "exists"; different terms → 409)
+           "reserve_pence": 30000, "agreement_sha256": "…"}
+           (the same body again → 200 "exists"; other messages or terms for the order → 409;
+            a bad signature, unknown key, signer or terms mismatch → 422 naming the message and field)
+  POST /api/v1/orders/ord-1/amend   {"on_update": {"body_base64": "…", "authorization": "…"}}
+  GET  /api/v1/orders/ord-1/agreement → {"agreement_sha256", "confirm": {"body_base64", "authorization",
+        "signer", "key_id", "sha256"}, "on_confirm": {…}, "amendments": [{"reference", "on_update": {…}}]}
 
-  POST /api/v1/metering   (provider key)
+  POST /api/v1/metering   (provider key; stored self_reported; negative kWh = net export)
     {"meter_id": "MTR-001", "readings": [{"period_start": "2026-12-01T17:00:00Z", "energy_kwh": "812.5"}]}
+  POST /api/v1/metering/signed   (meter_operator key; stored meter_operator, preferred by settlement)
+    {"payload": {"format": "flexmarket.meter-readings.v1", "meter_id": "MTR-001", "correction": false,
+                 "readings": [{"period_start": "2026-12-01T17:00:00Z", "energy_kwh": "790"}]},
+     "key_id": "mdk-…", "signature": "<base64 Ed25519 over the RFC 8785 bytes of payload>"}
 
   POST /api/v1/transfers   (finance/admin key; the caller chooses the id)
     {"id": "adj-2026-001", "ledger": "GBP", "debit_account": "bap:grid-orch:cash",
@@ -32,7 +41,9 @@ Example payloads (amounts in the units their names carry):
         "valid_from": "…", "valid_to": "…", "declared_capacity_kw": "2000"}
   POST /api/v1/cft/mint {"id": "m1", "series_id": "dcn-2026w49", "tokens": 10}
   POST /api/v1/cft/sell {"id": "s1", "series_id": "dcn-2026w49", "buyer_id": "grid-orch", "tokens": 4,
-        "price_gbp": "1200.00"}
+        "price_gbp": "1200.00", "confirm": {"body_base64": "…", "authorization": "…"}}
+        (the buyer's signed confirm: provider.id dc-north, one item dcn-2026w49 with quantity.selected.count 4,
+         quote.price {"currency": "GBP", "value": "1200.00"})
   POST /api/v1/cft/redeem {"id": "r1", "series_id": "dcn-2026w49", "holder_id": "grid-orch", "tokens": 2,
         "period_start": "…", "period_end": "…", "meter_id": "MTR-001", "supplier_id": "supplier-a"}
 """

@@ -1,5 +1,11 @@
 """Half-hourly metering in PostgreSQL: which provider owns a meter, and readings stored all or nothing
 (a correction is a new version; the old one stays, and settlement reads what was known as of its run).
+
+Each reading records its kind (ledger/allocation.py): `self_reported` (the meter's provider posted it, or an
+operator imported it from CSV) or `meter_operator` (signed by a registered meter operator: ledger/meter_data.py,
+with the signer's key id and the signature). Several kinds coexist for one meter and period — append-only;
+versions count within a kind, so a correction supersedes only its own source, and settlement prefers the
+meter operator's. Energy is signed Wh: negative is a net export (schemas/limits.py MAX_ENERGY_WH_PER_PERIOD).
 """
 
 from __future__ import annotations
@@ -11,13 +17,11 @@ from typing import Any
 
 import psycopg
 
-from grid.money import MAX_SAFE_INTEGER
 from grid.periods import PERIOD, is_period_aligned
 from ledger.db import CLOCK_SKEW, iso
 from ledger.errors import LedgerError, forbidden
+from ledger.meter_data import VerifiedSignature
 from schemas import limits
-
-MAX_READINGS_PER_REQUEST = 20_000
 
 
 def claim_meter(conn: psycopg.Connection, meter_id: str, provider_id: str) -> None:
@@ -34,7 +38,21 @@ def claim_meter(conn: psycopg.Connection, meter_id: str, provider_id: str) -> No
 @dataclass(frozen=True)
 class Reading:
     period_start: datetime
-    energy_wh: int
+    energy_wh: int  # signed: negative = net export
+
+
+@dataclass(frozen=True)
+class SelfReported:
+    """Readings the meter's provider vouches for (its own API key, or a CSV import)."""
+
+
+SELF_REPORTED = SelfReported()
+# Where a batch of readings comes from: self-reported, or a meter operator's verified signature.
+ReadingOrigin = SelfReported | VerifiedSignature
+
+
+def origin_kind(origin: ReadingOrigin) -> str:
+    return "self_reported" if isinstance(origin, SelfReported) else "meter_operator"
 
 
 def ingest_metering(
@@ -46,13 +64,15 @@ def ingest_metering(
     now: datetime,
     correction: bool = False,
     source: str = "api",
+    origin: ReadingOrigin = SELF_REPORTED,
 ) -> dict[str, Any]:
     """Store half-hourly readings for one meter, all or nothing. Malformed or duplicate readings are
-    refused with a reason; a correction is stored as a new version (the old one stays)."""
+    refused with a reason; a correction is stored as a new version of its own kind (the old one stays).
+    A meter operator's readings (`origin` a verified signature) are only for meters already registered."""
     if not readings:
         raise LedgerError("no_readings", "at least one reading is required")
-    if len(readings) > MAX_READINGS_PER_REQUEST:
-        raise LedgerError("too_many_readings", f"at most {MAX_READINGS_PER_REQUEST} readings per request")
+    if len(readings) > limits.MAX_ROWS_PER_IMPORT:
+        raise LedgerError("too_many_readings", f"at most {limits.MAX_ROWS_PER_IMPORT} readings of one meter at once")
     problems: list[str] = []
     seen: set[datetime] = set()
     for r in readings:
@@ -66,10 +86,10 @@ def ingest_metering(
             problems.append(f"{label}: period_start is before {limits.EARLIEST_HISTORY.date().isoformat()}")
         if r.period_start + PERIOD > now + CLOCK_SKEW:
             problems.append(f"{label}: the period has not ended yet")
-        if type(r.energy_wh) is not int or r.energy_wh < 0:
-            problems.append(f"{label}: energy must be a non-negative number of kWh")
-        elif r.energy_wh > MAX_SAFE_INTEGER:
-            problems.append(f"{label}: energy is implausibly large")
+        if type(r.energy_wh) is not int:
+            problems.append(f"{label}: energy must be a number of kWh")
+        elif abs(r.energy_wh) > limits.MAX_ENERGY_WH_PER_PERIOD:
+            problems.append(f"{label}: energy is beyond ±{limits.MAX_ENERGY_KWH_PER_PERIOD:g} kWh per half-hour")
         if r.period_start in seen:
             problems.append(f"{label}: appears twice in this request")
         seen.add(r.period_start)
@@ -79,7 +99,12 @@ def ingest_metering(
             f"{len(problems)} malformed reading(s): " + "; ".join(problems[:10]),
             problems=problems[:100],
         )
+    kind = origin_kind(origin)
     row = conn.execute("SELECT provider_id FROM ledger.meters WHERE meter_id = %s", (meter_id,)).fetchone()
+    if row is None and kind == "meter_operator":
+        raise LedgerError(
+            "unknown_meter", f"meter_id: {meter_id} is not registered (its provider names it first)", status=404
+        )
     if row is None:
         if provider_id is None:
             raise LedgerError("unknown_meter", f"meter {meter_id} is not registered; name its provider")
@@ -93,8 +118,8 @@ def ingest_metering(
         r[0].astimezone(UTC): (r[1], r[2])
         for r in conn.execute(
             "SELECT DISTINCT ON (period_start) period_start, version, energy_wh FROM ledger.metering "
-            "WHERE meter_id = %s AND period_start = ANY(%s) ORDER BY period_start, version DESC",
-            (meter_id, starts),
+            "WHERE meter_id = %s AND reading_kind = %s AND period_start = ANY(%s) ORDER BY period_start, version DESC",
+            (meter_id, kind, starts),
         )
     }
     dupes = []
@@ -104,7 +129,7 @@ def ingest_metering(
             continue
         if not correction:
             dupes.append(
-                f"{iso(r.period_start)}: already recorded (version {prev[0]}, {prev[1]} Wh); "
+                f"{iso(r.period_start)}: already recorded as {kind} (version {prev[0]}, {prev[1]} Wh); "
                 "send correction=true to supersede it"
             )
         elif prev[1] == r.energy_wh:
@@ -117,14 +142,17 @@ def ingest_metering(
             problems=dupes[:100],
         )
     versions = [latest.get(r.period_start.astimezone(UTC), (0, 0))[0] + 1 for r in readings]
+    signer, signature = (None, None) if isinstance(origin, SelfReported) else (origin.key_id, origin.signature)
     with conn.cursor().copy(
-        "COPY ledger.metering (meter_id, period_start, version, energy_wh, received_at, source) FROM STDIN"
+        "COPY ledger.metering (meter_id, period_start, version, energy_wh, received_at, source, reading_kind, "
+        "signer_key_id, signature) FROM STDIN"
     ) as copy:
         for r, v in zip(readings, versions, strict=True):
-            copy.write_row((meter_id, r.period_start, v, r.energy_wh, now, source[:100]))
+            copy.write_row((meter_id, r.period_start, v, r.energy_wh, now, source[:100], kind, signer, signature))
     return {
         "status": "created",
         "meter_id": meter_id,
+        "reading_kind": kind,
         "accepted": len(readings),
         "corrections": sum(1 for v in versions if v > 1),
     }

@@ -1,6 +1,12 @@
 """Orders in PostgreSQL: register a confirmed order for settlement (idempotent by order_id, reserving
 its maximum value in escrow as a pending transfer), cancel it before its window opens, read it back.
 
+Orders from the Beckn network are registered only with the two signed messages that make them
+(`register_agreed_order`: the buyer's confirm and the provider's on_confirm, verified by the pure
+ledger/agreements.py and stored beside the order by ledger/agreements_db.py); their terms are those of
+the signed on_confirm. The order's entries carry the agreement hash in their memo. `register_order` is
+the registration itself, also used for token redemptions (ledger/tokens.py), which have no Beckn messages.
+
 The order terms and the rules about them (gate closure, declared periods, maximum exposure) are the
 pure ledger/settlement.py; meters are claimed through ledger/metering.py.
 """
@@ -8,7 +14,7 @@ pure ledger/settlement.py; meters are claimed through ledger/metering.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +22,9 @@ import psycopg
 
 from grid.periods import is_period_aligned
 from ledger import accounts as acct
+from ledger import agreements_db
 from ledger.accounts_db import ensure_accounts
+from ledger.agreements import OrderAgreement, Verified, agreement_sha256, amendment_terms, with_agreement
 from ledger.db import CLOCK_SKEW, iso, us
 from ledger.errors import LedgerError, forbidden, not_found
 from ledger.metering import claim_meter
@@ -94,9 +102,74 @@ def validate_order(terms: OrderTerms) -> None:
         raise LedgerError("resource_type_invalid", "resource_type must be compute or storage")
 
 
-def register_order(conn: psycopg.Connection, terms: OrderTerms, transaction_id: str, now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class OrderExtras:
+    """What an order's ledger terms need that its Beckn messages do not carry."""
+
+    supplier_id: str
+    availability_price_millipence_per_mw_h: int | None
+    resource_type: str
+    policy_version: str
+
+
+def register_agreed_order(
+    conn: psycopg.Connection, agreement: OrderAgreement, extras: OrderExtras, now: datetime
+) -> dict[str, Any]:
+    """Register the order both parties signed (idempotent: the same messages again answer "exists"; the
+    order with other messages or terms is a 409), and store the messages beside it."""
+    a = agreement.terms
+    terms = OrderTerms(
+        a.order_id,
+        a.provider_id,
+        a.bap_id,
+        a.meter_id,
+        extras.supplier_id,
+        a.window_start,
+        a.window_end,
+        a.contracted_w,
+        a.price_millipence_per_mwh,
+        extras.availability_price_millipence_per_mw_h,
+        a.settlement_method,
+        extras.resource_type,
+        a.confirmed_at,
+        extras.policy_version,
+    )
+    digest = agreement.sha256
+    stored = agreements_db.order_agreement_hash(conn, a.order_id)
+    if stored is not None and stored != digest:
+        raise LedgerError(
+            "order_conflict", f"order {a.order_id} is already registered with other signed messages", status=409
+        )
+    if stored is None:
+        agreements_db.check_not_replayed(conn, agreement.confirm, agreement.on_confirm)
+        agreements_db.check_hosting_platform(conn, a.provider_id, a.bpp_id)
+    result = register_order(conn, terms, a.transaction_id, now, agreement=digest)
+    if stored is None and result["status"] == "created":
+        agreements_db.record(
+            conn,
+            kind="order",
+            subject=a.order_id,
+            transaction_id=a.transaction_id,
+            bap_id=a.bap_id,
+            provider_id=a.provider_id,
+            buyer=agreement.confirm,
+            provider=agreement.on_confirm,
+            now=now,
+        )
+    return {**result, "agreement_sha256": digest.hex()}
+
+
+def register_order(
+    conn: psycopg.Connection,
+    terms: OrderTerms,
+    transaction_id: str,
+    now: datetime,
+    *,
+    agreement: bytes | None = None,
+) -> dict[str, Any]:
     """Register a confirmed order for settlement (idempotent by order_id) and reserve its maximum
-    utilisation + availability value from the buyer into `escrow:<order>` as a pending transfer."""
+    utilisation + availability value from the buyer into `escrow:<order>` as a pending transfer, whose
+    memo carries the `agreement` hash (ledger/agreements.py), if any."""
     validate_order(terms)
     if terms.confirmed_at > now + CLOCK_SKEW:
         raise LedgerError("confirmed_in_future", "confirmed_at is later than the ledger's clock")
@@ -172,7 +245,7 @@ def register_order(conn: psycopg.Connection, terms: OrderTerms, transaction_id: 
                     acct.escrow(terms.order_id),
                     reserve,
                     timeout_us=us(timeout),
-                    memo=f"reserve for order {terms.order_id}",
+                    memo=with_agreement(f"reserve for order {terms.order_id}", agreement),
                 )
             ],
             rule_now_us=us(now),
@@ -195,6 +268,7 @@ def cancel_order(conn: psycopg.Connection, order_id: str, now: datetime, reason:
         (order_id, now, reason[:500]),
     )
     reserve_id = current_reserve_id(conn, order_id)  # the latest amendment's reserve, if it was amended
+    agreement = agreements_db.order_agreement_hash(conn, order_id)
     pending = conn.execute(
         _UNRESOLVED_PENDING_SQL,
         (reserve_id, reserve_id),
@@ -207,7 +281,7 @@ def cancel_order(conn: psycopg.Connection, order_id: str, now: datetime, reason:
                     f"order:{order_id}:cancel",
                     "void",
                     pending_id=reserve_id,
-                    memo=f"order {order_id} cancelled",
+                    memo=with_agreement(f"order {order_id} cancelled", agreement),
                 )
             ],
             rule_now_us=us(now),
@@ -271,10 +345,11 @@ def amend_order(
     amended_at: datetime,
     reference: str,
     now: datetime,
+    agreement: bytes | None = None,
 ) -> dict[str, Any]:
     """Amend a registered order before its window opens (append-only; idempotent by `reference`): the
     new terms apply from now, and the escrow follows them — the current reserve is voided and a new
-    pending transfer reserves the amended maximum value."""
+    pending transfer reserves the amended maximum value; both entries carry the `agreement` hash."""
     base, _ = load_order(conn, order_id)
     if not reference or len(reference) > 200:
         raise LedgerError("reference_invalid", "reference is required (at most 200 characters)")
@@ -319,7 +394,14 @@ def amend_order(
     if pending is not None:
         append_one(
             conn,
-            [TransferSpec(f"{old_id}:void", "void", pending_id=old_id, memo=f"order {order_id} amended ({seq})")],
+            [
+                TransferSpec(
+                    f"{old_id}:void",
+                    "void",
+                    pending_id=old_id,
+                    memo=with_agreement(f"order {order_id} amended ({seq})", agreement),
+                )
+            ],
             rule_now_us=us(now),
         )
     if new_id is not None:
@@ -335,7 +417,7 @@ def amend_order(
                     acct.escrow(order_id),
                     reserve,
                     timeout_us=us(timeout),
-                    memo=f"reserve for order {order_id} (amendment {seq})",
+                    memo=with_agreement(f"reserve for order {order_id} (amendment {seq})", agreement),
                 )
             ],
             rule_now_us=us(now),
@@ -352,6 +434,46 @@ def amend_order(
         "reserve_pence": reserve,
         **amendment_summary(conn, order_id),
     }
+
+
+def amend_agreed_order(conn: psycopg.Connection, order_id: str, on_update: Verified, now: datetime) -> dict[str, Any]:
+    """Amend an order with the provider's signed on_update (its platform, its transaction, the order's
+    provider and item); the on_update is stored beside the order and its hash tagged onto the entries."""
+    agreed = agreements_db.agreed_order(conn, order_id)
+    change = amendment_terms(on_update, order=agreed)
+    digest = agreement_sha256(None, on_update.sha256)
+    stored = agreements_db.existing_hash(conn, "amendment", order_id, change.reference)
+    if stored is not None and stored != digest:
+        raise LedgerError(
+            "order_conflict", f"amendment {change.reference} is already recorded from other signed bytes", status=409
+        )
+    if stored is None:
+        agreements_db.check_not_replayed(conn, on_update)
+    result = amend_order(
+        conn,
+        order_id,
+        window_start=change.window_start,
+        window_end=change.window_end,
+        contracted_w=change.contracted_w,
+        amended_at=change.amended_at,
+        reference=change.reference,
+        now=now,
+        agreement=digest,
+    )
+    if stored is None and result["status"] == "amended":
+        agreements_db.record(
+            conn,
+            kind="amendment",
+            subject=order_id,
+            reference=change.reference,
+            transaction_id=agreed.transaction_id,
+            bap_id=agreed.bap_id,
+            provider_id=agreed.provider_id,
+            buyer=None,
+            provider=on_update,
+            now=now,
+        )
+    return {**result, "agreement_sha256": digest.hex()}
 
 
 def amendment_summary(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
@@ -384,11 +506,13 @@ def order_summary(conn: psycopg.Connection, order_id: str) -> dict[str, Any]:
     cancelled = conn.execute(
         "SELECT cancelled_at FROM ledger.order_cancellations WHERE order_id = %s", (order_id,)
     ).fetchone()
+    agreement = agreements_db.order_agreement_hash(conn, order_id)
     return {
         **terms.to_json(),
         "confirmed_at": registered.to_json()["confirmed_at"],
         **amendment_summary(conn, order_id),
         "transaction_id": transaction_id,
+        "agreement_sha256": None if agreement is None else agreement.hex(),
         "cancelled_at": None if cancelled is None else iso(cancelled[0]),
         "runs": [
             {"run": r[0], "as_of": iso(r[1]), "lines_pence": r[2], "inputs_sha256": bytes(r[3]).hex()} for r in runs

@@ -6,8 +6,11 @@ Each numbered rule of p415-settlement.md is a function here (or in periods.py / 
 
  1 clock ............ grid.periods (period_of, day_periods, periods_between)
  2 declared activity  declared_periods — gate closure 1 h before each period
- 3 baseline ......... ledger.baseline (10-of-10, in-day adjustment)
- 4 delivered volume . delivered_volume_wh, payable_volume_wh
+ 3 baseline ......... ledger.baseline (10-of-10, in-day adjustment); at RF/DF withheld history: no delivery,
+                      withheld in-day window: the lowest adjustment (least_favourable)
+ 4 delivered volume . delivered_volume_wh, payable_volume_wh (signed metering: negative = net export);
+                      ledger.allocation.reading_kind (meter_operator > self_reported; none: no delivery);
+                      ledger.allocation.allocate (orders sharing a meter: never paid twice)
  5 rebound .......... rebound_wh (recorded, never charged)
  6 utilisation ...... utilisation_pence
  7 shortfall ........ shortfall_pence (imbalance price or DFS-style none; sliding scale in rule 6)
@@ -30,11 +33,14 @@ from typing import Any
 from grid.money import MILLIPENCE_PER_PENNY, WH_PER_MWH, energy_price_pence, round_half_even
 from grid.periods import PERIOD, SettlementPeriod, periods_between
 from ledger import accounts as acct
+from ledger.allocation import FINAL_RUNS, ReadingKind, allocate, no_reading_note, reading_kind, weakest
 from ledger.baseline import (
     Adjustment,
     BaselineParams,
     adjusted_baseline,
+    event_start,
     in_day_adjustment,
+    least_favourable,
     unadjusted_baseline,
 )
 from ledger.canonical import canonical_json
@@ -207,6 +213,10 @@ class SettlementInputs:
     event_days: frozenset[date]  # settlement dates with any declared activity on this meter
     imbalance_prices: Mapping[datetime, int | None]  # pence/MWh by UTC period start
     market_index_prices: Mapping[datetime, int | None]
+    reading_kinds: Mapping[datetime, ReadingKind] = field(default_factory=dict)  # absent: self_reported
+    # Contracted W per order id of every order (token redemptions too) declared on this meter, per period start.
+    sharing_w: Mapping[datetime, Mapping[str, int]] = field(default_factory=dict)
+    run: str = RUNS[0]  # the run being computed: before RF a missing reading is estimated, at RF/DF missing
 
 
 # --- rule 2: declared activity and gate closure ----------------------------------------------------
@@ -311,7 +321,7 @@ def supplier_compensation_pence(payable_wh: Fraction, policy: Policy) -> Fractio
 class PeriodResult:
     period: str  # "2023-12-05/35"
     start_utc: datetime
-    status: str  # settled | insufficient_data | no_metering | rejected
+    status: str  # settled | insufficient_data | rejected
     reason: str = ""
     baseline_wh: Fraction | None = None
     adjusted_baseline_wh: Fraction | None = None
@@ -324,6 +334,10 @@ class PeriodResult:
     shortfall_price_millipence_per_mwh: int | None = None
     shortfall_pence: Fraction = Fraction(0)
     supplier_compensation_pence: Fraction = Fraction(0)
+    reading_kind: ReadingKind | None = None  # what the period rests on (ledger/allocation.py); None: rejected
+    allocated_wh: Fraction = Fraction(0)  # this order's share of the meter's delivery (paid, ≤ contracted)
+    unallocated_wh: Fraction = Fraction(0)  # the meter's delivery beyond every order's contract (paid to nobody)
+    sharing_orders: tuple[str, ...] = ()  # the other orders declared on the meter in this period
 
     def to_json(self) -> dict[str, Any]:
         def f(v: Fraction | None) -> str | None:
@@ -345,6 +359,10 @@ class PeriodResult:
             "shortfall_price_millipence_per_mwh": self.shortfall_price_millipence_per_mwh,
             "shortfall_pence": f(self.shortfall_pence),
             "supplier_compensation_pence": f(self.supplier_compensation_pence),
+            "reading_kind": self.reading_kind,
+            "allocated_wh": f(self.allocated_wh),
+            "unallocated_wh": f(self.unallocated_wh),
+            "sharing_orders": list(self.sharing_orders),
         }
 
 
@@ -358,19 +376,88 @@ class SettlementResult:
     delivered_wh: Fraction
     contracted_wh: Fraction
     rebound: list[tuple[str, Fraction]]
+    reading_kind: ReadingKind | None = None  # the weakest kind among the declared periods (None: none declared)
 
     def to_json(self) -> dict[str, Any]:
+        adj = self.adjustment
         return {
             "order_id": self.order_id,
+            "reading_kind": self.reading_kind,
             "lines_pence": dict(self.lines),
             "exact_lines_pence": {k: str(v) for k, v in self.exact_lines.items()},
             "delivered_wh": str(self.delivered_wh),
             "contracted_wh": str(self.contracted_wh),
-            "in_day_adjustment_wh": str(self.adjustment.energy_wh) if self.adjustment.available else None,
+            # None when unavailable, or the lowest (a per-period cap: see each period's adjusted_baseline_wh)
+            "in_day_adjustment_wh": str(adj.energy_wh) if adj.available and type(adj) is Adjustment else None,
             "in_day_adjustment_note": self.adjustment.reason,
             "rebound_wh": [{"period": p, "energy_wh": str(e)} for p, e in self.rebound],
             "periods": [p.to_json() for p in self.periods],
         }
+
+
+def _settle_period(
+    p: SettlementPeriod, inputs: SettlementInputs, policy: Policy, *, adjustment: Adjustment
+) -> PeriodResult:
+    """Rules 3-9 for one declared period: the meter's delivered volume (none without a reading), this
+    order's share of it (ledger/allocation.py) and the lines on that share."""
+    order, t = inputs.order, p.start_utc
+    contracted = contracted_energy_wh(order.contracted_w)
+    kind = reading_kind(t, inputs.readings, inputs.reading_kinds, run=inputs.run)
+    metered = inputs.readings.get(t)
+    base = unadjusted_baseline(t, inputs.readings, inputs.event_days, policy.baseline)
+    if base.energy_wh is None and inputs.run not in FINAL_RUNS:  # rule 3: zero, with the reason
+        return PeriodResult(
+            p.label(),
+            t,
+            "insufficient_data",
+            base.reason,
+            contracted_wh=contracted,
+            metered_wh=metered,
+            reading_kind=kind,
+        )
+    # At RF/DF a baseline the history cannot give (e.g. its readings withheld) evidences no delivery either.
+    adj_base = (
+        None
+        if base.energy_wh is None
+        else adjusted_baseline(base.energy_wh, adjustment, policy.baseline, order.resource_type)
+    )
+    # Signed energy: a net export (negative metered) below the baseline is a larger delivered volume.
+    dv = Fraction(0) if metered is None or adj_base is None else delivered_volume_wh(adj_base, metered)
+    pay_wh = payable_volume_wh(dv, policy)
+    shares = {oid: contracted_energy_wh(w) for oid, w in inputs.sharing_w.get(t, {}).items()}
+    shares[order.order_id] = contracted
+    share = allocate(pay_wh, shares)
+    mine = share.paid_wh[order.order_id]
+    prepaid = order.settlement_method == "CFT"  # utilisation prepaid with tokens
+    util = Fraction(0) if prepaid else utilisation_pence(mine, contracted, order.price_millipence_per_mwh, policy)
+    price, price_note = shortfall_price(inputs.imbalance_prices.get(t), inputs.market_index_prices.get(t), policy)
+    short_wh, short = shortfall_pence(mine, contracted, price, policy)
+    notes = [no_reading_note(kind)] if metered is None else []
+    if adj_base is None:
+        notes.append(f"{base.reason}: no delivery at a final run")
+    if short_wh and policy.shortfall_rule != "none":
+        notes.append(f"shortfall price: {price_note}")
+    return PeriodResult(
+        p.label(),
+        t,
+        "settled",
+        "; ".join(notes),
+        baseline_wh=base.energy_wh,
+        adjusted_baseline_wh=adj_base,
+        metered_wh=metered,
+        delivered_wh=dv,
+        payable_wh=pay_wh,
+        contracted_wh=contracted,
+        utilisation_pence=util,
+        shortfall_wh=short_wh,
+        shortfall_price_millipence_per_mwh=price,
+        shortfall_pence=short,
+        supplier_compensation_pence=supplier_compensation_pence(share.compensated_wh[order.order_id], policy),
+        reading_kind=kind,
+        allocated_wh=mine,
+        unallocated_wh=share.unallocated_wh,
+        sharing_orders=tuple(sorted(set(shares) - {order.order_id})),
+    )
 
 
 def settle(inputs: SettlementInputs, policy: Policy) -> SettlementResult:
@@ -380,89 +467,30 @@ def settle(inputs: SettlementInputs, policy: Policy) -> SettlementResult:
         raise PolicyError(f"order {order.order_id} uses policy {order.policy_version}, not {policy.version}")
     params = policy.baseline
     accepted, rejected = declared_periods(order.window_start, order.window_end, order.confirmed_at, policy)
-    contracted = contracted_energy_wh(order.contracted_w)
-    adjustment = (
-        in_day_adjustment(accepted[0].start_utc, inputs.readings, inputs.event_days, params)
-        if accepted
-        else Adjustment(Fraction(0), False, "no declared periods")
-    )
-    prepaid = order.settlement_method == "CFT"
-    results: list[PeriodResult] = [PeriodResult(p.label(), p.start_utc, "rejected", reason) for p, reason in rejected]
-    totals = dict.fromkeys(("utilisation", "shortfall", "supplier_compensation"), Fraction(0))
-    delivered_total = Fraction(0)
-    for p in accepted:
-        base = unadjusted_baseline(p.start_utc, inputs.readings, inputs.event_days, params)
-        metered = inputs.readings.get(p.start_utc)
-        if base.energy_wh is None:
-            results.append(
-                PeriodResult(
-                    p.label(),
-                    p.start_utc,
-                    "insufficient_data",
-                    base.reason,
-                    contracted_wh=contracted,
-                    metered_wh=metered,
-                )
-            )
-            continue
-        if metered is None:
-            results.append(
-                PeriodResult(
-                    p.label(),
-                    p.start_utc,
-                    "no_metering",
-                    "no reading for this period",
-                    baseline_wh=base.energy_wh,
-                    contracted_wh=contracted,
-                )
-            )
-            continue
-        adj_base = adjusted_baseline(base.energy_wh, adjustment, params, order.resource_type)
-        dv = delivered_volume_wh(adj_base, metered)
-        pay_wh = payable_volume_wh(dv, policy)
-        util = Fraction(0) if prepaid else utilisation_pence(pay_wh, contracted, order.price_millipence_per_mwh, policy)
-        price, price_note = shortfall_price(
-            inputs.imbalance_prices.get(p.start_utc), inputs.market_index_prices.get(p.start_utc), policy
-        )
-        short_wh, short = shortfall_pence(pay_wh, contracted, price, policy)
-        comp = supplier_compensation_pence(pay_wh, policy)
-        reason = "" if short_wh == 0 or policy.shortfall_rule == "none" else f"shortfall price: {price_note}"
-        results.append(
-            PeriodResult(
-                p.label(),
-                p.start_utc,
-                "settled",
-                reason,
-                base.energy_wh,
-                adj_base,
-                metered,
-                dv,
-                pay_wh,
-                contracted,
-                util,
-                short_wh,
-                price,
-                short,
-                comp,
-            )
-        )
-        totals["utilisation"] += util
-        totals["shortfall"] += short
-        totals["supplier_compensation"] += comp
-        delivered_total += max(Fraction(0), min(pay_wh, contracted))
-    contracted_total = contracted * len(accepted)
+    declared_on_meter = set(inputs.sharing_w) | {p.start_utc for p in accepted}
+    adjustments: dict[datetime, Adjustment] = {}
+
+    def adjustment_for(t: datetime) -> Adjustment:
+        anchor = event_start(t, declared_on_meter)
+        if anchor not in adjustments:
+            adj = in_day_adjustment(anchor, inputs.readings, inputs.event_days, params)
+            missing = adj.missing_reading_at is not None and inputs.run in FINAL_RUNS
+            adjustments[anchor] = least_favourable(adj) if missing else adj
+        return adjustments[anchor]
+
+    results = [PeriodResult(p.label(), p.start_utc, "rejected", reason) for p, reason in rejected]
+    settled = [_settle_period(p, inputs, policy, adjustment=adjustment_for(p.start_utc)) for p in accepted]
+    results += settled
+    delivered_total = sum((r.allocated_wh for r in settled), Fraction(0))
+    contracted_total = contracted_energy_wh(order.contracted_w) * len(accepted)
     ratio = delivered_total / contracted_total if contracted_total else Fraction(0)
-    hours = Fraction(len(accepted), 2)
-    avail = (
-        Fraction(0)
-        if prepaid
-        else availability_pence(order.availability_price_millipence_per_mw_h, order.contracted_w, hours, ratio)
-    )
+    avail_price = None if order.settlement_method == "CFT" else order.availability_price_millipence_per_mw_h
+    avail = availability_pence(avail_price, order.contracted_w, Fraction(len(accepted), 2), ratio)
     exact = {
-        "utilisation": totals["utilisation"],
+        "utilisation": sum((r.utilisation_pence for r in settled), Fraction(0)),
         "availability": avail,
-        "shortfall": totals["shortfall"],
-        "supplier_compensation": totals["supplier_compensation"],
+        "shortfall": sum((r.shortfall_pence for r in settled), Fraction(0)),
+        "supplier_compensation": sum((r.supplier_compensation_pence for r in settled), Fraction(0)),
     }
     rebound = []
     if accepted:
@@ -479,10 +507,11 @@ def settle(inputs: SettlementInputs, policy: Policy) -> SettlementResult:
         {k: round_half_even(v) for k, v in exact.items()},
         exact,
         results,
-        adjustment,
+        adjustment_for(accepted[0].start_utc) if accepted else Adjustment(Fraction(0), False, "no declared periods"),
         delivered_total,
         contracted_total,
         rebound,
+        weakest(r.reading_kind for r in settled if r.reading_kind is not None),
     )
 
 
@@ -649,11 +678,16 @@ def inputs_digest(inputs: SettlementInputs, policy: Policy, as_of: datetime) -> 
     order = inputs.order
     lookback = timedelta(days=policy.baseline.lookback_days + 1)
     lo, hi = order.window_start - lookback, order.window_end + (policy.rebound_periods + 1) * PERIOD
+    kinds = inputs.reading_kinds
     doc = {
         "as_of": _iso(as_of),
         "order": order.to_json(),
         "policy": {"version": policy.version, **policy.to_json()},
-        "readings": sorted([_iso(t), v] for t, v in inputs.readings.items() if lo <= t < hi),
+        "run": inputs.run,
+        "readings": sorted(
+            [_iso(t), v, kinds.get(t, "self_reported")] for t, v in inputs.readings.items() if lo <= t < hi
+        ),
+        "sharing_w": sorted([_iso(t), sorted(w.items())] for t, w in inputs.sharing_w.items() if lo <= t < hi),
         "event_days": sorted(d.isoformat() for d in inputs.event_days),
         "imbalance": sorted(
             [_iso(t), v] for t, v in inputs.imbalance_prices.items() if order.window_start <= t < order.window_end

@@ -1,6 +1,13 @@
 """Settlement runs in PostgreSQL: gather an order's inputs exactly as the ledger knew them at `as_of`,
 perform its next run (II → SF → R1 → R2 → R3 → RF → DF) when due, and append the run's transfers.
 
+Which reading each period rests on: the meter operator's when one was received by `as_of`, else the provider's
+self-reported one (ledger/allocation.py); every order declared on the meter is gathered too, so the meter's
+delivery is shared among them rather than paid to each. A run that rested on a weaker reading than the ledger
+now holds (self_reported or none, where a meter operator's reading has since arrived) makes the next run due at
+once if that run is before RF — a restatement (so does another order registered late on the same meter, whose
+share of the delivery changes this order's); RF and DF keep their timetable.
+
 Each stored run also records the clock it ran under (`kernel.clock.describe()`: the wall clock or the
 deployment's simulated one), so a run made on a replayed market day says so. The rules (P415 rules
 2-12, run timing, transfers per run) are the pure ledger/settlement.py.
@@ -17,10 +24,13 @@ from typing import Any
 
 import psycopg
 
-from grid.periods import PERIOD
+from grid.periods import PERIOD, SettlementPeriod
 from kernel import clock
 from ledger import accounts as acct
 from ledger.accounts_db import ensure_accounts
+from ledger.agreements import with_agreement
+from ledger.agreements_db import order_agreement_hash
+from ledger.allocation import FINAL_RUNS, ReadingKind, reading_kind, strengthened
 from ledger.db import connection, in_transaction, iso, us
 from ledger.errors import not_found
 from ledger.orders import ORDER_COLUMNS, current_reserve_id, load_order, order_from_row, terms_as_of
@@ -43,26 +53,27 @@ from ledger.transfers import TransferSpec
 
 
 def load_inputs(
-    conn: psycopg.Connection, order_id: str, as_of: datetime
+    conn: psycopg.Connection, order_id: str, as_of: datetime, run: str = RUNS[0]
 ) -> tuple[OrderTerms, Policy, SettlementInputs, bool]:
-    """Everything settle() needs, exactly as the ledger knew it at `as_of` (rule 12) — the order's terms
-    too: the latest amendment recorded by then (ledger/orders.py terms_as_of)."""
+    """Everything settle() needs for run `run`, exactly as the ledger knew it at `as_of` (rule 12) — the
+    order's terms too: the latest amendment recorded by then (ledger/orders.py terms_as_of)."""
     registered, _ = load_order(conn, order_id)
     terms = terms_as_of(conn, registered, as_of)
     policy = get_policy(conn, terms.policy_version)
     lookback = timedelta(days=policy.baseline.lookback_days + 2)
     lo = terms.window_start - lookback
     hi = terms.window_end + (policy.rebound_periods + 1) * PERIOD
-    readings = {
-        r[0].astimezone(UTC): r[1]
-        for r in conn.execute(
-            "SELECT DISTINCT ON (period_start) period_start, energy_wh FROM ledger.metering "
-            "WHERE meter_id = %s AND period_start >= %s AND period_start < %s AND received_at <= %s "
-            "ORDER BY period_start, version DESC",
-            (terms.meter_id, lo, hi, as_of),
-        )
-    }
+    readings: dict[datetime, int] = {}
+    kinds: dict[datetime, ReadingKind] = {}
+    for t, energy_wh, kind in conn.execute(  # the meter operator's reading wins; within a kind, the latest version
+        "SELECT DISTINCT ON (period_start) period_start, energy_wh, reading_kind FROM ledger.metering "
+        "WHERE meter_id = %s AND period_start >= %s AND period_start < %s AND received_at <= %s "
+        "ORDER BY period_start, reading_kind = 'meter_operator' DESC, version DESC",
+        (terms.meter_id, lo, hi, as_of),
+    ):
+        readings[t.astimezone(UTC)], kinds[t.astimezone(UTC)] = energy_wh, kind
     event_days: set[date] = set()
+    sharing_w: dict[datetime, dict[str, int]] = {}
     for r in conn.execute(
         f"SELECT {ORDER_COLUMNS} FROM ledger.orders o WHERE meter_id = %s AND window_end > %s AND "
         "window_start < %s AND registered_at <= %s AND NOT EXISTS (SELECT 1 FROM ledger.order_cancellations c "
@@ -73,6 +84,8 @@ def load_inputs(
         other_policy = policy if other.policy_version == policy.version else get_policy(conn, other.policy_version)
         accepted, _ = declared_periods(other.window_start, other.window_end, other.confirmed_at, other_policy)
         event_days.update(p.settlement_date for p in accepted)
+        for p in accepted:  # every order (token redemptions too) declared on the meter shares its delivery
+            sharing_w.setdefault(p.start_utc, {})[other.order_id] = other.contracted_w
     imbalance: dict[datetime, int | None] = {}
     market: dict[datetime, int | None] = {}
     for r in conn.execute(
@@ -88,7 +101,10 @@ def load_inputs(
         ).fetchone()
         is not None
     )
-    return terms, policy, SettlementInputs(terms, readings, frozenset(event_days), imbalance, market), cancelled
+    inputs = SettlementInputs(
+        terms, readings, frozenset(event_days), imbalance, market, reading_kinds=kinds, sharing_w=sharing_w, run=run
+    )
+    return terms, policy, inputs, cancelled
 
 
 @dataclass
@@ -129,23 +145,29 @@ def run_settlement(conn: psycopg.Connection, order_id: str, as_of: datetime, *, 
 
     Idempotent: the run row's primary key (order_id, run) and the deterministic transfer ids mean a
     second attempt — a Celery retry, two beat ticks — finds the run done and appends nothing."""
-    terms, policy, inputs, cancelled = load_inputs(conn, order_id, as_of)
-    if cancelled:
-        return RunOutcome(order_id, "cancelled", reason="order cancelled before its window")
     done = conn.execute(
-        "SELECT run, lines FROM ledger.settlement_runs WHERE order_id = %s ORDER BY seq", (order_id,)
+        "SELECT run, lines, result FROM ledger.settlement_runs WHERE order_id = %s ORDER BY seq", (order_id,)
     ).fetchall()
     run = next_run([r[0] for r in done])
+    terms, policy, inputs, cancelled = load_inputs(conn, order_id, as_of, run or RUNS[-1])
+    if cancelled:
+        return RunOutcome(order_id, "cancelled", reason="order cancelled before its window")
     if run is None:
         return RunOutcome(order_id, "complete", reason="all runs II..DF done")
     if as_of < terms.window_end:
         return RunOutcome(order_id, "not_due", run, reason="the delivery window has not closed")
+    why = ""
     if not force and as_of < run_due_at(terms, run, policy):
         accepted, _ = declared_periods(terms.window_start, terms.window_end, terms.confirmed_at, policy)
         metered = all(p.start_utc in inputs.readings for p in accepted)
-        if not (run == "II" and metered):
+        improved = _periods_to_restate(done[-1][2], inputs, accepted) if done and run not in FINAL_RUNS else []
+        if not (run == "II" and metered) and not improved:
             return RunOutcome(
                 order_id, "not_due", run, reason=f"{run} falls due at {iso(run_due_at(terms, run, policy))}"
+            )
+        if improved:
+            why = f"restatement: new readings or orders on the meter for {', '.join(improved[:5])}" + (
+                " …" if len(improved) > 5 else ""
             )
     result = settle(inputs, policy)
     previous = {k: int(v) for k, v in done[-1][1].items()} if done else None
@@ -167,6 +189,7 @@ def run_settlement(conn: psycopg.Connection, order_id: str, as_of: datetime, *, 
             json.dumps(clock.describe()),
         ),
     )
+    agreement = order_agreement_hash(conn, order_id)
     specs = [
         TransferSpec(
             t.id,
@@ -177,7 +200,7 @@ def run_settlement(conn: psycopg.Connection, order_id: str, as_of: datetime, *, 
             t.amount if t.kind in ("single", "post") else None,
             t.pending_id,
             None,
-            t.memo,
+            with_agreement(t.memo, agreement),  # the signed agreement the order was registered with
         )
         for t in planned
     ]
@@ -185,7 +208,29 @@ def run_settlement(conn: psycopg.Connection, order_id: str, as_of: datetime, *, 
     if specs:
         ensure_accounts(conn, [n for t in planned for n in (t.debit_account, t.credit_account)])
         entries = [e.as_json() for e in append_one(conn, specs, rule_now_us=as_of_us).entries]
-    return RunOutcome(order_id, "settled", run, dict(result.lines), entries)
+    return RunOutcome(order_id, "settled", run, dict(result.lines), entries, why)
+
+
+def _periods_to_restate(
+    previous_result: dict[str, Any], inputs: SettlementInputs, accepted: Sequence[SettlementPeriod]
+) -> list[str]:
+    """Labels of the declared periods the previous run settled on what the ledger has since improved on: a
+    reading that is now stronger evidence (a meter operator's after a self-reported one, any reading after
+    none), or another set of orders sharing the meter (one registered late: the delivery is shared anew)."""
+    before: dict[str, dict[str, Any]] = {p["period"]: p for p in previous_result.get("periods", [])}
+    out = []
+    for p in accepted:
+        prev = before.get(p.label())
+        if prev is None:
+            continue
+        # runs stored before reading kinds and sharing were recorded: infer the kind, assume no sharing
+        legacy: ReadingKind = "self_reported" if prev.get("metered_wh") is not None else "missing"
+        was: ReadingKind = prev.get("reading_kind") or legacy
+        now = reading_kind(p.start_utc, inputs.readings, inputs.reading_kinds, run=inputs.run)
+        sharing = set(inputs.sharing_w.get(p.start_utc, {})) - {inputs.order.order_id}
+        if strengthened(was, now) or sharing != set(prev.get("sharing_orders") or ()):
+            out.append(p.label())
+    return out
 
 
 def settle_due(

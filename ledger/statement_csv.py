@@ -3,7 +3,10 @@
 Rows, under the STATEMENT_CSV_COLUMNS header: a `clock` row (the clock the statement was made under,
 as JSON in `memo`; absent from statements made before it was recorded), an `opening` row, one `entry`
 row per entry (with its canonical bytes and proof as JSON), a `closing` row, a `checkpoint` row
-(JSON) and a `key_handover` row (JSON) per rotation of the ledger's key, if any.
+(JSON) and a `key_handover` row (JSON) per rotation of the ledger's key, if any. The last column,
+`agreement_sha256`, names the signed agreement an entry of an order or token sale carries (ledger/agreements.py);
+`reading_kind`, the kind of meter reading a settlement entry rests on (meter_operator, self_reported,
+estimated or missing: ledger/allocation.py), empty for entries that rest on none.
 `statement_from_csv` rebuilds the JSON document so that the CSV verifies offline too
 (ledger/proofs.py `verify_statement`).
 """
@@ -32,6 +35,8 @@ STATEMENT_CSV_COLUMNS = (
     "memo",
     "canonical",
     "proof",
+    "agreement_sha256",
+    "reading_kind",
 )
 
 
@@ -43,7 +48,7 @@ def statement_csv(doc: dict[str, Any]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(STATEMENT_CSV_COLUMNS)
     if doc.get("clock") is not None:
-        w.writerow(["clock", "", "", "", "", "", "", "", "", "", "", _json(doc["clock"]), "", ""])
+        w.writerow(["clock", "", "", "", "", "", "", "", "", "", "", _json(doc["clock"]), "", "", "", ""])
     w.writerow(
         [
             "opening",
@@ -58,6 +63,8 @@ def statement_csv(doc: dict[str, Any]) -> str:
             doc["opening_balance"],
             "",
             f"{doc['ledger']} {doc['unit']}",
+            "",
+            "",
             "",
             "",
         ]
@@ -79,10 +86,29 @@ def statement_csv(doc: dict[str, Any]) -> str:
                 e["memo"],
                 e["canonical"],
                 json.dumps(e["proof"], separators=(",", ":")),
+                e.get("agreement_sha256") or "",
+                e.get("reading_kind") or "",
             ]
         )
     w.writerow(
-        ["closing", doc["to"], doc["to_us"], "", "", "", doc["account"], "", "", doc["closing_balance"], "", "", "", ""]
+        [
+            "closing",
+            doc["to"],
+            doc["to_us"],
+            "",
+            "",
+            "",
+            doc["account"],
+            "",
+            "",
+            doc["closing_balance"],
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
     )
     w.writerow(
         [
@@ -100,10 +126,12 @@ def statement_csv(doc: dict[str, Any]) -> str:
             "",
             "",
             json.dumps(doc["checkpoint"], separators=(",", ":"), sort_keys=True),
+            "",
+            "",
         ]
     )
     for h in doc.get("key_handovers") or []:  # the ledger's key rotations (ledger/proofs.py)
-        w.writerow(["key_handover", "", h["message"]["time_us"], *[""] * 10, _json(h)])
+        w.writerow(["key_handover", "", h["message"]["time_us"], *[""] * 10, _json(h), "", ""])
     return buf.getvalue()
 
 
@@ -130,6 +158,8 @@ def statement_from_csv(text: str) -> dict[str, Any]:
             "memo": r["memo"],
             "canonical": r["canonical"],
             "proof": json.loads(r["proof"]),
+            "agreement_sha256": r.get("agreement_sha256") or None,
+            "reading_kind": r.get("reading_kind") or None,
         }
         for r in rows
         if r["record"] == "entry"

@@ -2,6 +2,14 @@
 balance and inclusion proof, closing balance and a signed checkpoint (ledger/proofs.py verifies the
 document offline; ledger/statement_csv.py is its CSV form).
 
+Each entry of an order or a token sale names the agreement it carries (`agreement_sha256`: the hash its
+hashed memo is tagged with, ledger/agreements.py), which GET /api/v1/orders/{order_id}/agreement returns with
+the signed messages themselves.
+
+Each settlement entry (`settle:<order>:<run>:…`) names the kind of meter reading it rests on (`reading_kind`: the
+weakest kind among the run's declared periods — meter_operator, self_reported, estimated or missing,
+ledger/allocation.py); other entries carry None.
+
 Each statement also records the clock it was made under (`kernel.clock.describe()`), beside
 `generated_at`; it is information for the reader, not part of what the proofs cover.
 """
@@ -17,6 +25,8 @@ from beckn.keys import KeyPair
 from kernel import clock
 from ledger import accounts as acct
 from ledger.accounts_db import account_info
+from ledger.agreements import agreement_in_memo
+from ledger.agreements_db import known_hashes
 from ledger.checkpoints import create_checkpoint, entry_proofs, get_checkpoint, key_handovers
 from ledger.db import from_us, iso, us
 from ledger.errors import LedgerError
@@ -46,6 +56,9 @@ def statement(
     if cp is None:  # an empty ledger: nothing to prove, but still a valid (empty) statement needs a head
         raise LedgerError("empty_ledger", "the ledger has no entries yet; nothing to state", status=409)
     proofs = entry_proofs(conn, [(r[10], r[11]) for r in rows], cp["message"]["height"])
+    tagged = {r[0]: h for r in rows if (h := agreement_in_memo(r[9])) is not None}
+    held = known_hashes(conn, sorted(set(tagged.values())))  # a tag names an agreement only if the ledger holds it
+    kinds = _reading_kinds(conn, [r[0] for r in rows])
     balance = opening
     out_rows = []
     market_clock = clock.current()
@@ -63,6 +76,8 @@ def statement(
                 "amount": r[4],
                 "pending_id": r[6],
                 "memo": r[9],
+                "agreement_sha256": tagged[r[0]] if tagged.get(r[0]) in held else None,
+                "reading_kind": kinds.get(run) if (run := _settlement_run(r[0])) else None,
                 "posted_delta": delta,
                 "running_balance": balance,
                 "canonical": bytes(r[12]).decode("utf-8"),
@@ -99,3 +114,22 @@ def _posted_sum(conn: psycopg.Connection, account: str, before_us: int) -> int:
         {"a": account, "t": before_us},
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def _settlement_run(entry_id: str) -> tuple[str, str] | None:
+    """(order id, run) of a settlement entry `settle:<order>:<run>:<line>[:reversal]`, else None."""
+    parts = entry_id.split(":")
+    return (parts[1], parts[2]) if len(parts) >= 4 and parts[0] == "settle" else None
+
+
+def _reading_kinds(conn: psycopg.Connection, entry_ids: list[str]) -> dict[tuple[str, str], str | None]:
+    """The reading kind each settlement run among `entry_ids` rests on (None: a run stored before kinds were)."""
+    runs = sorted({run for e in entry_ids if (run := _settlement_run(e)) is not None})
+    if not runs:
+        return {}
+    rows = conn.execute(
+        "SELECT order_id, run, result->>'reading_kind' FROM ledger.settlement_runs "
+        "WHERE (order_id, run) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([o for o, _ in runs], [r for _, r in runs]),
+    ).fetchall()
+    return {(o, r): kind for o, r, kind in rows}

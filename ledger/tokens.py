@@ -3,6 +3,8 @@ capacity), mint, trade (tokens and payment in one linked batch), redeem (burn to
 settled like any other) and expiry, plus each provider's minted = outstanding + redeemed + expired.
 
 The rules are the pure ledger/cft.py; redemptions register their order through ledger/orders.py.
+A sale that debits a buyer's cash needs the buyer's signed Beckn confirm for it (`sell`, `sell_with_consent`:
+verified by ledger/agreements.py, stored in ledger.agreements, its hash in the entries' memos).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import psycopg
 
 from grid.money import MAX_SAFE_INTEGER
 from ledger import accounts as acct
+from ledger import agreements_db
 from ledger import cft as cftrules
 from ledger.accounts_db import ensure_accounts
+from ledger.agreements import TokenSale, Verified, agreement_sha256, with_agreement
 from ledger.db import iso, us
 from ledger.errors import LedgerError, not_found
 from ledger.orders import load_order, register_order
@@ -154,9 +158,12 @@ def trade(
     now: datetime,
     payer_account: str | None = None,
     payee_account: str | None = None,
+    agreement: bytes | None = None,
 ) -> dict[str, Any]:
     """Sell (seller = the series' provider) or transfer on a secondary market: tokens and payment in
-    one linked batch — delivery versus payment, both or neither."""
+    one linked batch — delivery versus payment, both or neither. Who may ask is the caller's rule: the
+    buyer's cash moves only with its signed consent (`sell_with_consent`), whose `agreement` hash the
+    entries' memos carry."""
     series = _series(conn, series_id)
     cftrules.check_tradable(series, now)
     try:
@@ -181,7 +188,7 @@ def trade(
             acct.holding(seller_id, series_id),
             acct.holding(buyer_id, series_id),
             tokens,
-            memo=f"{tokens} CFT of {series_id} from {seller_id} to {buyer_id}",
+            memo=with_agreement(f"{tokens} CFT of {series_id} from {seller_id} to {buyer_id}", agreement),
         )
     ]
     if price_pence > 0:
@@ -200,12 +207,50 @@ def trade(
                 payer,
                 payee,
                 price_pence,
-                memo=f"payment for {tokens} CFT of {series_id}",
+                memo=with_agreement(f"payment for {tokens} CFT of {series_id}", agreement),
             )
         )
     # Accounts for the sender must already exist: a holder that never received tokens cannot send any.
     ensure_accounts(conn, names)
     return transfer_result_json(_cft_append(conn, specs, now, series, "transfer"))
+
+
+def sell_with_consent(
+    conn: psycopg.Connection, op_id: str, sale: TokenSale, consent: Verified, now: datetime
+) -> dict[str, Any]:
+    """A trade the buyer consented to with its signed confirm (checked by ledger/agreements.py
+    `check_token_consent`); the confirm is stored (ledger.agreements, kind token_sale) and backs this
+    trade only. Idempotent by `op_id` with the same confirm; another confirm for the same id is a 409."""
+    digest = agreement_sha256(consent.sha256)
+    stored = agreements_db.existing_hash(conn, "token_sale", op_id)
+    if stored is not None and stored != digest:
+        raise LedgerError("sale_conflict", f"sale {op_id} is already recorded with another signed confirm", status=409)
+    if stored is None:
+        agreements_db.check_not_replayed(conn, consent)
+    result = trade(
+        conn,
+        op_id,
+        series_id=sale.series_id,
+        seller_id=sale.seller_id,
+        buyer_id=sale.buyer_id,
+        tokens=sale.tokens,
+        price_pence=sale.price_pence,
+        now=now,
+        agreement=digest,
+    )
+    if stored is None and result["status"] == "created":
+        agreements_db.record(
+            conn,
+            kind="token_sale",
+            subject=op_id,
+            transaction_id=str(consent.context.get("transaction_id") or ""),
+            bap_id=sale.buyer_id,
+            provider_id=sale.seller_id,
+            buyer=consent,
+            provider=None,
+            now=now,
+        )
+    return {**result, "agreement_sha256": digest.hex()}
 
 
 def redeem(

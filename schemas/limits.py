@@ -11,6 +11,7 @@ schemas/registry.py and the body guard; the metering CSV import through `check_t
 | limit | value |
 |---|---|
 | body | 1 MiB (`MAX_BODY_BYTES`), 413 before it is buffered |
+| rows per bulk request (ledger prices, readings) | 5,000 (`MAX_ROWS_PER_REQUEST`); the widest rows fit one body |
 | JSON nesting | 32 levels (`MAX_JSON_DEPTH`) |
 | identifiers (transaction, message, order ids; city codes) | 1-64 printable ASCII characters, no space |
 | names (subscriber, provider, item, meter ids; domain; key ids) | 1-255 printable ASCII characters, no space |
@@ -20,9 +21,11 @@ schemas/registry.py and the body guard; the metering CSV import through `check_t
 | every string in a JSON body | no NUL or control character but tab, newline and carriage return |
 | JSON numbers | finite, magnitude ≤ 2**53 - 1 |
 | power | 0 < kW ≤ 1,000,000 (1 GW: far beyond any single site) |
+| metered energy per half-hour | signed kWh (negative = net export), magnitude ≤ 500,000 (a half-hour at 1 GW) |
 | price | -100,000 ≤ £/MWh ≤ 100,000 (GB imbalance prices have stayed within ±£10,000) |
 | market windows (search, select, init, confirm, update) | end after start and not yet past; start at most |
 |   | `FLEXMARKET_MAX_WINDOW_AHEAD_DAYS` (90) days ahead of the market clock; at most 31 days long |
+| Beckn `context.ttl` / `context.timestamp` | ≤ one day (`MAX_MESSAGE_TTL_S`) / not ahead beyond the clock skew |
 | historical instants (prices, metering) | from 2000-01-01 to the market clock's now (+ one day, day-ahead) |
 """
 
@@ -47,14 +50,23 @@ MAX_URI_CHARS = 1024
 MAX_COUNTRY_CODE_CHARS = 8
 MAX_TEXT_CHARS = 500
 MAX_PAGE_SIZE = 1000  # rows one list request may ask for (`limit`)
+# Rows one bulk request may carry (the ledger's prices and metering readings: 104 days of half-hours): sized so
+# that this many of the widest legal rows fit in MAX_BODY_BYTES as compact JSON (tests/ledger/test_hostile_input.py
+# builds that body), so a request within the row limit is never refused for its size.
+MAX_ROWS_PER_REQUEST = 5_000
+MAX_ROWS_PER_IMPORT = 20_000  # readings of one meter stored in one transaction by a CSV import (416 days)
 
 # -- quantities -----------------------------------------------------------------------------------------
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer a JSON number carries exactly (and fits bigint)
 MAX_KW = 1_000_000.0  # 1 GW
 MAX_PRICE_GBP_PER_MWH = 100_000.0
 MAX_ENERGY_KWH_PER_PERIOD = MAX_KW / 2  # a half-hour at MAX_KW
+# The same bound in whole Wh: metered energy is signed (negative = net export, a battery discharging
+# beyond its site's load), so a reading lies in [-MAX_ENERGY_WH_PER_PERIOD, MAX_ENERGY_WH_PER_PERIOD].
+MAX_ENERGY_WH_PER_PERIOD = int(MAX_ENERGY_KWH_PER_PERIOD) * 1000
 
 # -- time -----------------------------------------------------------------------------------------------
+MAX_MESSAGE_TTL_S = 86_400  # a Beckn context.ttl longer than a day is refused (the protocol's are seconds)
 DEFAULT_MAX_WINDOW_AHEAD_DAYS = 90
 MAX_WINDOW_DAYS = 31
 EARLIEST_HISTORY = datetime(2000, 1, 1, tzinfo=UTC)

@@ -102,7 +102,9 @@ def test_readme_quickstart_runs(isolated_db: str, redis_url: str, tmp_path: Path
 
         # What the README says each step does.
         bap = f"http://127.0.0.1:{base + 2}/api/v1"
-        view = httpx.get(f"{bap}/transactions/{tx}", timeout=10).json()
+        bap_key = json.loads(manifest.read_text())["participants"]["bap"]["api_keys"]["operator"]
+        as_operator = {"Authorization": f"Bearer {bap_key}"}
+        view = httpx.get(f"{bap}/transactions/{tx}", headers=as_operator, timeout=10).json()
         searched = (view["request"]["window_start"][:16], view["request"]["window_end"][:16])
         assert searched == (ws[:16], we[:16]), view["request"]  # the window `flexmarket window` printed
         (order,) = [o for o in view["orders"] if o["provider_id"] == provider]
@@ -112,7 +114,12 @@ def test_readme_quickstart_runs(isolated_db: str, redis_url: str, tmp_path: Path
         assert (order["window_start"], order["window_end"]) == (offer["window_start"], offer["window_end"])
         callbacks = {c["action"] for c in view["callbacks"]}
         assert {"on_search", "on_select", "on_init", "on_confirm", "on_status", "on_update", "on_cancel"} <= callbacks
-        assert httpx.get(f"{bap}/failures", params={"transaction_id": tx}, timeout=10).json() == []
+        assert httpx.get(f"{bap}/failures", params={"transaction_id": tx}, headers=as_operator, timeout=10).json() == []
+        # Every state-changing call of the quick-start is in the BAP's audit log, with the aggregator's key.
+        audit = httpx.get(f"{bap}/audit", params={"limit": 100}, headers=as_operator, timeout=10).json()["entries"]
+        mine = [e["what"]["action"] for e in audit if e["what"]["transaction_id"] == tx][::-1]
+        assert mine == ["search", "plan", "select", "init", "confirm", "status", "update", "cancel"], mine
+        assert {e["who"]["role"] for e in audit if e["what"]["transaction_id"] == tx} == {"aggregator"}
         assert "imported 6 readings for 2 meter(s)" in out
 
         keys = json.loads(manifest.read_text())["participants"]["ledger"]["api_keys"]

@@ -60,8 +60,10 @@ def _check_manifest_keys(manifest: Path) -> None:
     ledger = m["participants"]["ledger"]
     keys = ledger["api_keys"]
     providers = [p for platform in m["participants"]["bpp"]["platforms"] for p in platform["providers"]]
-    assert set(keys) == {"admin", "finance", "bap", "supplier", "providers"}
+    assert set(keys) == {"admin", "finance", "bap", "supplier", "providers", "meter_operator"}
     assert set(keys["providers"]) == set(providers)
+    operator = keys["meter_operator"]  # the host supplier reads the meters, signing with the key in `key_file`
+    signing = json.loads(Path(operator["key_file"]).read_text())["signing_public_key"]
 
     def get(path: str, key: str) -> httpx.Response:
         return httpx.get(f"{ledger['api']}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
@@ -72,6 +74,8 @@ def _check_manifest_keys(manifest: Path) -> None:
     assert get("/orders", keys["bap"]).status_code == 200
     assert get("/orders", keys["providers"][providers[0]]).status_code == 200
     assert get("/orders", "flk_nope_nope").status_code == 401
+    registered = get("/meter-data-keys", operator["api_key"]).json()["keys"]
+    assert [(k["key_id"], k["public_key"]) for k in registered] == [(operator["signing_key_id"], signing)]
 
 
 def test_sigkilled_up_takes_its_services_with_it(isolated_db: str, redis_url: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ router = APIRouter(route_class=LedgerRoute)
 
 
 class ApiKeyIn(Body):
-    role: Literal["admin", "finance", "provider", "bap", "supplier"]
+    role: Literal["admin", "finance", "provider", "bap", "supplier", "meter_operator"]
     participant_id: Text | None = None
     label: Annotated[str, Field(max_length=200)] = ""
 

@@ -1,4 +1,5 @@
-"""Routes: register, cancel and read orders (ledger/orders.py)."""
+"""Routes: register (with both parties' signed Beckn messages), amend (with the provider's signed
+on_update), cancel and read orders and their signed agreements (ledger/orders.py, ledger/agreements.py)."""
 
 from __future__ import annotations
 
@@ -7,67 +8,57 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, model_validator
+from pydantic import AwareDatetime
 
-from grid.money import decimal_to_units, gbp_per_mwh_to_millipence
+from grid.money import gbp_per_mwh_to_millipence
 from kernel import clock
 from kernel.config import get_settings
-from ledger import orders
+from ledger import agreements_db, orders
+from ledger.agreements import AgreedTerms, order_agreement, verify_message
 from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, created, read, require_order_reader, tx
-from ledger.settlement import DEFAULT_POLICY, OrderTerms
+from ledger.api.signed import Keys, SignedMessageIn
+from ledger.errors import LedgerError
+from ledger.settlement import DEFAULT_POLICY
 from schemas import limits
 
 router = APIRouter(route_class=LedgerRoute)
 
 
 class OrderIn(Body):
-    order_id: Text
-    transaction_id: Text
-    provider_id: Text
-    bap_id: Text
-    meter_id: Text
+    """An order both parties signed: the buyer's confirm and the provider's on_confirm as they travelled.
+    The order's id, provider, BAP, meter, window, kW, price, settlement method, transaction and acceptance
+    time come from the signed on_confirm; the fields below are what the messages do not carry."""
+
+    confirm: SignedMessageIn
+    on_confirm: SignedMessageIn
     supplier_id: Text
-    window_start: AwareDatetime
-    window_end: AwareDatetime
-    contracted_kw: limits.KilowattsDecimal
-    price_gbp_per_mwh: limits.PriceDecimal
     availability_price_gbp_per_mw_h: limits.PriceDecimal | None = None
-    settlement_method: Literal["P415", "CFT"] = "P415"
     resource_type: Literal["compute", "storage"] = "compute"
-    confirmed_at: AwareDatetime
     policy_version: Text = DEFAULT_POLICY
 
-    @model_validator(mode="after")
-    def _window_in_reach(self) -> OrderIn:
-        # Not centuries ahead, nor longer than a month (schemas/limits.py); a window already open is the
-        # domain's refusal (after_gate_closure), with its own code.
-        days = get_settings().max_window_ahead_days
-        if self.window_start > clock.now() + timedelta(days=days):
-            raise ValueError(f"window_start: is more than {days:g} days ahead of market time")
-        if self.window_end - self.window_start > timedelta(days=limits.MAX_WINDOW_DAYS):
-            raise ValueError(f"window_end: the window is longer than {limits.MAX_WINDOW_DAYS} days")
-        return self
-
-    def terms(self) -> OrderTerms:
-        meter = self.meter_id.removeprefix("der://")
-        return OrderTerms(
-            self.order_id,
-            self.provider_id,
-            self.bap_id,
-            meter,
-            self.supplier_id,
-            self.window_start.astimezone(UTC),
-            self.window_end.astimezone(UTC),
-            decimal_to_units(self.contracted_kw, 3, "contracted_kw"),
-            gbp_per_mwh_to_millipence(self.price_gbp_per_mwh, "price_gbp_per_mwh"),
-            None
-            if self.availability_price_gbp_per_mw_h is None
-            else gbp_per_mwh_to_millipence(self.availability_price_gbp_per_mw_h, "availability_price_gbp_per_mw_h"),
-            self.settlement_method,
-            self.resource_type,
-            self.confirmed_at.astimezone(UTC),
-            self.policy_version,
+    def extras(self) -> orders.OrderExtras:
+        avail = self.availability_price_gbp_per_mw_h
+        return orders.OrderExtras(
+            supplier_id=self.supplier_id,
+            availability_price_millipence_per_mw_h=None
+            if avail is None
+            else gbp_per_mwh_to_millipence(avail, "availability_price_gbp_per_mw_h"),
+            resource_type=self.resource_type,
+            policy_version=self.policy_version,
         )
+
+
+_WINDOW_FIELD = "on_confirm.message.order.fulfillments[0].stops[0].time"
+
+
+def _window_in_reach(terms: AgreedTerms) -> None:
+    """Not centuries ahead, nor longer than a month (schemas/limits.py); a window already open is the
+    domain's refusal (after_gate_closure), with its own code."""
+    days = get_settings().max_window_ahead_days
+    if terms.window_start > clock.now() + timedelta(days=days):
+        raise LedgerError("window_invalid", f"{_WINDOW_FIELD}: the window starts more than {days:g} days ahead")
+    if terms.window_end - terms.window_start > timedelta(days=limits.MAX_WINDOW_DAYS):
+        raise LedgerError("window_invalid", f"{_WINDOW_FIELD}: the window is longer than {limits.MAX_WINDOW_DAYS} days")
 
 
 class CancelIn(Body):
@@ -75,20 +66,34 @@ class CancelIn(Body):
 
 
 class AmendIn(Body):
-    """New terms of a registered order (an accepted Beckn update); `reference` makes a re-send idempotent."""
+    """The provider's signed on_update accepting new kW and window; its message id makes a re-send idempotent."""
 
-    contracted_kw: limits.KilowattsDecimal
-    window_start: AwareDatetime
-    window_end: AwareDatetime
-    amended_at: AwareDatetime
-    reference: Text
+    on_update: SignedMessageIn
 
 
 @router.post("/orders")
-def post_order(body: OrderIn, rt: Runtime, who: Who) -> JSONResponse:
-    who.require_participant("bap", body.bap_id)
-    terms = body.terms()
-    return created(tx(rt, lambda c: orders.register_order(c, terms, body.transaction_id, clock.now())))
+def post_order(body: OrderIn, rt: Runtime, who: Who, keys: Keys) -> JSONResponse:
+    """Register an order with both signed messages (role bap: the BAP that signed the confirm)."""
+    who.require("bap", "admin")
+    agreement = order_agreement(
+        body.confirm.signed("confirm"),
+        body.on_confirm.signed("on_confirm"),
+        keys,
+        bap_id=None if who.role == "admin" else who.participant_id,
+        now=clock.wall_now(),
+    )
+    _window_in_reach(agreement.terms)
+    extras = body.extras()
+    return created(tx(rt, lambda c: orders.register_agreed_order(c, agreement, extras, clock.now())))
+
+
+@router.get("/orders/{order_id}/agreement")
+def get_agreement(order_id: str, rt: Runtime, who: Who) -> dict[str, Any]:
+    """The signed messages the order was registered with (base64 bytes + Authorization headers), and its
+    amendments' — enough to re-verify every signature offline against the registry's keys."""
+    terms, _ = read(rt, lambda c: orders.load_order(c, order_id))
+    require_order_reader(who, terms)
+    return read(rt, lambda c: agreements_db.order_agreements(c, order_id))
 
 
 @router.post("/orders/{order_id}/cancel")
@@ -100,25 +105,20 @@ def cancel_order(order_id: str, rt: Runtime, who: Who, body: CancelIn | None = N
 
 
 @router.post("/orders/{order_id}/amend")
-def amend_order(order_id: str, body: AmendIn, rt: Runtime, who: Who) -> JSONResponse:
-    """Amend the order's kW and window before its window opens (role bap, own orders only); append-only,
-    the escrow follows the new terms and settlement uses them."""
+def amend_order(order_id: str, body: AmendIn, rt: Runtime, who: Who, keys: Keys) -> JSONResponse:
+    """Amend the order's kW and window before its window opens with the provider's signed on_update (role
+    bap, own orders only); append-only, the escrow follows the new terms and settlement uses them."""
     terms, _ = read(rt, lambda c: orders.load_order(c, order_id))
     who.require_participant("bap", terms.bap_id)
-    contracted_w = decimal_to_units(body.contracted_kw, 3, "contracted_kw")
-    result = tx(
-        rt,
-        lambda c: orders.amend_order(
-            c,
-            order_id,
-            window_start=body.window_start.astimezone(UTC),
-            window_end=body.window_end.astimezone(UTC),
-            contracted_w=contracted_w,
-            amended_at=body.amended_at.astimezone(UTC),
-            reference=body.reference,
-            now=clock.now(),
-        ),
+    on_update = verify_message(
+        body.on_update.signed("on_update"),
+        keys,
+        field="on_update",
+        action="on_update",
+        participant_type="BPP",
+        now=clock.wall_now(),
     )
+    result = tx(rt, lambda c: orders.amend_agreed_order(c, order_id, on_update, clock.now()))
     return JSONResponse(result, status_code=201 if result["status"] == "amended" else 200)
 
 

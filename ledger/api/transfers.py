@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, Field
 
 from ledger import accounts as acct
 from ledger import transfers_db
+from ledger.agreements import agreement_in_memo
 from ledger.api.deps import Amount, Body, LedgerRoute, Runtime, Text, Who, created, read, tx
 from ledger.api_keys import Principal
 from ledger.checkpoints import inclusion_proof
@@ -38,6 +39,8 @@ class TransferIn(Body):
             raise LedgerError("ledger_not_allowed", "generic transfers move GBP; tokens move through /api/v1/cft/…")
         if self.pending_id and self.pending_id.startswith(transfers_db.RESERVED_PREFIXES):
             raise LedgerError("id_reserved", "the ledger's own pending transfers are resolved by settlement")
+        if agreement_in_memo(self.memo) is not None:  # only an order's own entries may name its agreement
+            raise LedgerError("memo_reserved", "memo: the [agreement …] tag is written by the ledger only", status=400)
         return TransferSpec(
             self.id,
             self.kind,

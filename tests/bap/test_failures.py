@@ -58,12 +58,19 @@ def test_a_ledger_registration_that_fails_for_good_shows_on_the_order(unreachabl
                 state="ACCEPTED",
             )
         )
+        # the confirm the BAP sent (the ledger needs it beside the on_confirm) and the on_confirm it received
+        raw(s).execute(
+            "INSERT INTO outbox (sender_id, receiver_url, action, message_id, transaction_id, body, status, "
+            "expires_at, last_authorization) VALUES ('bap.test', 'http://127.0.0.1:9/p/confirm', 'confirm', %s, "
+            "'tx-1', %s, 'DELIVERED', now(), 'Signature keyId=\"bap.test|k|ed25519\"')",
+            (ctx["message_id"], envelope.dumps({"context": {**ctx, "action": "confirm"}, "message": {}})),
+        )
         inbox_id = (
             raw(s)
             .execute(
                 "INSERT INTO inbox (receiver_id, sender_id, sender_key_id, signature_verified, action, message_id, "
-                "transaction_id, body, status) VALUES ('bap.test', 'bpp.test', 'k', true, 'on_confirm', %s, "
-                "'tx-1', %s, 'RECEIVED') RETURNING id",
+                "transaction_id, body, \"authorization\", status) VALUES ('bap.test', 'bpp.test', 'k', true, "
+                "'on_confirm', %s, 'tx-1', %s, 'Signature keyId=\"bpp.test|k|ed25519\"', 'RECEIVED') RETURNING id",
                 (ctx["message_id"], envelope.dumps({"context": ctx, "message": {"order": order.dump()}})),
             )
             .fetchone()[0]

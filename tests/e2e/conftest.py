@@ -12,14 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from bap.client import BapClient, order_in
+from bap.client import order_in
 from beckn import envelope, signing
 from beckn.identity import Identity, load_identity
 from bpp.catalog import example_config
 from flexmarket.runner import BAP_ID, Network, prepare_network
 from kernel.config import environment
 from kernel.embedded import free_port_range
-from tests.e2e.helpers import tomorrow_window
+from tests.e2e.helpers import bap_client, tomorrow_window
 
 OTHER_CITY = "GB-R1"  # North Scotland: a second BPP platform that a London search must not reach
 
@@ -54,6 +54,7 @@ def network(
                 "FLEXMARKET_SWEEP_INTERVAL_S": "1",
                 "FLEXMARKET_REDELIVER_AFTER_S": "2",
                 "FLEXMARKET_DELIVERY_TTL_S": "120",
+                "FLEXMARKET_OUTCOME_SYNC_INTERVAL_S": "1",  # outcomes flow back within a second or two
                 "FLEXMARKET_LOG_LEVEL": "INFO",
             },
         )
@@ -104,7 +105,7 @@ def bpp_signer(network: Network, bpp_platform: dict[str, Any]) -> Signer:
 @pytest.fixture(scope="session")
 def flow(network: Network, db_url: str) -> dict[str, Any]:
     """One complete purchase, shared by the assertions below."""
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     start, end = tomorrow_window()
     tx = bap.search(start, end, 1500, region="GB-R13")["transaction_id"]
     view = bap.wait(tx, lambda v: len({o["provider_id"] for o in v["offers"]}) >= 3, timeout=30)

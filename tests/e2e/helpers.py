@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 
+from bap.client import BapClient
 from flexmarket.runner import Network, prepare_network
 from kernel import db
 from kernel.config import environment
@@ -36,6 +37,19 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout:g} s (last: {result!r})")
         time.sleep(interval)
+
+
+def bap_key(net: Network, role: str = "aggregator") -> str:
+    """The BAP client API key `flexmarket up` wrote into the manifest for `role` (operator, aggregator, viewer)."""
+    return str(net.manifest["participants"]["bap"]["api_keys"][role])
+
+
+def bap_headers(net: Network, role: str = "aggregator") -> dict[str, str]:
+    return {"Authorization": f"Bearer {bap_key(net, role)}"}
+
+
+def bap_client(net: Network, role: str = "aggregator") -> BapClient:
+    return BapClient(net.url("bap"), bap_key(net, role))
 
 
 def tomorrow_window(start_h: int = 16, hours: int = 2) -> tuple[datetime, datetime]:

@@ -11,7 +11,7 @@ import pytest
 
 from bap.client import BapClient, order_of
 from flexmarket.runner import Network
-from tests.e2e.helpers import eventually, tomorrow_window
+from tests.e2e.helpers import bap_client, eventually, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ def _act(network: Network, bap: BapClient, tx: str, action: str, state: str, **k
 
 
 def test_bap_bpp_and_ledger_agree_after_every_action(network: Network) -> None:
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     start, end = tomorrow_window(19, 1)
     tx = bap.search(start, end, 100, region="GB-R13")["transaction_id"]
     bap.wait(tx, lambda v: any(o["item_id"] == ITEM for o in v["offers"]), timeout=30)
@@ -88,7 +88,7 @@ def test_bap_bpp_and_ledger_agree_after_every_action(network: Network) -> None:
     o = _act(network, bap, tx, "update", "ACCEPTED", power_kw=50_000, window_start=start, window_end=end)
     assert _terms(o) == (150.0, start - timedelta(minutes=30), end)
     assert o["last_error"] and o["last_error"].startswith("50002")
-    failures = httpx.get(network.url("bap") + "/api/v1/failures", params={"transaction_id": tx}).json()
+    failures = bap.failures(tx)
     assert [f["action"] for f in failures] == ["on_update"] and failures[0]["order"]["state"] == "ACCEPTED"
     # An update the BPP refuses outright (NACK: a window ending where it starts) changes nothing either.
     sent = bap.order("update", tx, "dc-platform.bpp.flexmarket.local", PROVIDER, window_end=o["window_start"])

@@ -13,7 +13,7 @@ from beckn import envelope
 from flexmarket.runner import Network
 from schemas.flex import OrderSpec, order_spec_to_order
 from tests.e2e.conftest import Signer
-from tests.e2e.helpers import eventually, rows, scalar, tomorrow_window
+from tests.e2e.helpers import bap_headers, eventually, rows, scalar, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
@@ -206,18 +206,22 @@ def test_bap_nacks_callback_for_unknown_transaction(network: Network, bpp_signer
 
 def test_bap_client_api_refuses_bad_requests(network: Network, db_url: str) -> None:
     api = network.url("bap") + "/api/v1"
+    key = bap_headers(network)
     before = scalar(db_url, "select count(*) from bap.transactions")
-    r = httpx.post(api + "/search", json={"window_start": "2026-11-24T16:00:00", "window_end": "x", "power_kw": -1})
+    bad = {"window_start": "2026-11-24T16:00:00", "window_end": "x", "power_kw": -1}
+    r = httpx.post(api + "/search", json=bad, headers=key)
     assert r.status_code == 400 and r.json()["error"]["message"]
     r = httpx.post(
         api + "/search",
         json={"window_start": "2026-11-24T18:00:00Z", "window_end": "2026-11-24T16:00:00Z", "power_kw": 10},
+        headers=key,
     )
     assert r.status_code == 400 and "after" in r.json()["error"]["message"]
-    r = httpx.post(api + "/confirm", json={"transaction_id": "nope", "bpp_id": "x", "provider_id": "y"})
+    r = httpx.post(api + "/confirm", json={"transaction_id": "nope", "bpp_id": "x", "provider_id": "y"}, headers=key)
     assert r.status_code == 404
-    r = httpx.post(api + "/plan", json={"transaction_id": "nope", "target_kw": 5})
+    r = httpx.post(api + "/plan", json={"transaction_id": "nope", "target_kw": 5}, headers=key)
     assert r.status_code == 404
+    assert httpx.post(api + "/search", json=bad).status_code == 401  # without a key: refused before validation
     assert scalar(db_url, "select count(*) from bap.transactions") == before
 
 

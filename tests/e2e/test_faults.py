@@ -10,13 +10,13 @@ import pytest
 
 from bap.client import BapClient, order_in, order_of
 from flexmarket.runner import Network
-from tests.e2e.helpers import eventually, rows, scalar, tomorrow_window
+from tests.e2e.helpers import bap_client, eventually, rows, scalar, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
 
 def initialised_order(network: Network, provider: str, kw: float) -> tuple[BapClient, str, dict]:
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     start, end = tomorrow_window(30, 1)  # the morning offers, which the other e2e tests leave free
     tx = bap.search(start, end, kw, region="GB-R13")["transaction_id"]
     view = bap.wait(tx, lambda v: any(o["provider_id"] == provider for o in v["offers"]), timeout=30)

@@ -25,7 +25,7 @@ from flexmarket.runner import Network, prepare_network
 from kernel import db
 from kernel.config import environment
 from kernel.embedded import free_port, free_port_range, start_embedded_postgres
-from tests.e2e.helpers import eventually, rows, scalar, tomorrow_window
+from tests.e2e.helpers import bap_client, bap_headers, eventually, rows, scalar, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +75,7 @@ class Own:
 
     @property
     def bap(self) -> BapClient:
-        return BapClient(self.network.url("bap"))
+        return bap_client(self.network)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,8 @@ def test_searches_beyond_the_bound_in_flight_get_429_until_the_network_answers(o
 def _post_search(own: Own) -> httpx.Response:
     start, end = tomorrow_window()
     body = {"window_start": start.isoformat(), "window_end": end.isoformat(), "power_kw": 500, "region": "GB-R13"}
-    return httpx.post(f"{own.network.url('bap')}/api/v1/search", json=body, timeout=15)
+    url = f"{own.network.url('bap')}/api/v1/search"
+    return httpx.post(url, json=body, headers=bap_headers(own.network), timeout=15)
 
 
 def _try_search(own: Own) -> str | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from bap.client import BapClient, order_in, order_of
+from bap.client import order_in, order_of
 from flexmarket.runner import GATEWAY_ID, Network
 from tests.e2e.conftest import OTHER_CITY
-from tests.e2e.helpers import eventually, rows, tomorrow_window
+from tests.e2e.helpers import bap_client, eventually, rows, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +134,7 @@ def test_signatures_verified_at_every_hop(flow: dict, db_url: str) -> None:
 
 def test_bpp_refuses_confirm_beyond_capacity(network: Network, flow: dict, db_url: str) -> None:
     """A second buyer transaction asking for more than what is left on an offer is refused at confirm."""
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     start, end = flow["window"]
     c = next(c for c in flow["choices"] if c["provider_id"] == "dc-01")
     available = next(o["available_kw"] for o in flow["view"]["offers"] if o["item_id"] == c["item_id"])
@@ -162,7 +162,7 @@ def test_bpp_refuses_confirm_beyond_capacity(network: Network, flow: dict, db_ur
 
 
 def test_cancel_and_update_round_trip(network: Network, flow: dict, db_url: str) -> None:
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     start, end = tomorrow_window(30, 1)  # the morning offers (06:00 the day after tomorrow)
     tx = bap.search(start, end, 100, region="GB-R13")["transaction_id"]
     view = bap.wait(tx, lambda v: any(o["item_id"] == "dc-02-morning" for o in v["offers"]))

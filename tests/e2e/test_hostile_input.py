@@ -18,7 +18,7 @@ from flexmarket.runner import Network
 from schemas import limits
 from schemas.flex import FlexRequest, OrderSpec, order_spec_to_order, request_to_intent
 from tests.e2e.conftest import Signer
-from tests.e2e.helpers import rows, tomorrow_window
+from tests.e2e.helpers import bap_headers, rows, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
@@ -251,17 +251,18 @@ def test_bap_client_api_refuses_hostile_input(network: Network, db_url: str) -> 
         ("over 1 MiB", "/search", b'{"x": "' + b"x" * limits.MAX_BODY_BYTES + b'"}', 413, "exceeds"),
     ]
     before = rows(db_url, BAP_ROWS)
+    headers = {"Content-Type": "application/json", **bap_headers(network, "operator")}
     for what, path, body, status, field in cases:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        r = httpx.post(api + path, content=raw, headers={"Content-Type": "application/json"}, timeout=10)
+        r = httpx.post(api + path, content=raw, headers=headers, timeout=10)
         assert r.status_code < 500, (what, r.text)
         assert_refused(r, status, field)
     # streamed without a Content-Length: counted while it arrives
     chunks = iter([b'{"x": "', b"x" * limits.MAX_BODY_BYTES, b'"}'])
-    r = httpx.post(api + "/search", content=chunks, headers={"Content-Type": "application/json"}, timeout=10)
+    r = httpx.post(api + "/search", content=chunks, headers=headers, timeout=10)
     assert r.status_code == 413
     for path in ("/transactions/t%00x", "/transactions/" + "t" * 300):
-        r = httpx.get(api + path, timeout=10)
+        r = httpx.get(api + path, headers=headers, timeout=10)
         assert 400 <= r.status_code < 500, (path, r.text)
     assert settled(db_url, BAP_ROWS) == before
 

@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bap.client import BapClient
 from beckn import envelope
 from flexmarket.runner import Network
 from tests.e2e.conftest import Signer
-from tests.e2e.helpers import eventually, rows, tomorrow_window
+from tests.e2e.helpers import bap_client, bap_headers, eventually, rows, tomorrow_window
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +39,7 @@ def _ack(r: httpx.Response) -> None:
 def _empty_transaction(network: Network) -> str:
     """A transaction the BAP knows whose own search matched nothing (a window weeks away)."""
     far = (datetime.now(UTC) + timedelta(days=40)).replace(hour=16, minute=0, second=0, microsecond=0)
-    return str(BapClient(network.url("bap")).search(far, far + timedelta(hours=1), 100)["transaction_id"])
+    return str(bap_client(network).search(far, far + timedelta(hours=1), 100)["transaction_id"])
 
 
 def test_a_national_search_reaches_every_bpp_in_the_country(network: Network, bap_signer: Signer, db_url: str) -> None:
@@ -65,9 +64,10 @@ def test_a_national_search_reaches_every_bpp_in_the_country(network: Network, ba
     r = httpx.post(
         network.url("bap") + "/api/v1/search",
         json={"window_start": start.isoformat(), "window_end": end.isoformat(), "power_kw": 100, "national": True},
+        headers=bap_headers(network),
     )
     assert r.status_code == 202, r.text
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     view = bap.wait(
         r.json()["transaction_id"],
         lambda v: {"dc-north-scotland", "dc-01"} <= {o["provider_id"] for o in v["offers"]},
@@ -78,7 +78,7 @@ def test_a_national_search_reaches_every_bpp_in_the_country(network: Network, ba
 
 def test_a_search_without_a_window_gets_the_current_catalog(network: Network, bap_signer: Signer) -> None:
     tx = _empty_transaction(network)
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     bap.wait(tx, lambda v: len(v["callbacks"]) >= 1, timeout=30)  # the far-away search: empty catalogs
     assert bap.transaction(tx)["offers"] == []
     payload = _search(bap_signer, tx, {"intent": {"tags": []}})  # no fulfillment, no window, no quantity
@@ -103,11 +103,11 @@ def test_a_search_the_bpp_cannot_answer_gets_an_on_search_error(network: Network
     }
     payload = _search(bap_signer, tx, {"intent": intent})
     _ack(bap_signer.post(network.url("gateway") + "/search", payload))
-    bap = BapClient(network.url("bap"))
+    bap = bap_client(network)
     view = bap.wait(tx, lambda v: any(f["action"] == "on_search" for f in v["failures"]), timeout=30)
     failure = next(f for f in view["failures"] if f["action"] == "on_search")
     assert failure["kind"] == "refused" and failure["reason"].startswith("30000")
-    listed = httpx.get(network.url("bap") + "/api/v1/failures", params={"transaction_id": tx}).json()
+    listed = bap.failures(tx)
     assert any(f["message_id"] == payload["context"]["message_id"] for f in listed)
 
 

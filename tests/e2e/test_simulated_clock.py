@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bap.client import BapClient, order_in, order_of
+from bap.client import order_in, order_of
 from bpp.catalog import example_config
 from flexmarket.runner import Network
 from kernel import clock
-from tests.e2e.helpers import eventually, own_network
+from tests.e2e.helpers import bap_client, eventually, own_network
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -100,7 +100,7 @@ def test_an_order_settles_through_the_ledgers_own_task_on_a_simulated_2023_clock
     start, end = _window_after(max(now, START.replace(hour=16) - lead), lead)
     assert end <= START.replace(hour=20), f"the network took too long to start: market time {now}"
 
-    bap = BapClient(sim_network.url("bap"))
+    bap = bap_client(sim_network)
     tx = bap.search(start, end, 200, region="GB-R13")["transaction_id"]
     view = bap.wait(tx, lambda v: len(v["offers"]) >= 1, timeout=30)
     offer = view["offers"][0]

@@ -20,8 +20,10 @@ from fastapi.testclient import TestClient
 
 from kernel import db
 from kernel.config import environment, reset_settings
+from ledger.api.signed import key_directory
 from ledger.db import connect
 from ledger.main import create_app
+from tests.ledger.agreements import TEST_KEYS
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -95,6 +97,9 @@ def conn(ledger_url: str) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture(scope="module")
 def client(ledger_url: str) -> Iterator[TestClient]:
-    """The ledger's HTTP API in process, on the ledger tests' database."""
-    with TestClient(create_app()) as c:
+    """The ledger's HTTP API in process, on the ledger tests' database; signed messages are checked
+    against the test parties' keys (tests/ledger/agreements.py `TEST_KEYS`) instead of the registry."""
+    app = create_app()
+    app.dependency_overrides[key_directory] = lambda: TEST_KEYS
+    with TestClient(app) as c:
         yield c

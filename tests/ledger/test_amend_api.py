@@ -1,6 +1,6 @@
-"""An accepted Beckn update reaches the ledger: POST /api/v1/orders/{id}/amend records the new kW and
-window (append-only, idempotent by reference), the escrow follows them, and settlement uses the terms as
-of its instant."""
+"""An accepted Beckn update reaches the ledger: POST /api/v1/orders/{id}/amend, with the platform's signed
+on_update, records the new kW and window (append-only, idempotent by the on_update's message id), the
+escrow follows them, and settlement uses the terms as of its instant."""
 
 from __future__ import annotations
 
@@ -12,8 +12,25 @@ from fastapi.testclient import TestClient
 
 from ledger.orders import terms_as_of
 from ledger.settlement_runs import load_inputs
+from tests.ledger.agreements import PLATFORM, Deal, answer_message, party, wire
 from tests.ledger.helpers import snapshot
-from tests.ledger.test_api import keys, order_body, window  # noqa: F401  (keys is a fixture)
+from tests.ledger.test_api import BAP, P1, keys, order_body, window  # noqa: F401  (keys is a fixture)
+
+
+def on_update(oid: str, *, kw: float, start: datetime, end: datetime, reference: str) -> dict:
+    """The platform's signed on_update accepting new kW and window for order `oid` (test_api's order_body)."""
+    deal = Deal(
+        order_id=oid,
+        provider_id=P1,
+        meter_id=f"M-{P1}",
+        window_start=start,
+        window_end=end,
+        power_kw=kw,
+        price_gbp_per_mwh=312.25,
+        transaction_id=f"txn-{oid}",
+    )
+    message = answer_message(deal, party(PLATFORM, "BPP"), action="on_update", bap=BAP, message_id=reference)
+    return {"on_update": wire(message)}
 
 
 def _entry(c: psycopg.Connection, entry_id: str) -> tuple | None:
@@ -31,13 +48,7 @@ def test_amend_changes_terms_escrow_and_settlement_inputs(
     first_reserve = r.json()["reserve_pence"]
     registered_at = datetime.now(UTC)
     start, end = window()
-    amend = {
-        "contracted_kw": "100",
-        "window_start": (start + timedelta(hours=1)).isoformat(),
-        "window_end": (end + timedelta(hours=2)).isoformat(),
-        "amended_at": datetime.now(UTC).isoformat(),
-        "reference": "msg-1",
-    }
+    amend = on_update(oid, kw=100, start=start + timedelta(hours=1), end=end + timedelta(hours=2), reference="msg-1")
     for who in ("p1", "p2"):  # providers may not amend a buyer's order
         assert client.post(f"/api/v1/orders/{oid}/amend", json=amend, headers=keys[who]).status_code == 403
     r = client.post(f"/api/v1/orders/{oid}/amend", json=amend, headers=keys["bap"])
@@ -66,6 +77,6 @@ def test_amend_changes_terms_escrow_and_settlement_inputs(
     # Cancelling releases the amended reserve; an amendment after that is refused.
     assert client.post(f"/api/v1/orders/{oid}/cancel", json={}, headers=keys["bap"]).json()["status"] == "cancelled"
     assert _entry(conn, f"order:{oid}:cancel")[2] == f"order:{oid}:reserve:a1"
-    amend2 = {**amend, "reference": "msg-2", "contracted_kw": "50"}
+    amend2 = on_update(oid, kw=50, start=start + timedelta(hours=1), end=end + timedelta(hours=2), reference="msg-2")
     r = client.post(f"/api/v1/orders/{oid}/amend", json=amend2, headers=keys["bap"])
     assert r.status_code == 409 and r.json()["error"]["code"] == "order_cancelled"

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from ledger import accounts as acct
 from ledger.proofs import verify_statement
 from ledger.statement_csv import statement_from_csv
+from tests.ledger.agreements import Deal, Mutate, order_request, party, signed_pair, token_confirm, wire
 from tests.ledger.helpers import role_keys, snapshot
 
 TAG = uuid.uuid4().hex[:6]
@@ -30,24 +31,47 @@ def window(hours_ahead: int = 30) -> tuple[datetime, datetime]:
     return start, start + timedelta(hours=1)
 
 
-def order_body(oid: str, provider: str = P1, **over: object) -> dict[str, object]:
+_TERMS = (  # what the signed on_confirm states (everything else travels beside the messages)
+    "provider_id",
+    "window_start",
+    "window_end",
+    "contracted_kw",
+    "price_gbp_per_mwh",
+    "confirmed_at",
+    "settlement_method",
+)
+
+
+def order_body(oid: str, provider: str = P1, *, mutate: Mutate | None = None, **over: object) -> dict[str, object]:
+    """POST /api/v1/orders for order `oid`: the BAP's signed confirm and the platform's signed on_confirm
+    carrying the terms (`over` changes a term before signing, or a field the messages do not carry);
+    `mutate` edits the on_confirm's JSON before it is signed."""
     start, end = window()
-    body = {
-        "order_id": oid,
-        "transaction_id": f"txn-{oid}",
+    terms: dict[str, object] = {
         "provider_id": provider,
-        "bap_id": BAP,
-        "meter_id": f"der://M-{provider}",
-        "supplier_id": SUP,
-        "window_start": start.isoformat(),
-        "window_end": end.isoformat(),
-        "contracted_kw": "250.5",
+        "window_start": start,
+        "window_end": end,
+        "contracted_kw": 250.5,
         "price_gbp_per_mwh": 312.25,
+        "confirmed_at": datetime.now(UTC),
         "settlement_method": "P415",
-        "confirmed_at": datetime.now(UTC).isoformat(),
     }
-    body.update(over)
-    return body
+    terms.update({k: v for k, v in over.items() if k in _TERMS})
+    deal = Deal(
+        order_id=oid,
+        provider_id=str(terms["provider_id"]),
+        meter_id=f"M-{provider}",
+        window_start=terms["window_start"],  # type: ignore[arg-type]
+        window_end=terms["window_end"],  # type: ignore[arg-type]
+        power_kw=float(terms["contracted_kw"]),  # type: ignore[arg-type]
+        price_gbp_per_mwh=float(terms["price_gbp_per_mwh"]),  # type: ignore[arg-type]
+        settlement_method=str(terms["settlement_method"]),
+        confirmed_at=terms["confirmed_at"],  # type: ignore[arg-type]
+        transaction_id=f"txn-{oid}",
+    )
+    confirm, on_confirm = signed_pair(deal, party(BAP), mutate_on_confirm=mutate)
+    extra = {k: v for k, v in over.items() if k not in _TERMS}
+    return order_request(confirm, on_confirm, **{"supplier_id": SUP, **extra})  # type: ignore[arg-type]
 
 
 def assert_refused(
@@ -90,6 +114,7 @@ def test_orders_roles_idempotency_and_bad_input(client: TestClient, keys: dict, 
     assert r.status_code == 201, r.text
     assert r.json()["reserve_pence"] == 7822  # 0.2505 MWh × £312.25 = 7821.8625p → 7822
     assert client.post("/api/v1/orders", json=body, headers=keys["bap"]).status_code == 200  # a duplicate callback
+    # the same order re-registered with other terms (the platform signed other kW): refused
     assert_refused(
         client,
         conn,
@@ -98,27 +123,31 @@ def test_orders_roles_idempotency_and_bad_input(client: TestClient, keys: dict, 
         keys["bap"],
         409,
         "order_conflict",
-        json={**body, "contracted_kw": "300"},
+        json=order_body(oid, contracted_kw=300),
     )
     assert_refused(client, conn, "POST", "/api/v1/orders", keys["p1"], 403, json=order_body("o-x" + oid))
-    bad = [
-        ({"contracted_kw": "1.2345"}, "invalid_value"),  # more decimals than W
-        ({"contracted_kw": "-5"}, "quantity_invalid"),
-        ({"window_start": window()[0].replace(minute=10).isoformat()}, "window_invalid"),
-        ({"window_start": "2030-01-01T17:00:00"}, "invalid_request"),  # naive time
-        ({"settlement_method": "BARTER"}, "invalid_request"),
+
+    def measure(value: str) -> Mutate:
+        def edit(payload: dict) -> None:
+            payload["message"]["order"]["items"][0]["quantity"]["selected"]["measure"]["value"] = value
+
+        return edit
+
+    def method(payload: dict) -> None:
+        payload["message"]["order"]["payments"][0]["tags"][0]["list"][0]["value"] = "BARTER"
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    bad: list[tuple[dict, str]] = [
+        ({"mutate": measure("1.2345")}, "quantity_invalid"),  # more decimals than W
+        ({"mutate": measure("-5")}, "message_invalid"),
+        ({"window_start": window()[0].replace(minute=10)}, "window_invalid"),
+        ({"mutate": method}, "message_invalid"),
         ({"policy_version": "nope"}, "unknown_policy"),
         ({"provider_id": "bad:id"}, "id_invalid"),
-        ({"confirmed_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()}, "confirmed_in_future"),
-        (
-            {
-                "window_start": datetime.now(UTC).replace(minute=0, second=0, microsecond=0).isoformat(),
-                "window_end": (
-                    datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-                ).isoformat(),
-            },
-            "after_gate_closure",
-        ),
+        ({"confirmed_at": datetime.now(UTC) + timedelta(days=1)}, "confirmed_in_future"),
+        ({"window_start": hour, "window_end": hour + timedelta(hours=1)}, "after_gate_closure"),
+        ({"supplier_id": "x" * 201}, "invalid_request"),
+        ({"contracted_kw": 300, "unknown_field": 1}, "invalid_request"),  # a term beside the messages
     ]
     for over, code in bad:
         assert_refused(
@@ -127,9 +156,9 @@ def test_orders_roles_idempotency_and_bad_input(client: TestClient, keys: dict, 
             "POST",
             "/api/v1/orders",
             keys["bap"],
-            400 if code == "invalid_request" else 422,  # request validation names the field with a 400
+            400 if code in ("invalid_request", "message_invalid") else 422,  # unreadable input: 400 naming the field
             code,
-            json=order_body(f"o-{uuid.uuid4().hex[:8]}", **over),
+            json=order_body(f"o-{uuid.uuid4().hex[:8]}", **over),  # type: ignore[arg-type]
         )
     r = client.post("/api/v1/orders", content=b"{not json", headers={**keys["bap"], "content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
@@ -334,7 +363,14 @@ def test_cft_refusals_over_http(client: TestClient, keys: dict, conn: psycopg.Co
         client.post(
             "/api/v1/cft/sell",
             headers=keys["p1"],
-            json={"id": f"sell-{sid}", "series_id": sid, "buyer_id": BAP, "tokens": 2, "price_gbp": "600.00"},
+            json={
+                "id": f"sell-{sid}",
+                "series_id": sid,
+                "buyer_id": BAP,
+                "tokens": 2,
+                "price_gbp": "600.00",
+                "confirm": wire(token_confirm(party(BAP), provider_id=P1, series_id=sid, tokens=2, price_gbp="600.00")),
+            },
         ).status_code
         == 201
     )

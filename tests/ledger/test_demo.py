@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from grid.periods import PERIOD
 from ledger import accounts as acct
 from ledger.accounts_db import account_info
 from ledger.db import connection
-from ledger.demo import DemoOrder, settle_demo_orders
+from ledger.demo import DemoOrder, SignedOrder, settle_demo_orders
+from ledger.errors import LedgerError
 from ledger.proofs import verify_statement
 from ledger.settlement_runs import ledger_lines_for_order
+from tests.ledger.agreements import TEST_KEYS, Deal, party, signed_pair
+
+
+def signed(order: DemoOrder) -> DemoOrder:
+    """The order with the confirm its BAP signed and the on_confirm its platform signed."""
+    deal = Deal(
+        order_id=order.order_id,
+        provider_id=order.provider_id,
+        meter_id=order.meter_id,
+        window_start=order.window_start,
+        window_end=order.window_end,
+        power_kw=float(order.contracted_kw),
+        price_gbp_per_mwh=float(order.price_gbp_per_mwh),
+    )
+    return replace(order, signed=SignedOrder(*signed_pair(deal, party(order.bap_id))))
 
 
 def test_demo_settlement(ledger_url: str, tmp_path: Path) -> None:
@@ -43,7 +63,8 @@ def test_demo_settlement(ledger_url: str, tmp_path: Path) -> None:
             delivery_fraction=0.5,
         ),
     ]
-    res = settle_demo_orders(ledger_url, orders, tmp_path, seed=11)
+    orders = [signed(o) for o in orders]
+    res = settle_demo_orders(ledger_url, orders, tmp_path, seed=11, keys=TEST_KEYS)
     assert res.verify_ok and res.entry_count > 0 and len(res.head_hash) == 64
     a, b = res.providers
     # full delivery (with ±2 % metering noise) earns close to the cap 500 kW × 2 h × £300/MWh = £300
@@ -64,6 +85,17 @@ def test_demo_settlement(ledger_url: str, tmp_path: Path) -> None:
         assert p.statement_csv.read_text().startswith("record,")
     assert (tmp_path / "ledger-verify.txt").read_text().startswith("OK")
     # running the demo's settlement again is harmless (idempotent registration, metering and runs)
-    again = settle_demo_orders(ledger_url, orders, tmp_path / "again", seed=11)
+    again = settle_demo_orders(ledger_url, orders, tmp_path / "again", seed=11, keys=TEST_KEYS)
     assert [p.net_pence for p in again.providers] == [p.net_pence for p in res.providers]
     assert again.runs == []
+
+
+def test_the_demo_cannot_register_an_order_nobody_signed(ledger_url: str, tmp_path: Path) -> None:
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=17, minute=0, second=0, microsecond=0)
+    tag = str(id(tmp_path))[-6:]
+    unsigned = DemoOrder(f"demo-u-{tag}", f"dc-u-{tag}", "grid-demo", f"MD-u-{tag}", start, start + PERIOD, 1, 1, 2)
+    with pytest.raises(LedgerError) as exc:
+        settle_demo_orders(ledger_url, [unsigned], tmp_path, keys=TEST_KEYS)
+    assert exc.value.code == "agreement_missing"
+    with connection(ledger_url) as conn:
+        assert conn.execute("SELECT 1 FROM ledger.orders WHERE order_id = %s", (unsigned.order_id,)).fetchone() is None

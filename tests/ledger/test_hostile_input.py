@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from ledger.cli import ledger_app, metering_app
 from ledger.db import connection
 from schemas import limits
+from tests.ledger.agreements import Deal, order_request, party, signed_pair
 from tests.ledger.helpers import role_keys, snapshot
 
 TAG = uuid.uuid4().hex[:6]
@@ -35,23 +36,32 @@ def prices_count(conn: psycopg.Connection) -> int:
     return int(n[0]) if n else 0
 
 
-def order(**over: Any) -> dict[str, Any]:
+def order(path: str = "", value: Any = None) -> dict[str, Any]:
+    """POST /api/v1/orders whose on_confirm — signed by the platform, so only its content is hostile — has
+    `value` at `path` (dot-separated keys and list indexes under message.order)."""
     start = (datetime.now(UTC) + timedelta(hours=30)).replace(minute=0, second=0, microsecond=0)
-    body = {
-        "order_id": f"oh-{uuid.uuid4().hex[:8]}",
-        "transaction_id": f"txn-{uuid.uuid4().hex[:8]}",
-        "provider_id": P1,
-        "bap_id": BAP,
-        "meter_id": f"der://MH-{TAG}",
-        "supplier_id": "sup-h",
-        "window_start": start.isoformat(),
-        "window_end": (start + timedelta(hours=1)).isoformat(),
-        "contracted_kw": "250",
-        "price_gbp_per_mwh": "300",
-        "confirmed_at": datetime.now(UTC).isoformat(),
-    }
-    body.update(over)
-    return body
+    deal = Deal(
+        order_id=f"oh-{uuid.uuid4().hex[:8]}",
+        provider_id=P1,
+        meter_id=f"MH-{TAG}",
+        window_start=start,
+        window_end=start + timedelta(hours=1),
+        power_kw=250,
+        price_gbp_per_mwh=300,
+    )
+
+    def edit(payload: dict[str, Any]) -> None:
+        *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+        node: Any = payload["message"]["order"]
+        for k in parents:
+            node = node[k]
+        node[last] = value
+
+    return order_request(*signed_pair(deal, party(BAP), mutate_on_confirm=edit if path else None), supplier_id="sup-h")
+
+
+KW = "items.0.quantity.selected.measure.value"
+TIME = "fulfillments.0.stops.0.time.range"
 
 
 def deep(n: int) -> bytes:
@@ -63,26 +73,49 @@ TRANSFER = {"id": "t", "debit_account": "bap:x:cash", "credit_account": "provide
 
 # (what, key, path, body (dict → JSON, bytes → raw), status, the field the message must name)
 CASES: list[tuple[str, str, str, Any, int, str]] = [
-    ("NUL in an id", "bap", "/api/v1/orders", order(order_id="o\x00x"), 400, "order_id"),
-    ("NUL in a meter id", "bap", "/api/v1/orders", order(meter_id="der://M\x00"), 400, "meter_id"),
+    ("NUL in an id", "bap", "/api/v1/orders", order("id", "o\x00x"), 400, "on_confirm.message.order.id"),
+    (
+        "NUL in a meter id",
+        "bap",
+        "/api/v1/orders",
+        order("fulfillments.0.stops.0.location.address", "der://M\x00"),
+        400,
+        "location.address",
+    ),
     ("control char in a reason", "bap", "/api/v1/orders/none/cancel", {"reason": "a\x07b"}, 400, "reason"),
-    ("id longer than 200", "bap", "/api/v1/orders", order(order_id="o" * 201), 400, "order_id"),
-    ("1e308 kW", "bap", "/api/v1/orders", order(contracted_kw=1e308), 400, "contracted_kw"),
-    ("1 TW as a string", "bap", "/api/v1/orders", order(contracted_kw="1000000000"), 400, "contracted_kw"),
+    ("id longer than 200", "bap", "/api/v1/orders", order("id", "o" * 201), 400, "on_confirm.message.order.id"),
+    ("1e308 kW", "bap", "/api/v1/orders", order(KW, "1e308"), 400, KW),
+    ("1 TW as a string", "bap", "/api/v1/orders", order(KW, "1000000000"), 400, "measure.value"),
     (
         "order window centuries ahead",
         "bap",
         "/api/v1/orders",
-        order(window_start="2226-01-01T16:00:00Z", window_end="2226-01-01T18:00:00Z"),
-        400,
-        "window_start",
+        order(TIME, {"start": "2226-01-01T16:00:00Z", "end": "2226-01-01T18:00:00Z"}),
+        422,
+        "stops[0].time",
     ),
-    ("2**70 kW", "bap", "/api/v1/orders", order(contracted_kw=2**70), 400, "contracted_kw"),
-    ("NaN price", "bap", "/api/v1/orders", order(price_gbp_per_mwh="NaN"), 400, "price_gbp_per_mwh"),
-    ("1e308 price", "bap", "/api/v1/orders", order(price_gbp_per_mwh="1e308"), 400, "price_gbp_per_mwh"),
+    ("2**70 kW", "bap", "/api/v1/orders", order(KW, str(2**70)), 400, "measure.value"),
+    ("NaN price", "bap", "/api/v1/orders", order("items.0.price.value", "NaN"), 400, "price.value"),
+    ("1e308 price", "bap", "/api/v1/orders", order("items.0.price.value", "1e308"), 400, "price.value"),
+    (
+        "not base64",
+        "bap",
+        "/api/v1/orders",
+        {**order(), "confirm": {"body_base64": "@@@@", "authorization": "x"}},
+        400,
+        "confirm.body_base64",
+    ),
     ("2**70 pence", "finance", "/api/v1/transfers", {**TRANSFER, "amount": 2**70}, 400, "amount"),
     ("2**70 tokens", "p1", "/api/v1/cft/mint", {"id": "m", "series_id": "s", "tokens": 2**70}, 400, "tokens"),
     ("NUL in a memo", "finance", "/api/v1/transfers", {**TRANSFER, "memo": "x\x00"}, 400, "memo"),
+    (
+        "an agreement tag forged into a memo",
+        "finance",
+        "/api/v1/transfers",
+        {**TRANSFER, "memo": "refund [agreement " + "ab" * 32 + "]"},
+        400,
+        "memo",
+    ),
     ("deep JSON", "finance", "/api/v1/transfers", deep(5000), 400, "body"),
     ("deep JSON, 33 levels", "finance", "/api/v1/transfers", deep(33), 400, "body"),
     (
@@ -180,15 +213,83 @@ def test_ledger_api_refuses_a_body_over_1_mib_before_reading_it(
     assert snapshot(conn) == before
 
 
+def _widest_prices(n: int) -> bytes:
+    """n price rows with the widest legal values, as compact JSON (distinct half-hours in 2020-2022)."""
+    first = datetime(2020, 1, 1, tzinfo=UTC)
+    widest = f"-{int(limits.MAX_PRICE_GBP_PER_MWH)}.00000"
+    rows = [
+        {
+            "period_start": (first + timedelta(minutes=30 * i)).isoformat(timespec="microseconds"),
+            "imbalance_price_gbp_per_mwh": widest,
+            "market_index_price_gbp_per_mwh": widest,
+        }
+        for i in range(n)
+    ]
+    return json.dumps({"source": "x" * 200, "prices": rows}, separators=(",", ":")).encode()
+
+
+def _widest_readings(n: int) -> bytes:
+    """n readings with the widest legal values for one meter with a 128-character id (2020-2022)."""
+    first = datetime(2020, 1, 1, tzinfo=UTC)
+    widest = f"-{int(limits.MAX_ENERGY_KWH_PER_PERIOD)}.000"
+    rows = [
+        {"period_start": (first + timedelta(minutes=30 * i)).isoformat(timespec="microseconds"), "energy_kwh": widest}
+        for i in range(n)
+    ]
+    meter = f"MW-{TAG}-" + "m" * (128 - len(f"MW-{TAG}-"))  # ledger/metering.py: meter ids of 1-128
+    return json.dumps({"meter_id": meter, "readings": rows}, separators=(",", ":")).encode()
+
+
+def test_a_metering_request_within_the_row_limit_fits_the_body_limit(
+    client: TestClient, keys: dict[str, dict[str, str]]
+) -> None:
+    headers = {**keys["p1"], "content-type": "application/json"}
+    r = client.post("/api/v1/metering", content=_widest_readings(limits.MAX_ROWS_PER_REQUEST + 1), headers=headers)
+    assert r.status_code == 400 and "readings" in r.json()["error"]["message"], r.text
+    body = _widest_readings(limits.MAX_ROWS_PER_REQUEST)
+    assert len(body) <= limits.MAX_BODY_BYTES
+    r = client.post("/api/v1/metering", content=body, headers=headers)
+    assert r.status_code in (200, 201), r.text
+
+
+def test_a_bulk_request_within_the_row_limit_fits_the_body_limit(
+    client: TestClient, keys: dict[str, dict[str, str]], conn: psycopg.Connection
+) -> None:
+    """The row limit and the body limit agree: the most rows of the widest values are accepted, not a 413;
+    one row more is refused naming the list, and writes nothing."""
+    headers = {**keys["finance"], "content-type": "application/json"}
+    before = prices_count(conn)
+    too_many = _widest_prices(limits.MAX_ROWS_PER_REQUEST + 1)
+    r = client.post("/api/v1/prices", content=too_many, headers=headers)
+    assert r.status_code == 400 and "prices" in r.json()["error"]["message"], r.text
+    assert prices_count(conn) == before
+    body = _widest_prices(limits.MAX_ROWS_PER_REQUEST)
+    assert len(body) <= limits.MAX_BODY_BYTES
+    r = client.post("/api/v1/prices", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert prices_count(conn) == before + limits.MAX_ROWS_PER_REQUEST
+
+
 def test_ledger_validation_errors_are_400_naming_the_field(client: TestClient, keys: dict[str, dict[str, str]]) -> None:
     r = client.post("/api/v1/transfers", json={**TRANSFER, "amount": "lots"}, headers=keys["finance"])
     assert r.status_code == 400 and "amount" in r.json()["error"]["message"]
 
 
-def test_ledger_path_and_query_with_nul_are_not_a_500(client: TestClient, keys: dict[str, dict[str, str]]) -> None:
-    for path in ("/api/v1/orders/o%00x", "/api/v1/transfers/t%00x", "/api/v1/accounts/a%00b"):
-        r = client.get(path, headers=keys["admin"])
-        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+def test_ledger_path_and_query_with_nul_are_400_naming_them(
+    client: TestClient, keys: dict[str, dict[str, str]]
+) -> None:
+    for path, named in (
+        ("/api/v1/orders/o%00x", "path"),
+        ("/api/v1/transfers/t%00x", "path"),
+        ("/api/v1/accounts/a%00b", "path"),
+        ("/api/v1/orders/o%1bx/cancel", "path"),
+        ("/api/v1/orders?provider_id=a%00b", "query.provider_id"),
+        ("/api/v1/statements/acc?from=2023-01-01T00:00:00Z&to=x%00", "query.to"),
+    ):
+        method = client.post if path.endswith("/cancel") else client.get
+        r = method(path, headers=keys["admin"])
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert r.json()["error"]["message"].startswith(named), (path, r.text)
 
 
 def test_openapi_documents_the_real_statuses(client: TestClient) -> None:

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from ledger import accounts as acct
 from ledger.accounts_db import ensure_accounts
 from ledger.db import connection
+from tests.ledger.agreements import Deal, order_request, party, signed_pair
 from tests.ledger.helpers import role_keys
 
 TAG = uuid.uuid4().hex[:6]
@@ -28,20 +29,17 @@ def orders(client: TestClient, keys: dict[str, dict[str, str]], ledger_url: str)
     made = {}
     for i, provider in enumerate((P1, P1, P2)):
         oid = f"lo-{TAG}-{i}"
-        body = {
-            "order_id": oid,
-            "transaction_id": f"txn-{oid}",
-            "provider_id": provider,
-            "bap_id": BAP,
-            "meter_id": f"der://M-{provider}",
-            "supplier_id": SUP,
-            "window_start": (start + timedelta(hours=i)).isoformat(),
-            "window_end": (start + timedelta(hours=i + 1)).isoformat(),
-            "contracted_kw": "100",
-            "price_gbp_per_mwh": 200,
-            "settlement_method": "P415",
-            "confirmed_at": datetime.now(UTC).isoformat(),
-        }
+        deal = Deal(
+            order_id=oid,
+            provider_id=provider,
+            meter_id=f"der://M-{provider}",
+            window_start=start + timedelta(hours=i),
+            window_end=start + timedelta(hours=i + 1),
+            power_kw=100,
+            price_gbp_per_mwh=200,
+            transaction_id=f"txn-{oid}",
+        )
+        body = order_request(*signed_pair(deal, party(BAP)), supplier_id=SUP)
         r = client.post("/api/v1/orders", json=body, headers=keys["bap"])
         assert r.status_code in (200, 201), r.text
         made[oid] = provider

@@ -20,8 +20,12 @@ def test_upgrade_downgrade_upgrade(pg_server_url: str) -> None:
     url = db.create_database(pg_server_url, "fm_lmig")
     try:
         db.upgrade(url)
-        # 0002: 16 tables; 0006: order amendments; 0007: key hand-overs
-        assert ledger_objects(url) == (18, 1)
+        # 0002: 16 tables; 0006: order amendments; 0007: key hand-overs; 0009: agreements;
+        # 0010: meter-data keys and their revocations
+        assert ledger_objects(url) == (21, 1)
+        db.downgrade(url, "0009_ledger_agreements")
+        assert ledger_objects(url) == (19, 1)
+        db.upgrade(url)
         db.downgrade(url, "0001_schemas")
         assert ledger_objects(url) == (0, 0)
         db.downgrade(url, "base")

@@ -18,12 +18,14 @@ from ledger.accounts_db import account_info
 from ledger.db import connect, in_transaction
 from ledger.errors import LedgerError
 from ledger.metering import Reading, ingest_metering
-from ledger.orders import cancel_order, register_order
+from ledger.orders import cancel_order
 from ledger.policies import create_policy, get_policy
 from ledger.prices import PriceRow, ingest_prices, read_prices_csv
 from ledger.settlement import RUNS, OrderTerms, inputs_digest, settle
 from ledger.settlement_runs import ledger_lines_for_order, load_inputs, settle_due, stored_run
 from ledger.verify import verify_ledger
+from schemas.limits import MAX_ENERGY_WH_PER_PERIOD
+from tests.ledger.agreements import register_signed
 from tests.ledger.conftest import utc
 from tests.ledger.helpers import snapshot
 from tests.ledger.test_store_db import assert_append_only
@@ -77,7 +79,8 @@ def history(start: datetime, days: int = 40, wh: int = 1_000_000, after: int = 8
 
 
 def register(conn: psycopg.Connection, t: OrderTerms, now: datetime | None = None) -> dict:
-    return in_transaction(conn, lambda c: register_order(c, t, f"txn-{t.order_id}", now or t.confirmed_at))
+    """The order registered as the BAP does: with the buyer's confirm and the provider's on_confirm, signed."""
+    return register_signed(conn, t, now or t.confirmed_at)
 
 
 def meter(
@@ -141,7 +144,8 @@ def test_metering_refusals_write_nothing(conn: psycopg.Connection) -> None:
     bad = [
         ([Reading(START + timedelta(minutes=10), 5)], "malformed_readings", "not the start of a half-hour"),
         ([Reading(now, 5)], "malformed_readings", "has not ended"),
-        ([Reading(END, -1)], "malformed_readings", "non-negative"),
+        ([Reading(END, MAX_ENERGY_WH_PER_PERIOD + 1)], "malformed_readings", "beyond ±500000 kWh"),
+        ([Reading(END, -MAX_ENERGY_WH_PER_PERIOD - 1)], "malformed_readings", "beyond ±500000 kWh"),
         ([Reading(END, 1), Reading(END, 2)], "malformed_readings", "twice"),
         ([Reading(END, 1), Reading(START, 1000)], "duplicate_readings", "already recorded"),
     ]
@@ -214,7 +218,7 @@ def test_runs_restatement_reproducibility_and_idempotent_task(conn: psycopg.Conn
     # reproducibility: every stored run recomputed from stored inputs equals the run and the ledger
     for run in RUNS:
         stored = stored_run(conn, t.order_id, run)
-        _, policy, inputs, _ = load_inputs(conn, t.order_id, stored["as_of"])
+        _, policy, inputs, _ = load_inputs(conn, t.order_id, stored["as_of"], run)
         again = settle(inputs, policy)
         assert again.lines == stored["lines_pence"]
         assert inputs_digest(inputs, policy, stored["as_of"]).hex() == stored["inputs_sha256"]
@@ -231,15 +235,20 @@ def test_runs_restatement_reproducibility_and_idempotent_task(conn: psycopg.Conn
     assert verify_ledger(conn).ok
 
 
-def test_late_metering_settles_zero_then_restates(conn: psycopg.Connection, ledger_url: str) -> None:
+def test_late_metering_is_estimated_then_restated(conn: psycopg.Connection, ledger_url: str) -> None:
     tag = uuid.uuid4().hex[:8]
     t = terms(tag)
     register(conn, t)
     meter(conn, t, [r for r in history(START) if not START <= r.period_start < END], END + timedelta(hours=4))
     ii = settle_due(ledger_url, END + timedelta(days=1), order_ids=[t.order_id])[0]
-    assert ii.lines["utilisation"] == 0 and [tr["kind"] for tr in ii.transfers] == ["void"]  # reserve released
+    assert ii.lines["utilisation"] == 0 and ii.transfers[0]["kind"] == "void"  # reserve released
     result = stored_run(conn, t.order_id, "II")["result"]
-    assert {p["status"] for p in result["periods"]} == {"no_metering"}
+    # no reading yet: estimated as no delivery, so the shortfall is charged until a reading restates it
+    assert {(p["status"], p["reading_kind"], p["delivered_wh"]) for p in result["periods"]} == {
+        ("settled", "estimated", "0")
+    }
+    assert result["reading_kind"] == "estimated"
+    assert {p["shortfall_wh"] for p in result["periods"]} == {"500000"}
     meter(conn, t, [Reading(START, 600_000), Reading(START + PERIOD, 600_000)], END + timedelta(days=2))
     sf = settle_due(ledger_url, END + timedelta(days=14), order_ids=[t.order_id])[0]
     assert sf.lines["utilisation"] == 24_000  # 2 × 0.4 MWh × £300, paid directly now the reserve is gone
