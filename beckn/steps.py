@@ -3,7 +3,8 @@
 
     action_served → read_body → json_depth → parse_json → verify_sender_signature → sender_rate_limit
     → verify_gateway_signature → clean_values → context_schema → context_action → context_version
-    → context_domain → context_required_fields → context_location → not_expired → signer_is_sender
+    → context_domain → context_required_fields → context_location → not_expired → gateway_report
+    → signer_is_sender
     → sender_uri_registered → addressed_to_receiver → error_schema → message_present → window_in_reach
     → message_schema
 
@@ -45,8 +46,19 @@ from schemas.messages import message_model
 
 VERIFICATIONS = Counter("beckn_signature_verifications_total", "Signature checks", ["participant", "header", "result"])
 
-# Which role may send each action (requests come from BAPs, callbacks from BPPs).
-SENDER_ROLE = {a: Role.BAP for a in BPP_ACTIONS} | {f"on_{a}": Role.BPP for a in BPP_ACTIONS}
+# Which roles may sign each action (requests come from BAPs, callbacks from BPPs). A gateway also signs
+# one kind of on_search of its own: the report that its fan-out of a search to one BPP failed for good
+# (gateway/service.py `fan_out_failed`), which carries an error and never a catalog (GatewayReport).
+SENDER_ROLES: dict[str, tuple[Role, ...]] = (
+    {a: (Role.BAP,) for a in BPP_ACTIONS}
+    | {f"on_{a}": (Role.BPP,) for a in BPP_ACTIONS}
+    | {"on_search": (Role.BPP, Role.BG)}
+)
+
+
+def is_gateway_report(sender: KeyRecord | None) -> bool:
+    """Signed (in Authorization) by a gateway itself: its report of a failed fan-out."""
+    return sender is not None and sender.type == Role.BG.value
 
 
 class Draft:
@@ -202,7 +214,7 @@ class _HeaderSignature(AsyncStep):
         self.registry = registry
         self.clock_skew_s = clock_skew_s
 
-    async def verify(self, m: Draft, header: str | None, name: str, role: Role) -> KeyRecord:
+    async def verify(self, m: Draft, header: str | None, name: str, roles: tuple[Role, ...]) -> KeyRecord:
         client: http.Client = m.request.app.state.http
 
         def refuse(reason: str, message: str) -> BecknError:
@@ -222,8 +234,9 @@ class _HeaderSignature(AsyncStep):
             ) from exc
         if record is None:
             raise refuse("unknown_key", f"key {params.unique_key_id} of {params.subscriber_id} is not subscribed")
-        if record.type != role.value:
-            raise refuse("wrong_role", f"{params.subscriber_id} is a {record.type}, expected a {role.value}")
+        if record.type not in {r.value for r in roles}:
+            expected = " or ".join(r.value for r in roles)
+            raise refuse("wrong_role", f"{params.subscriber_id} is a {record.type}, expected a {expected}")
         if not record.valid_at(clock.wall_now()):
             raise refuse("key_not_valid", f"key {params.unique_key_id} is outside its validity window")
         try:
@@ -240,7 +253,7 @@ class VerifySenderSignature(_HeaderSignature):
     name = "verify_sender_signature"
 
     async def __call__(self, m: Draft) -> None:
-        m.sender = await self.verify(m, m.headers.get("authorization"), "Authorization", SENDER_ROLE[m.action])
+        m.sender = await self.verify(m, m.headers.get("authorization"), "Authorization", SENDER_ROLES[m.action])
 
 
 class TokenBuckets:
@@ -301,7 +314,7 @@ class VerifyGatewaySignature(_HeaderSignature):
     async def __call__(self, m: Draft) -> None:
         header = m.headers.get("x-gateway-authorization")
         if header is not None:
-            m.gateway = await self.verify(m, header, "X-Gateway-Authorization", Role.BG)
+            m.gateway = await self.verify(m, header, "X-Gateway-Authorization", (Role.BG,))
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -409,11 +422,18 @@ def iso_duration_s(text: str | None, default: float) -> float:
     if not m or not any(m.groups()):
         raise BecknError("invalid_request", f"context.ttl {text!r} is not an ISO 8601 duration", paths="context.ttl")
     d, h, mi, s = m.groups()
-    return int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
+    ttl_s = int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
+    if ttl_s > limits.MAX_MESSAGE_TTL_S:
+        raise BecknError(
+            "invalid_request", f"context.ttl {text!r} is longer than {limits.MAX_MESSAGE_TTL_S} s", paths="context.ttl"
+        )
+    return ttl_s
 
 
 class NotExpired(Step):
-    """context.timestamp + context.ttl (default_ttl_s when absent) + clock skew is not yet past."""
+    """context.timestamp + context.ttl (default_ttl_s when absent) + clock skew is not yet past, and the
+    timestamp is not ahead of this clock by more than the skew (ttl ≤ limits.MAX_MESSAGE_TTL_S, so the sums
+    stay within the calendar)."""
 
     name = "not_expired"
 
@@ -426,17 +446,45 @@ class NotExpired(Step):
         timestamp = m.context.timestamp
         assert timestamp is not None  # context_required_fields
         ts = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
-        if ts + timedelta(seconds=ttl + self.clock_skew_s) < clock.wall_now():
+        now = clock.wall_now()
+        if ts > now + timedelta(seconds=self.clock_skew_s):
+            raise BecknError(
+                "stale", f"context.timestamp {timestamp.isoformat()} is in the future", paths="context.timestamp"
+            )
+        if ts < now - timedelta(seconds=ttl + self.clock_skew_s):
             raise BecknError("stale", f"message expired: timestamp {timestamp.isoformat()} + ttl {ttl:g} s")
 
 
 # -- who sent it, to whom ---------------------------------------------------------------------------
+class GatewayReport(Step):
+    """A gateway signs only reports of its own failed fan-out: an on_search that carries an error (naming,
+    in context.bpp_id, the BPP it could not reach) and no catalog, sent directly rather than relayed."""
+
+    name = "gateway_report"
+
+    def __call__(self, m: Draft) -> None:
+        if not is_gateway_report(m.sender):
+            return
+        message = m.payload.get("message")
+        if m.payload.get("error") is None or (isinstance(message, dict) and message.get("catalog") is not None):
+            raise BecknError(
+                "invalid_signature",
+                f"{m.sender.subscriber_id} is a gateway: it signs only error reports of its fan-out, not catalogs",
+                http_status=401,
+            )
+        if m.gateway is not None:
+            raise BecknError("invalid_request", "a gateway's own report is not relayed by another gateway")
+
+
 class SignerIsSender(Step):
-    """The signer is the participant the context names as sender (bap_id of a request, bpp_id of a callback)."""
+    """The signer is the participant the context names as sender (bap_id of a request, bpp_id of a callback);
+    a gateway's report (GatewayReport) names the BPP it could not reach instead."""
 
     name = "signer_is_sender"
 
     def __call__(self, m: Draft) -> None:
+        if is_gateway_report(m.sender):
+            return
         claimed = m.context.bpp_id if m.is_callback else m.context.bap_id
         if m.sender.subscriber_id != claimed:
             raise BecknError(
@@ -452,6 +500,8 @@ class SenderUriRegistered(Step):
     name = "sender_uri_registered"
 
     def __call__(self, m: Draft) -> None:
+        if is_gateway_report(m.sender):
+            return  # bpp_uri names the BPP the gateway could not reach; the report goes nowhere else
         ctx = m.context
         claimed_uri = ctx.bpp_uri if m.is_callback else ctx.bap_uri
         if claimed_uri is not None and claimed_uri.rstrip("/") != m.sender.url.rstrip("/"):
@@ -605,6 +655,7 @@ def standard_steps(
         ContextRequiredFields(),
         ContextLocation(),
         NotExpired(default_ttl_s, clock_skew_s),
+        GatewayReport(),
         SignerIsSender(),
         SenderUriRegistered(),
         *([] if role == Role.BG else [AddressedToReceiver()]),

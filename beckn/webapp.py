@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import import_module
 from typing import Any
+from urllib.parse import parse_qsl
 
 import structlog
 from fastapi import FastAPI, Request
@@ -114,7 +115,8 @@ BECKN_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class BodyGuard:
-    """ASGI middleware for the JSON APIs under `prefixes` (schemas/limits.py): a body over MAX_BODY_BYTES
+    """ASGI middleware for the JSON APIs under `prefixes` (schemas/limits.py): a path or query parameter
+    holding a NUL or control character gets a 400 naming it (`path`, `query.<name>`); a body over MAX_BODY_BYTES
     is refused with 413 before it is buffered (declared Content-Length, or counted while streamed); a JSON
     body nested deeper than MAX_JSON_DEPTH, or holding a NUL/control character in a string or a number out
     of range, gets a 400 naming where — before any route parses it (no RecursionError, no NUL reaching
@@ -125,11 +127,14 @@ class BodyGuard:
         self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] not in ("POST", "PUT", "PATCH")
-            or not scope["path"].startswith(self.prefixes)
-        ):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        problem = _path_or_query_problem(scope)
+        if problem is not None:
+            await _refuse(send, 400, "invalid_request", problem)
+            return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
 
@@ -167,6 +172,21 @@ class BodyGuard:
 
 class _ClientGone(Exception):
     """The client disconnected before its whole body arrived: nothing to answer."""
+
+
+def _path_or_query_problem(scope: Scope) -> str | None:
+    """`where: why` when the decoded path or a query parameter holds a NUL or control character (an id in
+    the path reaches PostgreSQL, which refuses NUL in text)."""
+    try:
+        limits.check_text(scope["path"], "path", one_line=True)
+        for name, value in parse_qsl(scope.get("query_string", b"").decode("utf-8"), keep_blank_values=True):
+            limits.check_text(name, "query", one_line=True)
+            limits.check_text(value, f"query.{name}", one_line=True)
+    except UnicodeDecodeError:
+        return "query: not UTF-8"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _json_problem(raw: bytes) -> str | None:

@@ -12,7 +12,9 @@ Modes:
 Reports (JSON on stdout and bench/results/load.json): searches accepted, errors (timeouts, 5xx, other),
 throttled (429), client-API latency p50/p99, the fraction of accepted searches that received every
 provider's catalog and how long after acceptance (and after the load ended), Celery queue depth over time
-(Redis LLEN of every queue), RSS of every process at start and end (/proc), and the machine's load.
+(Redis LLEN of every queue), RSS of every process at start and end and every 5 s between (/proc), and the
+machine's load. Before measuring, a warm-up of --warmup seconds at the full concurrency (its figures are kept
+under "warmup"): RSS growth is measured from a network that has already served C concurrent clients.
 
 Goals on 2 cores: 0 errors; every accepted search complete within 30 s of the load ending; RSS growth ≤ 10 %;
 sustained offered rate ≥ 20 searches/s with every search complete within 10 s.
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -94,8 +97,9 @@ def rss_mb(net: Network) -> dict[str, float]:
 class Load:
     """The aggregators: post searches, record each answer."""
 
-    def __init__(self, api: str, start: datetime, end: datetime, timeout_s: float) -> None:
+    def __init__(self, api: str, start: datetime, end: datetime, timeout_s: float, *, api_key: str) -> None:
         self.api = api
+        self.headers = {**JSON, "Authorization": f"Bearer {api_key}"}  # the manifest's aggregator key
         self.body = {
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
@@ -108,6 +112,7 @@ class Load:
         self.latency_ms: list[float] = []
         self.throttled = 0
         self.errors: dict[str, int] = {"timeout": 0, "5xx": 0, "other": 0}
+        self.error_kinds: Counter[str] = Counter()  # "other" by exception class or HTTP status
 
     def session(self, concurrency: int) -> aiohttp.ClientSession:
         # aiohttp, not httpx: with hundreds of requests open, httpx's pool cost the load generator (on the same
@@ -121,14 +126,15 @@ class Load:
         """One search; the seconds to wait before the next (Retry-After when throttled)."""
         t0 = time.perf_counter()
         try:
-            async with client.post(f"{self.api}/search", data=self.payload, headers=JSON) as r:
+            async with client.post(f"{self.api}/search", data=self.payload, headers=self.headers) as r:
                 status, body = r.status, await r.read()
                 retry_after = r.headers.get("Retry-After", "1")
         except TimeoutError:
             self.errors["timeout"] += 1
             return 0.0
-        except aiohttp.ClientError:
+        except aiohttp.ClientError as exc:
             self.errors["other"] += 1
+            self.error_kinds[type(exc).__name__] += 1
             return 0.1
         self.latency_ms.append((time.perf_counter() - t0) * 1000)
         if status == 202:
@@ -138,6 +144,7 @@ class Load:
             self.throttled += 1
             return float(retry_after)
         self.errors["5xx" if status >= 500 else "other"] += 1
+        self.error_kinds[f"HTTP {status}"] += 1
         return 0.1
 
     async def closed_loop(self, concurrency: int, duration_s: float) -> None:
@@ -186,13 +193,19 @@ class Load:
 
 
 class Watch:
-    """Queue depth (Redis LLEN of every Celery queue) sampled once a second while the load runs."""
+    """Queue depth (Redis LLEN of every Celery queue) sampled once a second, and every process's RSS every
+    RSS_EVERY_S, while the load runs (the RSS series shows whether memory plateaus or keeps growing)."""
 
-    def __init__(self, redis_url: str) -> None:
+    RSS_EVERY_S = 5.0
+
+    def __init__(self, redis_url: str, net: Network) -> None:
         self.r = redis.Redis.from_url(redis_url)
+        self.net = net
         self.queues = all_queues()
         self.samples: list[dict[str, Any]] = []
+        self.rss_series: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
+        self._next_rss = self.t0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -203,6 +216,10 @@ class Watch:
             sample: dict[str, Any] = {"t_s": round(time.monotonic() - self.t0, 1)}
             sample.update({q: int(d) for q, d in zip(self.queues, depths, strict=True)})
             self.samples.append(sample)
+            if time.monotonic() >= self._next_rss:
+                self._next_rss += self.RSS_EVERY_S
+                rss = await asyncio.to_thread(rss_mb, self.net)
+                self.rss_series.append({"t_s": sample["t_s"], **rss})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -245,8 +262,14 @@ def run_phase(
     timeout_s: float,
 ) -> dict[str, Any]:
     day = (datetime.now(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    load = Load(f"{net.url('bap')}/api/v1", day + timedelta(hours=16), day + timedelta(hours=18), timeout_s)
-    watch = Watch(net.manifest["redis_url"])
+    load = Load(
+        f"{net.url('bap')}/api/v1",
+        day + timedelta(hours=16),
+        day + timedelta(hours=18),
+        timeout_s,
+        api_key=net.manifest["participants"]["bap"]["api_keys"]["aggregator"],
+    )
+    watch = Watch(net.manifest["redis_url"], net)
     rss_start = rss_mb(net)
     load_before = os.getloadavg()
 
@@ -290,6 +313,7 @@ def run_phase(
         "accepted": n,
         "accepted_per_s": round(n / duration_s, 1),
         "errors": load.errors,
+        "error_kinds": dict(load.error_kinds),
         "throttled_429": load.throttled,
         "not_sent_concurrency_bound": skipped,
         "client_api_ms": {
@@ -309,7 +333,7 @@ def run_phase(
             "settle_waited_s": round(wall - duration_s, 1),
         },
         "celery_queue_depth": watch.summary(),
-        "rss_mb": {"start": rss_start, "end": rss_end, "growth_pct": growth},
+        "rss_mb": {"start": rss_start, "end": rss_end, "growth_pct": growth, "series": watch.rss_series},
         "loadavg": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
         "goals": {
             "zero_errors": errors == 0,
@@ -330,6 +354,7 @@ def main() -> None:
     ap.add_argument("--rates", default="10,15,20,25,30,40,50", help="rates --find-max steps through")
     ap.add_argument("--complete-within", type=float, default=10.0, help="--find-max criterion, seconds")
     ap.add_argument("--providers", type=int, default=10)
+    ap.add_argument("--warmup", type=float, default=15.0, help="seconds of closed loop at -C before measuring")
     ap.add_argument("--settle", type=float, default=30.0, help="seconds to wait for completion after the load")
     ap.add_argument("--timeout", type=float, default=10.0, help="client-side request timeout, seconds")
     ap.add_argument("--base-port", type=int, default=None)
@@ -356,10 +381,25 @@ def main() -> None:
     try:
         net.start(timeout=120)
         conn = psycopg.connect(libpq_url(bench_url), autocommit=True)
-        # warm-up: connections, registry caches, imports
+        # warm-up: connections, registry caches, imports; then the full concurrency for --warmup seconds, so
+        # that first-touch memory (a connection's buffers for each of C clients, allocator arenas) is not
+        # counted as growth under load. Its own figures are kept in the result ("warmup").
         run_phase(
             net, conn, providers=args.providers, concurrency=2, duration_s=3, rate=None, settle_s=15, timeout_s=10
         )
+        warmup = None
+        if args.warmup > 0:
+            warmup = run_phase(
+                net,
+                conn,
+                providers=args.providers,
+                concurrency=args.concurrency,
+                duration_s=args.warmup,
+                rate=None,
+                settle_s=args.settle,
+                timeout_s=args.timeout,
+            )
+            print(f"warm-up: {_line(warmup)}", file=sys.stderr)
         common = {
             "providers": args.providers,
             "concurrency": args.concurrency,
@@ -399,6 +439,7 @@ def main() -> None:
             },
             "command": " ".join(sys.argv),
             **headline,
+            "warmup": None if warmup is None else _brief(warmup),
             "phases": phases,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

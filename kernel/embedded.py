@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import warnings
 from dataclasses import dataclass
@@ -34,28 +35,40 @@ class ServiceUrls:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port that is free right now, below the ephemeral range (free_port_range)."""
+    return free_port_range(1)
+
+
+def _ephemeral_ports() -> range:
+    """The kernel's range for outbound connections' local ports (Linux; the IANA range elsewhere)."""
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 49152, 65535
+    return range(low, high + 1)
 
 
 def free_port_range(n: int) -> int:
-    """The first of `n` consecutive loopback ports that are all free right now (runner, demo, tests)."""
-    for _ in range(100):
-        base = free_port()
-        if base + n >= 65535:
-            continue
-        taken = False
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    taken = True
-                    break
-        if not taken:
+    """The first of `n` consecutive loopback ports that are all free right now (runner, demo, tests).
+
+    Chosen at random below the ephemeral range: a port in that range can be taken by any process's
+    outbound connection between this check and the server's bind (seen as "address already in use")."""
+    ephemeral = _ephemeral_ports()
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10_000, ephemeral.start - n)
+        if all(_bindable(port) for port in range(base, base + n)):
             return base
-    raise RuntimeError(f"no {n} consecutive free ports on loopback")
+    raise RuntimeError(f"no {n} consecutive free ports on loopback below {ephemeral.start}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def start_embedded_postgres(home: Path) -> str:

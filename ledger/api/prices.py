@@ -35,7 +35,7 @@ class PriceIn(Body):
 
 class PricesIn(Body):
     source: Text
-    prices: Annotated[list[PriceIn], Field(min_length=1, max_length=50_000)]
+    prices: Annotated[list[PriceIn], Field(min_length=1, max_length=limits.MAX_ROWS_PER_REQUEST)]
 
 
 @router.post("/prices")

@@ -15,7 +15,7 @@ from beckn.errors import BecknError, Role
 from beckn.identity import Identity
 from beckn.keys import KeyPair
 from beckn.pipeline import BecknPipeline, FastLane, prefixed_route
-from beckn.steps import CleanValues, Draft, JsonDepth, Step, WindowInReach, standard_steps
+from beckn.steps import CleanValues, Draft, JsonDepth, NotExpired, Step, WindowInReach, standard_steps
 from gateway.router import router as gateway_router
 
 ME = Identity("gw.test", Role.BG, "http://127.0.0.1:1", KeyPair.generate())
@@ -37,6 +37,7 @@ STANDARD = [
     "context_required_fields",
     "context_location",
     "not_expired",
+    "gateway_report",
     "signer_is_sender",
     "sender_uri_registered",
     "addressed_to_receiver",
@@ -194,3 +195,58 @@ def test_window_in_reach() -> None:
     rng = {"start": (now - timedelta(days=3)).isoformat(), "end": (now - timedelta(days=2)).isoformat()}
     search = {"context": {}, "message": {"intent": {"fulfillment": {"stops": [{"time": {"range": rng}}]}}}}
     assert "time.range.end" in refusal(step, draft("search", search)).paths
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "ttl", "path"),
+    [
+        ("9999-12-31T23:59:59+00:00", "PT30S", "context.timestamp"),  # far future: no overflow, refused
+        ("1970-01-01T00:00:00+00:00", "PT30S", None),  # expired
+        ("now", "P99999999D", "context.ttl"),  # a ttl beyond the calendar
+        ("now", "P2D", "context.ttl"),  # longer than a day
+    ],
+)
+def test_not_expired_refuses_out_of_range_times_without_overflow(timestamp: str, ttl: str, path: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from schemas.core import Context
+
+    ts = datetime.now(UTC).isoformat() if timestamp == "now" else timestamp
+    m = draft("select", {})
+    m.context = Context.model_validate(
+        {
+            "domain": "d",
+            "action": "select",
+            "version": "1.1.0",
+            "bap_id": "b",
+            "bap_uri": "http://b",
+            "transaction_id": "t",
+            "message_id": "m",
+            "timestamp": ts,
+            "ttl": ttl,
+        }
+    )
+    err = refusal(NotExpired(30, 5), m)
+    assert err.kind in ("stale", "invalid_request") and err.paths == path
+
+
+def test_not_expired_passes_a_fresh_message() -> None:
+    from datetime import UTC, datetime
+
+    from schemas.core import Context
+
+    m = draft("select", {})
+    m.context = Context.model_validate(
+        {
+            "domain": "d",
+            "action": "select",
+            "version": "1.1.0",
+            "bap_id": "b",
+            "bap_uri": "http://b",
+            "transaction_id": "t",
+            "message_id": "m",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "ttl": "PT30S",
+        }
+    )
+    NotExpired(30, 5)(m)

@@ -5,7 +5,8 @@
 - hostile but correctly signed Beckn bodies (hypothesis): a valid message of each action with one value
   somewhere in it replaced by something hostile (NUL and control characters, huge or non-finite numbers,
   overlong strings, deep nesting, wrong types, past and far-future instants), posted to every Beckn endpoint
-  of the BPP, the BAP and the gateway, and the registry's /lookup.
+  of the BPP, the BAP and the gateway, and the registry's /lookup; every request a receiver ACKed is
+  followed by its answer (an ACK is never followed by nothing).
 
 Bounded: max_examples per target below, no deadline, generation phase only (the set runs in ~30-60 s on 2
 loaded cores)."""
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +27,7 @@ from hypothesis import strategies as st
 from beckn import envelope
 from flexmarket.runner import Network
 from tests.e2e.conftest import Signer
+from tests.e2e.helpers import bap_headers, eventually, scalar
 from tests.e2e.test_hostile_input import beckn, order_msg, search_msg
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +62,7 @@ def test_bap_client_api_never_answers_5xx(network: Network) -> None:
         @given(case=strategy)
         @settings(FUZZ, max_examples=BAP_API_EXAMPLES)
         def probe(case: Any) -> None:
-            response = case.call(base_url=network.url("bap"), timeout=10)
+            response = case.call(base_url=network.url("bap"), headers=bap_headers(network, "operator"), timeout=10)
             if response.status_code >= 500:
                 failures.append(f"{case.operation.label}: {response.status_code} for {case.as_curl_command()}")
 
@@ -145,14 +148,20 @@ def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=True).encode()
 
 
+def _fresh(action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A fresh message each time: new ids (no inbox de-duplication), current timestamp."""
+    if "context" not in payload:
+        return payload
+    ctx = {**payload["context"], "message_id": envelope.new_id(), "timestamp": envelope.iso(envelope.utc_now())}
+    if not action.startswith("on_"):
+        ctx["transaction_id"] = envelope.new_id()
+    return {**payload, "context": ctx}
+
+
 @st.composite
 def hostile_message(draw: st.DrawFn, templates: list[tuple[str, dict[str, Any]]]) -> tuple[str, bytes]:
     action, payload = draw(st.sampled_from(templates))
-    if "context" in payload:  # a fresh message each time: new ids (no inbox de-duplication), current timestamp
-        ctx = {**payload["context"], "message_id": envelope.new_id(), "timestamp": envelope.iso(envelope.utc_now())}
-        if not action.startswith("on_"):
-            ctx["transaction_id"] = envelope.new_id()
-        payload = {**payload, "context": ctx}
+    payload = _fresh(action, payload)
     paths = _paths(payload)[1:]  # not the whole body
     path = draw(st.sampled_from(paths))
     mutated = _replace(payload, path, draw(HOSTILE))
@@ -161,8 +170,10 @@ def hostile_message(draw: st.DrawFn, templates: list[tuple[str, dict[str, Any]]]
     return action, _dumps(mutated)
 
 
-def _fuzz_receiver(signer: Signer, url: str, templates: list[tuple[str, dict[str, Any]]]) -> None:
+def _fuzz_receiver(signer: Signer, url: str, templates: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Posts the hostile messages; answers the contexts of those the receiver ACKed."""
     failures: list[str] = []
+    acked: list[dict[str, Any]] = []
 
     @given(message=hostile_message(templates))
     @settings(FUZZ, max_examples=BECKN_EXAMPLES)
@@ -173,17 +184,46 @@ def _fuzz_receiver(signer: Signer, url: str, templates: list[tuple[str, dict[str
             failures.append(f"/{action}: {r.status_code} {r.text[:200]} for {body[:300]!r}")
         elif r.status_code != 200 or r.json()["message"]["ack"]["status"] != "ACK":
             assert r.json()["error"]["message"], r.text  # every refusal says why
+        else:
+            acked.append(json.loads(body)["context"])
 
     probe()
     assert not failures, "\n".join(failures[:10])
+    for action, payload in templates:  # and each template as it is (a search is ACKed; others may be refused)
+        fresh = _fresh(action, payload)
+        r = signer.post(f"{url}/{action}", _dumps(fresh))
+        if r.status_code == 200 and r.json()["message"]["ack"]["status"] == "ACK":
+            acked.append(fresh["context"])
+    assert any(c["action"] == "search" for c in acked) or templates[0][0] != "search", "a plain search was refused"
+    return acked
 
 
-def test_bpp_never_answers_5xx_to_hostile_signed_messages(bap_signer: Signer, bpp_platform: dict) -> None:
+def _answered(db_url: str, schema: str, acked: list[dict[str, Any]], answer: Callable[[dict[str, Any]], str]) -> None:
+    """Every ACKed request is followed by the receiver's answer in its outbox (sent, or visibly failed):
+    an ACK is never followed by nothing."""
+
+    def unanswered() -> list[str]:
+        return [
+            f"{c['action']} {c['message_id']}"
+            for c in acked
+            if not scalar(
+                db_url,
+                f"SELECT count(*) FROM {schema}.outbox WHERE transaction_id = %s AND action = %s",
+                c["transaction_id"],
+                answer(c),
+            )
+        ]
+
+    eventually(lambda: not unanswered(), timeout=60, interval=0.5)
+
+
+def test_bpp_never_answers_5xx_to_hostile_signed_messages(bap_signer: Signer, bpp_platform: dict, db_url: str) -> None:
     templates = [("search", beckn(bap_signer, "search", search_msg(), bpp_platform))] + [
         (a, beckn(bap_signer, a, order_msg(), bpp_platform)) for a in ("select", "init", "confirm", "update")
     ]
     templates += [(a, beckn(bap_signer, a, {"order_id": "o-1"}, bpp_platform)) for a in ("status", "cancel")]
-    _fuzz_receiver(bap_signer, bpp_platform["url"], templates)
+    acked = _fuzz_receiver(bap_signer, bpp_platform["url"], templates)
+    _answered(db_url, "bpp", acked, lambda c: f"on_{c['action']}")
 
 
 def test_bap_never_answers_5xx_to_hostile_signed_callbacks(network: Network, bpp_signer: Signer) -> None:
@@ -195,8 +235,13 @@ def test_bap_never_answers_5xx_to_hostile_signed_callbacks(network: Network, bpp
     _fuzz_receiver(bpp_signer, bap["url"], templates)
 
 
-def test_gateway_never_answers_5xx_to_hostile_signed_searches(network: Network, bap_signer: Signer) -> None:
-    _fuzz_receiver(bap_signer, network.url("gateway"), [("search", beckn(bap_signer, "search", search_msg(), None))])
+def test_gateway_never_answers_5xx_to_hostile_signed_searches(
+    network: Network, bap_signer: Signer, db_url: str
+) -> None:
+    template = [("search", beckn(bap_signer, "search", search_msg(), None))]
+    acked = _fuzz_receiver(bap_signer, network.url("gateway"), template)
+    # relayed to the BPPs (rows "search"), or its failure reported to the BAP (an "on_search" of the gateway's)
+    _answered(db_url, "gateway", [c for c in acked if c.get("bpp_id") is None], lambda c: "search")
 
 
 def test_registry_lookup_never_answers_5xx(network: Network) -> None:
