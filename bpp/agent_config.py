@@ -8,9 +8,11 @@ Pure: no clock, no I/O beyond reading a config file or the job traces it names.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from bpp.domain import (
     ObjectiveKind,
     ObjectiveSpec,
     Site,
+    SocTarget,
     parse_utc,
     slots_between,
 )
@@ -31,6 +34,7 @@ from bpp.offers import OfferSettings
 from bpp.signal_providers import SignalProvider
 from bpp.workload import MixSettings, job_mix, synthetic_solar_kw
 from grid.signals import SLOTS_PER_DAY
+from schemas.limits import MAX_KW, MAX_PRICE_GBP_PER_MWH
 
 
 def load_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
@@ -73,6 +77,138 @@ def _daily(value: float | Sequence[float], start_utc: datetime, n_slots: int, na
     return profile
 
 
+#: a battery config's number fields (:class:`Battery`; the optional ones may be null)
+_BATTERY_NUMBERS = (
+    "energy_kwh",
+    "charge_power_kw",
+    "discharge_power_kw",
+    "round_trip_efficiency",
+    "soc_min_fraction",
+    "soc_max_fraction",
+    "initial_soc_fraction",
+    "degradation_gbp_per_mwh",
+    "self_discharge_fraction_per_hour",
+)
+_BATTERY_OPTIONAL_NUMBERS = ("terminal_soc_fraction", "charge_efficiency", "discharge_efficiency")
+#: the per-slot battery fields and the config's daily fields they come from (for error messages)
+_PER_SLOT_NAMES = (
+    ("soc_min_fraction_by_slot", "soc_min_fraction_daily"),
+    ("soc_max_fraction_by_slot", "soc_max_fraction_daily"),
+    ("soc_targets:", "soc_targets_daily:"),
+)
+_BATTERY_DAILY = ("soc_min_fraction_daily", "soc_max_fraction_daily", "soc_targets_daily")
+
+
+@dataclass(frozen=True)
+class DailySocTarget:
+    """ "``soc_min_fraction`` by ``time_utc``" every day: a SoC target at the end of the slot ending then."""
+
+    minute_of_day_utc: int
+    soc_min_fraction: float
+
+
+@dataclass(frozen=True)
+class BatteryDailyRules:
+    """The horizon-free form of a battery's per-slot rules: SoC minimum and maximum by UTC half hour
+    (48 values, repeated daily) and daily SoC targets; :meth:`apply` writes them for one horizon."""
+
+    soc_min_fraction_daily: tuple[float, ...] | None = None
+    soc_max_fraction_daily: tuple[float, ...] | None = None
+    soc_targets_daily: tuple[DailySocTarget, ...] = ()
+
+    def apply(self, battery: Battery, start_utc: datetime, n_slots: int) -> Battery:
+        lo, hi = self.soc_min_fraction_daily, self.soc_max_fraction_daily
+        first = start_utc.hour * 60 + start_utc.minute
+        targets = []
+        for target in self.soc_targets_daily:
+            # minutes from the horizon start to the first occurrence, then every day
+            offset = (target.minute_of_day_utc - first) % (24 * 60) or 24 * 60
+            for end_minute in range(offset, n_slots * 30 + 1, 24 * 60):
+                targets.append(SocTarget(slot=end_minute // 30 - 1, soc_min_fraction=target.soc_min_fraction))
+        return replace(
+            battery,
+            soc_min_fraction_by_slot=None if lo is None else tuple(_daily(lo, start_utc, n_slots, "soc_min").tolist()),
+            soc_max_fraction_by_slot=None if hi is None else tuple(_daily(hi, start_utc, n_slots, "soc_max").tolist()),
+            soc_targets=battery.soc_targets + tuple(targets),
+        )
+
+
+def battery_from_config(d: Mapping[str, Any], where: str) -> tuple[Battery, BatteryDailyRules | None]:
+    """A site's ``"battery"`` entry: :class:`Battery` fields (numbers; units in their names) plus the
+    daily rules ``soc_min_fraction_daily`` / ``soc_max_fraction_daily`` (a number or 48 values by UTC
+    half hour) and ``soc_targets_daily`` (``[{"time_utc": "07:00", "soc_min_fraction": 0.8}]``).
+    Every problem raises ``ValueError`` naming the field (``where`` + field name)."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where} must be an object")
+    unknown = sorted(set(d) - set(_BATTERY_NUMBERS) - set(_BATTERY_OPTIONAL_NUMBERS) - set(_BATTERY_DAILY))
+    if unknown:
+        raise ValueError(f"{where}: unknown battery fields {unknown}")
+    for name in ("energy_kwh", "charge_power_kw", "discharge_power_kw"):
+        if name not in d:
+            raise ValueError(f"{where}.{name} is required")
+    fields: dict[str, Any] = {}
+    for name in _BATTERY_NUMBERS + _BATTERY_OPTIONAL_NUMBERS:
+        if name in d and not (d[name] is None and name in _BATTERY_OPTIONAL_NUMBERS):
+            fields[name] = _number(d[name], f"{where}.{name}")
+    for name, most in (
+        ("charge_power_kw", MAX_KW),
+        ("discharge_power_kw", MAX_KW),
+        ("degradation_gbp_per_mwh", MAX_PRICE_GBP_PER_MWH),
+    ):
+        if fields.get(name, 0.0) > most:
+            raise ValueError(f"{where}.{name} must be at most {most:g}")
+    rules = BatteryDailyRules(
+        soc_min_fraction_daily=_daily_fractions(d.get("soc_min_fraction_daily"), f"{where}.soc_min_fraction_daily"),
+        soc_max_fraction_daily=_daily_fractions(d.get("soc_max_fraction_daily"), f"{where}.soc_max_fraction_daily"),
+        soc_targets_daily=_daily_targets(d.get("soc_targets_daily") or (), f"{where}.soc_targets_daily"),
+    )
+    try:
+        battery = Battery(**fields)
+        # one day from midnight checks the daily rules against the battery (min ≤ max, targets ≤ max)
+        rules.apply(battery, datetime(2000, 1, 1, tzinfo=UTC), SLOTS_PER_DAY)
+    except ValueError as exc:
+        message = str(exc)
+        for horizon_name, config_name in _PER_SLOT_NAMES:
+            message = message.replace(horizon_name, config_name)
+        raise ValueError(f"{where}: {message}") from None
+    has_rules = any(d.get(name) is not None for name in _BATTERY_DAILY)
+    return battery, rules if has_rules else None
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    return float(value)
+
+
+def _daily_fractions(value: Any, name: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    values = [value] * SLOTS_PER_DAY if not isinstance(value, list) else value
+    if len(values) != SLOTS_PER_DAY:
+        raise ValueError(f"{name}: give a number or {SLOTS_PER_DAY} values by UTC half hour")
+    out = tuple(_number(v, name) for v in values)
+    if not all(0.0 <= v <= 1.0 for v in out):
+        raise ValueError(f"{name} values must be in [0, 1]")
+    return out
+
+
+def _daily_targets(value: Any, name: str) -> tuple[DailySocTarget, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{name} must be a list of {{time_utc, soc_min_fraction}}")
+    out = []
+    for i, item in enumerate(value):
+        at = item.get("time_utc") if isinstance(item, Mapping) else None
+        match = re.fullmatch(r"([01]\d|2[0-3]):(00|30)", str(at))
+        if not match:
+            raise ValueError(f'{name}[{i}].time_utc must be a UTC half hour "HH:MM" (minutes 00 or 30)')
+        fraction = _number(item.get("soc_min_fraction"), f"{name}[{i}].soc_min_fraction")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{name}[{i}].soc_min_fraction must be in [0, 1]")
+        out.append(DailySocTarget(int(match.group(1)) * 60 + int(match.group(2)), fraction))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     """A site independent of any horizon; :meth:`materialise` gives the :class:`Site` for one."""
@@ -87,6 +223,8 @@ class SiteConfig:
     solar_clearness: float = 1.0
     battery: Battery | None = None
     grid_import_limit_kw: float | None = None
+    #: the battery's per-slot rules, written for each horizon (None: the battery has none)
+    battery_rules: BatteryDailyRules | None = None
 
     def materialise(self, start_utc: datetime, n_slots: int) -> Site:
         solar = (
@@ -109,15 +247,23 @@ class SiteConfig:
             baseline_kw=_daily(self.baseline_kw, start_utc, n_slots, f"{self.id} baseline_kw"),
             solar_kw=solar,
             solar_capacity_kw=self.solar_capacity_kw,
-            battery=self.battery,
+            battery=self._battery_for(start_utc, n_slots),
             grid_import_limit_kw=self.grid_import_limit_kw,
         )
+
+    def _battery_for(self, start_utc: datetime, n_slots: int) -> Battery | None:
+        if self.battery is None or self.battery_rules is None:
+            return self.battery
+        return self.battery_rules.apply(self.battery, start_utc, n_slots)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SiteConfig:
         solar = d.get("solar") or {}
         cap = d["capacity_kw"]
         base = d.get("baseline_kw", 0.0)
+        battery, rules = (
+            battery_from_config(d["battery"], f"site {d['id']} battery") if d.get("battery") else (None, None)
+        )
         return cls(
             id=str(d["id"]),
             region=str(d["region"]),
@@ -127,8 +273,9 @@ class SiteConfig:
             solar_latitude_deg=float(solar.get("latitude_deg", 52.0)),
             solar_longitude_deg=float(solar.get("longitude_deg", -1.5)),
             solar_clearness=float(solar.get("clearness", 1.0)),
-            battery=Battery.from_dict(d["battery"]) if d.get("battery") else None,
+            battery=battery,
             grid_import_limit_kw=d.get("grid_import_limit_kw"),
+            battery_rules=rules,
         )
 
 

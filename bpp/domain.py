@@ -25,6 +25,12 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+# the battery types live in bpp.battery and are part of this module's vocabulary (re-exported)
+from bpp.battery import Battery as Battery
+from bpp.battery import Exclusivity as Exclusivity
+from bpp.battery import SocTarget as SocTarget
+from bpp.battery import battery_profile_check as battery_profile_check
+
 SLOT_MINUTES = 30
 SLOT_HOURS = SLOT_MINUTES / 60.0
 SLOT = timedelta(minutes=SLOT_MINUTES)
@@ -130,8 +136,13 @@ class ControlActions:
     #: batch jobs run only in "green" slots, where on-site solar ≥ ``green_solar_fraction`` of capacity
     renewable_gating: bool = False
     green_solar_fraction: float = 0.8
+    #: where battery blocks carry a charge-or-discharge binary (:class:`Exclusivity`)
+    battery_exclusivity: Exclusivity = Exclusivity.WHERE_PRICES_NEGATIVE
 
     def __post_init__(self) -> None:
+        if self.battery_exclusivity not in set(Exclusivity):
+            raise ValueError(f"battery_exclusivity must be one of {[str(e) for e in Exclusivity]}")
+        object.__setattr__(self, "battery_exclusivity", Exclusivity(self.battery_exclusivity))
         if self.max_deferral_min < 0 or self.max_deferral_min % SLOT_MINUTES:
             raise ValueError(f"max_deferral_min must be a non-negative multiple of {SLOT_MINUTES}")
         if not 0.0 < self.green_solar_fraction <= 1.0:
@@ -247,72 +258,6 @@ class Job:
         )
 
 
-@dataclass(frozen=True)
-class Battery:
-    """A site battery. Round-trip efficiency η is split as √η on charge and √η on discharge:
-    charging ``c`` kW for a slot stores ``√η · c · SLOT_HOURS`` kWh; discharging ``d`` kW for a slot
-    (delivered to the site) removes ``d · SLOT_HOURS / √η`` kWh. SoC is kept in
-    ``[soc_min_fraction, soc_max_fraction] · energy_kwh`` at the end of every slot, starts at
-    ``initial_soc_fraction`` and must end the horizon at ≥ ``terminal_soc_fraction`` (default: the
-    initial level, so a plan cannot sell energy it did not buy). Degradation is charged per MWh
-    discharged."""
-
-    energy_kwh: float
-    charge_power_kw: float
-    discharge_power_kw: float
-    round_trip_efficiency: float = 0.9
-    soc_min_fraction: float = 0.1
-    soc_max_fraction: float = 0.9
-    initial_soc_fraction: float = 0.5
-    terminal_soc_fraction: float | None = None
-    degradation_gbp_per_mwh: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.energy_kwh <= 0 or self.charge_power_kw < 0 or self.discharge_power_kw < 0:
-            raise ValueError("battery energy_kwh must be > 0 and power limits ≥ 0")
-        if not 0.0 < self.round_trip_efficiency <= 1.0:
-            raise ValueError("round_trip_efficiency must be in (0, 1]")
-        if not 0.0 <= self.soc_min_fraction <= self.initial_soc_fraction <= self.soc_max_fraction <= 1.0:
-            raise ValueError("need 0 ≤ soc_min ≤ initial ≤ soc_max ≤ 1")
-        t = self.terminal_soc_fraction
-        if t is not None and not self.soc_min_fraction <= t <= self.soc_max_fraction:
-            raise ValueError("terminal_soc_fraction must lie within the SoC bounds")
-        if self.degradation_gbp_per_mwh < 0:
-            raise ValueError("degradation_gbp_per_mwh must be ≥ 0")
-
-    @property
-    def one_way_efficiency(self) -> float:
-        return math.sqrt(self.round_trip_efficiency)
-
-    @property
-    def soc_min_kwh(self) -> float:
-        return self.soc_min_fraction * self.energy_kwh
-
-    @property
-    def soc_max_kwh(self) -> float:
-        return self.soc_max_fraction * self.energy_kwh
-
-    @property
-    def initial_soc_kwh(self) -> float:
-        return self.initial_soc_fraction * self.energy_kwh
-
-    @property
-    def terminal_soc_kwh(self) -> float:
-        frac = self.initial_soc_fraction if self.terminal_soc_fraction is None else self.terminal_soc_fraction
-        return frac * self.energy_kwh
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Battery:
-        known = cls.__dataclass_fields__
-        unknown = set(d) - set(known)
-        if unknown:
-            raise ValueError(f"unknown battery fields: {sorted(unknown)}")
-        return cls(**{k: v for k, v in d.items()})
-
-
 def _profile(value: float | FloatArray | list[float], n_slots: int, name: str) -> FloatArray:
     arr = np.asarray(value, dtype=float)
     if arr.ndim == 0:
@@ -357,6 +302,8 @@ class Site:
         battery: Battery | None = None,
         grid_import_limit_kw: float | None = None,
     ) -> Site:
+        if battery is not None:
+            battery_profile_check(battery, n_slots, f"site {id} battery")
         return cls(
             id=id,
             region=region,
@@ -384,6 +331,7 @@ class Site:
             capacity_kw=self.capacity_kw[a:b],
             baseline_kw=self.baseline_kw[a:b],
             solar_kw=self.solar_kw[a:b],
+            battery=None if self.battery is None else self.battery.sliced(a, b),
         )
 
 

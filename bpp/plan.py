@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bpp.domain import MWH_PER_KW_SLOT, FloatArray, Instance
+from bpp.domain import MWH_PER_KW_SLOT, SLOT_HOURS, FloatArray, Instance
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,13 @@ class Plan:
 
 
 def idle_battery_arrays(instance: Instance) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """charge, discharge, SoC of idle batteries (SoC held at its initial level)."""
+    """charge, discharge, SoC of idle batteries (SoC from its initial level, less self-discharge)."""
     z = np.zeros((instance.n_sites, instance.n_slots))
     soc = z.copy()
     for k, s in enumerate(instance.sites):
         if s.battery is not None:
-            soc[k] = s.battery.initial_soc_kwh
+            kept = s.battery.retention_per_slot(SLOT_HOURS) ** np.arange(1, instance.n_slots + 1)
+            soc[k] = s.battery.initial_soc_kwh * kept
     return z, z.copy(), soc
 
 
@@ -127,7 +128,8 @@ def evaluate(instance: Instance, plan: Plan) -> PlanMetrics:
     degradation = 0.0
     for k, s in enumerate(instance.sites):
         if s.battery is not None:
-            degradation += float(plan.discharge_kw[k].sum()) * MWH_PER_KW_SLOT * s.battery.degradation_gbp_per_mwh
+            throughput_kw_slots = float(plan.charge_kw[k].sum() + plan.discharge_kw[k].sum())
+            degradation += throughput_kw_slots * MWH_PER_KW_SLOT * s.battery.degradation_gbp_per_mwh
     gw = instance.objective.gbp_weight
     return PlanMetrics(
         objective=float((w * g).sum() * MWH_PER_KW_SLOT + gw * (migration + degradation)),

@@ -8,7 +8,8 @@ Variables
   eligible (site, slot): the fraction of its power it draws there. Continuous: these jobs are an LP
   (a transportation structure: supply = work, demand = site capacity per slot).
 - ``y[j,s,τ] ∈ {0,1}`` for each *contiguous* job (not preemptible) and each feasible start τ at an
-  allowed site: it runs at full power in slots τ..τ+d−1. These are the only binaries, and there are
+  allowed site: it runs at full power in slots τ..τ+d−1. These are the only binaries besides the
+  battery mode binaries of negative-price slots (below), and there are
   few: starts are limited to the job's deferral window (release … release + max deferral, 9 starts
   with the default 4 h), to sites it may use, and to starts whose every slot passes the job's carbon
   threshold, gating rule and single-job capacity check; critical and already-running jobs have no
@@ -25,7 +26,8 @@ Constraints
 - capacity: ``baseline + fixed + Σ p_j·x + Σ p_j·y_cover ≤ capacity_kw`` per (s,t);
 - balance: ``g = baseline + fixed + compute + c − d − u`` per (s,t);
 - grid import cap: ``g ≤ min(grid_import_limit_kw, committed-reduction cap)`` (column bound);
-- battery dynamics and SoC bounds (:mod:`bpp.storage`).
+- battery dynamics and SoC bounds (:mod:`bpp.storage`), with a charge-or-discharge binary per slot
+  only where the objective weight is negative (or every slot on request: ``battery_exclusivity``).
 
 Objective: ``Σ_{s,t} weight[s,t] · g[s,t] · h/1000`` (weight from :class:`bpp.domain.ObjectiveSpec`,
 default price × carbon_factor) + migration cost (per job moved; per fraction of work moved for
@@ -61,7 +63,7 @@ from bpp.scheduler.eligibility import (
     fixed_work_conflicts,
     free_capacity_kw,
 )
-from bpp.storage import BatteryBlock, add_battery_block
+from bpp.storage import BatteryBlock, add_battery_block, exclusive_slot_mask
 
 #: tie-breaker per kW per slot of delay from the earliest slot, so equal-cost plans run work early
 #: instead of deferring it for nothing. It must exceed HiGHS's optimality tolerance (~1e-7) to act, and
@@ -94,11 +96,18 @@ class Model:
     elastic_import_cols: dict[tuple[int, int], int] | None = None  # (s,t) -> slack col on import cap
 
 
-def build_model(instance: Instance, *, elastic: bool = False, skip_prechecks: bool = False) -> Model:
+def build_model(
+    instance: Instance,
+    *,
+    elastic: bool = False,
+    skip_prechecks: bool = False,
+    exclusive_slots: BoolArray | None = None,
+) -> Model:
     """Build the CTSS MILP as sparse arrays (see the module docstring for the formulation).
 
     ``elastic``: capacity rows and grid-import caps get non-negative slack columns, the objective is
     the total slack (kW·slots) — used only to locate the conflict in an infeasible instance.
+    ``exclusive_slots`` (n_sites, n_slots): extra slots whose battery gets a charge-or-discharge binary.
     Raises :class:`SchedulingInfeasible` from the pre-checks unless ``skip_prechecks``."""
     t0 = time.perf_counter()
     el = _eligible_placements(instance, skip_prechecks=skip_prechecks)
@@ -107,7 +116,9 @@ def build_model(instance: Instance, *, elastic: bool = False, skip_prechecks: bo
     site = _add_site_rows(lp, instance, objective_on=objective_on, elastic=elastic)
     slack = _add_elastic_slack(lp, site) if elastic else None
     u_cols = _add_solar(lp, instance, site.balance_rows)
-    batteries = _add_batteries(lp, instance, site.balance_rows, objective_on=objective_on)
+    batteries = _add_batteries(
+        lp, instance, site.balance_rows, objective_on=objective_on, exclusive_slots=exclusive_slots
+    )
     jobs = _JobVectors.of(instance, el)
     x = _add_preemptible_jobs(lp, instance, el, site=site, jobs=jobs, objective_on=objective_on)
     y = _add_contiguous_jobs(lp, instance, el, site=site, jobs=jobs, objective_on=objective_on)
@@ -212,17 +223,34 @@ def _add_solar(lp: LPParts, instance: Instance, balance_rows: IntArray) -> dict[
 
 
 def _add_batteries(
-    lp: LPParts, instance: Instance, balance_rows: IntArray, *, objective_on: float
+    lp: LPParts,
+    instance: Instance,
+    balance_rows: IntArray,
+    *,
+    objective_on: float,
+    exclusive_slots: BoolArray | None,
 ) -> list[BatteryBlock]:
-    """One battery block per site battery when storage coordination is on (:mod:`bpp.storage`)."""
+    """One battery block per site battery when storage coordination is on (:mod:`bpp.storage`), with
+    a charge-or-discharge binary in the slots :func:`bpp.storage.exclusive_slot_mask` picks (negative
+    objective weight, or every slot) and in ``exclusive_slots`` (n_sites, n_slots) if given."""
     batteries: list[BatteryBlock] = []
     if instance.actions.storage_coordination:
         gbp_weight = instance.objective.gbp_weight * objective_on
+        weight = instance.weight_matrix()
         for k, s in enumerate(instance.sites):
             if s.battery is not None:
+                mask = exclusive_slot_mask(instance.actions.battery_exclusivity, weight[k], n_slots=instance.n_slots)
+                if exclusive_slots is not None:
+                    mask |= exclusive_slots[k]
                 batteries.append(
                     add_battery_block(
-                        lp, k, s.battery, n_slots=instance.n_slots, balance_rows=balance_rows[k], gbp_weight=gbp_weight
+                        lp,
+                        k,
+                        s.battery,
+                        n_slots=instance.n_slots,
+                        balance_rows=balance_rows[k],
+                        gbp_weight=gbp_weight,
+                        exclusive_slots=mask,
                     )
                 )
     return batteries

@@ -15,13 +15,16 @@ for capacity, committed reductions), :func:`bpp.scheduler.diagnosis.diagnose` lo
 
 from __future__ import annotations
 
-from bpp.domain import Instance
+import numpy as np
+
+from bpp.domain import BoolArray, Instance
 from bpp.lp import LPResult
 from bpp.plan import Plan, evaluate
 from bpp.scheduler.conflicts import SchedulingError
 from bpp.scheduler.diagnosis import diagnose
 from bpp.scheduler.milp import Model, build_model, extract_plan
 from bpp.scheduler.verify import verify_plan
+from bpp.storage import RESOLVE_ROUNDS, simultaneous_slots
 
 
 def solve(instance: Instance, *, verify: bool = True) -> Plan:
@@ -29,7 +32,26 @@ def solve(instance: Instance, *, verify: bool = True) -> Plan:
     plan exists, :class:`SchedulingError` when HiGHS stops without a feasible plan (e.g. time limit).
     The returned plan is checked by :func:`verify_plan` (``verify=False`` skips that, for benchmarks
     that time the solver alone — they verify afterwards)."""
-    model = build_model(instance)
+    model, res = _solve_model(instance, build_model(instance))
+    modes = _simultaneous(model, res)
+    for _round in range(RESOLVE_ROUNDS):
+        if not modes.any():
+            break
+        # A solution may still charge and discharge at once where no binary was placed (battery
+        # exclusivity ``where_used``), where it costs nothing (ties) or where the site cannot take the
+        # surplus (bpp.storage): re-solve with binaries in those slots too.
+        model, res = _solve_model(instance, build_model(instance, exclusive_slots=modes))
+        both = _simultaneous(model, res)
+        if not both.any():
+            break
+        modes |= both
+    plan = _finish(model, res)
+    if verify:
+        verify_plan(instance, plan)
+    return plan
+
+
+def _solve_model(instance: Instance, model: Model) -> tuple[Model, LPResult]:
     res = model.lp.solve(instance.solver.time_limit_s, instance.solver.mip_rel_gap, instance.solver.threads)
     if res.status == "infeasible":
         raise diagnose(instance)
@@ -38,10 +60,16 @@ def solve(instance: Instance, *, verify: bool = True) -> Plan:
             f"HiGHS stopped with status {res.status!r} and no feasible plan "
             f"({res.n_cols} columns, {res.n_integer} binaries)"
         )
-    plan = _finish(model, res)
-    if verify:
-        verify_plan(instance, plan)
-    return plan
+    return model, res
+
+
+def _simultaneous(model: Model, res: LPResult) -> BoolArray:
+    """(n_sites, n_slots) slots in which a solution both charges and discharges a battery."""
+    assert res.x is not None
+    both = np.zeros((model.instance.n_sites, model.instance.n_slots), dtype=bool)
+    for b in model.batteries:
+        both[b.site_index] = simultaneous_slots(res.x[b.charge_cols], res.x[b.discharge_cols])
+    return both
 
 
 def _finish(model: Model, res: LPResult, policy: str = "ctss") -> Plan:

@@ -39,7 +39,9 @@ def plan_violations(instance: Instance, plan: Plan, tol: float = 1e-5) -> list[s
     - carbon: flexible/batch jobs only in slots with carbon ≤ their threshold;
     - gating: batch jobs only in green slots when gating applies to them;
     - one place at a time per slot; site load ≤ capacity; grid import ≥ 0, ≤ import limit and ≤ every
-      committed reduction's cap; solar used ≤ solar available; batteries obey their physics.
+      committed reduction's cap; solar used ≤ solar available; batteries obey their physics
+      (:func:`bpp.storage.battery_violations`: power limits, never charging and discharging in one slot,
+      SoC recomputed with both efficiencies and self-discharge, per-slot SoC bounds, targets, terminal level).
     """
     inst = instance
     F = plan.run_fraction
