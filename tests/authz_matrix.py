@@ -4,9 +4,10 @@ whose routes are gated by role (the BAP client API today; the ledger API can use
 - `coverage_problems` walks every route of the app under a prefix and names each route without a table entry
   (and each entry without a route: a stale line in the table is a lie too).
 - `run_matrix` sends, for every endpoint, one real request with no key and one with each role's key, and
-  names every answer that contradicts the table: no key → 401; a role not allowed → 403; a role allowed →
-  neither 401 nor 403 (nor 500: a request that got through must be handled; 502/503/504 are accepted, for
-  endpoints whose dependency the test's app cannot reach).
+  names every answer that contradicts the table: no key → 401; a role not allowed → 403 with a permission
+  table's code (GATE_CODES); a role allowed → neither 401 nor such a 403 (a 403 with another code is the
+  endpoint's finer rule, e.g. not this key's account) nor 500 (a request that got through must be handled;
+  502/503/504 are accepted, for endpoints whose dependency the test's app cannot reach).
 
 An endpoint's request is its `Probe` (path parameters filled, a JSON body, a query); by default path
 parameters are filled with `PLACEHOLDER` and a body-taking method sends `{}` — an allowed call then meets
@@ -92,13 +93,27 @@ def _path_params(template: str) -> list[str]:
     return [part[1:-1].split(":")[0] for part in template.split("/") if part.startswith("{") and part.endswith("}")]
 
 
-def _verdict(status: int, allowed: bool | None) -> str | None:
-    """Why `status` contradicts the table (None: it agrees). `allowed` None: no key was sent."""
+# The error codes of a refusal by the permission table itself; a 403 with another code is a finer rule of the
+# endpoint (not this key's transaction, account or meter), met only after the table let the key through.
+GATE_CODES = frozenset({"role_forbidden", "no_permission_entry"})
+
+
+def _error_code(r: httpx.Response) -> str | None:
+    try:
+        return str(r.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _verdict(r: httpx.Response, allowed: bool | None) -> str | None:
+    """Why the answer contradicts the table (None: it agrees). `allowed` None: no key was sent."""
+    status = r.status_code
     if allowed is None:
         return None if status == 401 else "expected 401"
+    gate_refused = status == 403 and _error_code(r) in GATE_CODES
     if not allowed:
-        return None if status == 403 else "expected 403"
-    if status in (401, 403):
+        return None if gate_refused else "expected 403 from the permission table"
+    if status == 401 or gate_refused:
         return "allowed by the table, refused"
     # 500 is an unhandled error; 502/503/504 name a dependency this in-process app cannot reach (the ledger)
     return "allowed, but answered 500" if status == 500 else None
@@ -122,7 +137,7 @@ def run_matrix(
         cases += [(role, headers, role in allowed) for role, headers in keys.items()]
         for who, headers, ok in cases:
             r = client.send(_request(endpoint, probe, headers))
-            why = _verdict(r.status_code, ok)
+            why = _verdict(r, ok)
             if why:
                 problems.append(f"{endpoint} as {who}: {r.status_code} ({why}) {r.text[:200]}")
     return problems

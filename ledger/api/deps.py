@@ -22,6 +22,7 @@ from grid.money import QuantityError
 from grid.periods import PeriodError
 from kernel import db
 from ledger import accounts as acct
+from ledger.api import permissions
 from ledger.api_keys import Principal, authenticate
 from ledger.checkpoints import ledger_keypair
 from ledger.db import connection, conninfo, in_transaction
@@ -112,10 +113,13 @@ Runtime = Annotated[LedgerRuntime, Depends(get_runtime)]
 
 
 def get_principal(
+    request: Request,
     rt: Runtime,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
+    """The key's principal, once the permission table (ledger/api/permissions.py) lets its role call this
+    route: 401 without a valid key, 403 naming the roles that may."""
     token = x_api_key
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
@@ -123,6 +127,11 @@ def get_principal(
         principal = authenticate(conn, token)
     if principal is None:
         raise LedgerError("unauthorized", "a valid API key is required (Authorization: Bearer flk_…)", status=401)
+    path = getattr(request.scope.get("route"), "path_format", request.url.path)
+    access = permissions.access_for(request.method, path)
+    why = permissions.refusal(principal.role, access, permissions.hint_for(request.method, path, principal.role))
+    if why is not None:
+        raise LedgerError("role_forbidden" if access is not None else "no_permission_entry", why, status=403)
     return principal
 
 

@@ -74,7 +74,6 @@ class AmendIn(Body):
 @router.post("/orders")
 def post_order(body: OrderIn, rt: Runtime, who: Who, keys: Keys) -> JSONResponse:
     """Register an order with both signed messages (role bap: the BAP that signed the confirm)."""
-    who.require("bap", "admin")
     agreement = order_agreement(
         body.confirm.signed("confirm"),
         body.on_confirm.signed("on_confirm"),

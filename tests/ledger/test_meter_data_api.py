@@ -121,7 +121,7 @@ def test_forged_altered_or_unregistered_signatures_are_refused(
     refused(client, conn, keys["operator"], {**good, "key_id": "mdk-0000000000000000"}, 403, "key_unknown", "key_id")
     refused(client, conn, keys["other_operator"], good, 403, "forbidden", "key_id")  # not its key
     refused(client, conn, keys["operator"], {**good, "signature": "not base64!"}, 422, "signature_invalid", "signature")
-    refused(client, conn, keys["provider"], good, 403, "forbidden", "meter_operator")
+    refused(client, conn, keys["provider"], good, 403, "role_forbidden", "meter_operator")
     unformatted = {k: v for k, v in payload("9", hours=6).items() if k != "format"}
     refused(client, conn, keys["operator"], signed(unformatted, key_id, key), 422, "payload_invalid", "payload.format")
     unknown_meter = signed(payload("9", hours=6, meter=f"M-nobody-{TAG}"), key_id, key)
