@@ -24,7 +24,7 @@ import numpy as np
 
 from bpp.domain import SLOT, FloatArray, iso, slots_between
 from bpp.forecast import forecast_series
-from grid.signals import SLOTS_PER_DAY, SignalSeries, load_region
+from grid.signals import SLOTS_PER_DAY, SignalSeries, coverage, load_region
 
 SignalProvider: TypeAlias = Callable[[str, datetime, int], SignalSeries]
 
@@ -40,12 +40,21 @@ def actual_provider(data_dir: Path | None = None) -> SignalProvider:
     return provide
 
 
-def forecast_provider(model: str = "gbm", history_days: int = 28, data_dir: Path | None = None) -> SignalProvider:
-    """Forecasts from the ``history_days`` before ``start_utc`` (``bpp.forecast.forecast_series``)."""
+DEFAULT_HISTORY_DAYS = 90  # the GBM's edge over seasonal-naive shows with this much history (bench/forecast.py)
+
+
+def forecast_provider(
+    model: str = "gbm", history_days: int = DEFAULT_HISTORY_DAYS, data_dir: Path | None = None
+) -> SignalProvider:
+    """Forecasts from the ``history_days`` before ``start_utc`` (``bpp.forecast.forecast_series``), or from all
+    the history the data holds before ``start_utc`` when it holds less."""
 
     def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
-        history = load_region(region, start_utc - SLOT * (history_days * SLOTS_PER_DAY), start_utc, data_dir)
-        return forecast_series(history, n_slots, model)
+        first, _ = coverage(region, data_dir)
+        history_start = max(start_utc - SLOT * (history_days * SLOTS_PER_DAY), first)
+        if history_start >= start_utc:
+            raise ValueError(f"no {region} history before {iso(start_utc)}: the data starts at {iso(first)}")
+        return forecast_series(load_region(region, history_start, start_utc, data_dir), n_slots, model)
 
     return provide
 
@@ -98,7 +107,7 @@ def signal_provider_from(spec: Mapping[str, Any], data_dir: Path | None) -> Sign
     data_dir = Path(spec["data_dir"]) if spec.get("data_dir") else data_dir
     if source == "actual":
         return actual_provider(data_dir)
-    return forecast_provider(source, int(spec.get("history_days", 28)), data_dir)
+    return forecast_provider(source, int(spec.get("history_days", DEFAULT_HISTORY_DAYS)), data_dir)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -347,3 +348,35 @@ def test_trimmed_copy_equals_shared_rows_and_regenerates(grid_dir: Path, tmp_pat
     mine, full = load_gb(start, end, REPO_GRID), load_gb(start, end, grid_dir)
     np.testing.assert_array_equal(mine.carbon_g_per_kwh, full.carbon_g_per_kwh)
     np.testing.assert_array_equal(mine.price_gbp_per_mwh, full.price_gbp_per_mwh)
+
+
+# -- forecast history (issue "Providers": up to 90 days, all that exists when the data has less) -----------
+def test_forecasts_use_90_days_of_history_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bpp.signal_providers as sp
+    from grid.signals import coverage as data_coverage
+
+    seen: list[tuple[datetime, datetime]] = []
+    real = sp.load_region
+
+    def spy(region: str, start: datetime, end: datetime, data_dir: Any = None) -> Any:
+        seen.append((start, end))
+        return real(region, start, end, data_dir)
+
+    monkeypatch.setattr(sp, "load_region", spy)
+    first, _ = data_coverage("GB")
+    start = (first + timedelta(days=200)).replace(hour=0, minute=0)
+    sp.forecast_provider("naive_day")("GB", start, 48)
+    assert seen == [(start - timedelta(days=90), start)]
+    seen.clear()
+    early = (first + timedelta(days=20)).replace(hour=0, minute=0)  # less history than 90 days exists
+    series = sp.forecast_provider("naive_day")("GB", early, 48)
+    assert seen == [(first, early)] and len(series.price_gbp_per_mwh) == 48
+
+
+def test_a_forecast_with_no_history_says_where_the_data_starts() -> None:
+    from bpp.signal_providers import forecast_provider
+    from grid.signals import coverage as data_coverage
+
+    first, _ = data_coverage("GB")
+    with pytest.raises(ValueError, match="no GB history before"):
+        forecast_provider("naive_day")("GB", first, 48)
