@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from flexmarket.provider_cli import provider_app
 from kernel import clock
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(bap_app, name="bap")
 bap_app.add_typer(bap_apikey_app, name="apikey")
+app.add_typer(provider_app, name="provider")
 
 APPS = {
     "registry": "registry.main:create_app",
@@ -104,6 +106,9 @@ def serve(
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
+        # Longer than any Retry-After we answer: a client that waits as told and reuses its connection must not
+        # meet a server that has just closed it (uvicorn's default of 5 s made that race under load).
+        timeout_keep_alive=75,
     )
 
 
