@@ -326,6 +326,8 @@ def transaction_view(session: Session, tx: str) -> dict[str, Any]:
                         "expected_carbon_g_per_kwh",
                         "marginal_cost_gbp_per_mwh",
                         "response_time_s",
+                        "expected_paid_kw",
+                        "expected_paid_reason",
                     )
                 },
             }
@@ -578,6 +580,13 @@ def _sent_confirm(session: Session, transaction_id: str, message_id: str) -> dic
     return _signed(bytes(sent.body), sent.last_authorization)
 
 
+def _resource_type(session: Session, ctx: dict[str, Any], spec: OrderSpec) -> str:
+    """What the provider sells (compute | storage), from the catalog offer the order was placed on: the
+    ledger's baseline rule depends on it, and the order messages do not carry it."""
+    offer = session.get(CatalogOffer, (ctx["transaction_id"], ctx["bpp_id"], spec.provider_id, spec.item_id))
+    return str((offer.spec if offer is not None else {}).get("resource_type") or "compute")
+
+
 def ledger_process(session: Session, row: Any) -> list[int]:
     """Register an accepted order with the ledger (POST /api/v1/orders, with the signed confirm the BAP
     sent and the signed on_confirm it received), amend it (with the signed on_update) or cancel it there.
@@ -615,6 +624,7 @@ def ledger_process(session: Session, row: Any) -> list[int]:
                     "confirm": _sent_confirm(session, ctx["transaction_id"], ctx["message_id"]),
                     "on_confirm": _signed(bytes(row.body), row.authorization),
                     "supplier_id": settings.default_supplier_id,
+                    "resource_type": _resource_type(session, ctx, spec),
                 }
             ).encode(),
             headers,

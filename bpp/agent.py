@@ -1,4 +1,6 @@
-"""Pure facades the BPP service calls: a compute agent and a storage agent per provider.
+"""Pure facades the BPP service calls: the compute agent of a compute provider (its storage
+counterpart, for battery-only providers, is :class:`bpp.storage_agent.StorageAgent`; one planner per
+site — a battery on a compute site is co-optimised here, never sold by a second agent).
 
 An agent owns a rolling horizon (``horizon_slots`` from "now"), its sites, its jobs, the committed
 orders and the current optimal plan; every plan, commitment, refusal and re-plan is appended to its
@@ -9,6 +11,7 @@ decision log. Signals come from a *provider* ``(region, start_utc, n_slots) -> S
 Construct from a plain dict (the BPP's providers config), e.g.::
 
     {
+      "kind": "compute",                               # or "storage" (bpp.storage_agent); default compute
       "provider_id": "dc-operator-1",
       "start_utc": "2023-06-01T00:00:00Z",
       "horizon_slots": 96,
@@ -40,14 +43,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bpp.agent_config import (
+    ProviderKind,
     SiteConfig,
     jobs_from_spec,
     load_config,
     objective_from,
     offer_settings_from,
+    provider_kind,
 )
 from bpp.decisions import Decision, decisions_for_plan, event, query, settle
 from bpp.domain import (
@@ -162,6 +165,8 @@ class ComputeAgent:
         on the provider the config's ``"signals"`` entry names. When that entry is a forecast, actual
         series (from ``data_dir``) are kept too, to settle on (:meth:`settle`)."""
         cfg = load_config(config)
+        if provider_kind(cfg) is not ProviderKind.COMPUTE:
+            raise ValueError('agent.kind must be "compute" for a compute agent (bpp.storage_agent plans storage)')
         start = parse_utc(cfg["start_utc"])
         horizon = int(cfg.get("horizon_slots", 96))
         sites = [SiteConfig.from_dict(s) for s in cfg["sites"]]
@@ -480,97 +485,3 @@ class ComputeAgent:
             "solve_time_s": plan.solve_time_s,
             "storage": [s.to_dict() for s in summarise_storage(inst, plan)],
         }
-
-
-class StorageAgent(ComputeAgent):
-    """A battery operated as its own resource: an LP (no jobs) that arbitrages price and carbon against
-    the site's other load, and offers discharge as ``storage`` flexibility.
-
-    Coordination with the compute agent on the same site: by default the compute agent co-optimises
-    the battery (``storage_coordination``), so the battery covers site load during the compute agent's
-    committed reductions and there is no separate storage agent. When the battery is run separately
-    (the compute agent with ``storage_coordination`` off, or a stand-alone battery), :meth:`follow`
-    makes the storage agent plan against the compute agent's planned site load, so its arbitrage and
-    its offers are measured at the same meter."""
-
-    resource_type = "storage"
-
-    def __init__(
-        self,
-        provider_id: str,
-        site: SiteConfig,
-        signals: SignalProvider | Mapping[str, SignalSeries],
-        *,
-        start_utc: datetime,
-        horizon_slots: int = 96,
-        **kw: Any,
-    ) -> None:
-        if site.battery is None:
-            raise ValueError(f"site {site.id} has no battery to operate")
-        kw["actions"] = ControlActions(storage_coordination=True, geographic_migration=False, temporal_shifting=False)
-        super().__init__(provider_id, [site], [], signals, start_utc=start_utc, horizon_slots=horizon_slots, **kw)
-        self._load_profile: FloatArray | None = None
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Mapping[str, Any] | str | Path,
-        signals: SignalProvider | Mapping[str, SignalSeries] | None = None,
-        data_dir: Path | None = None,
-        jobs_dir: Path | None = None,
-    ) -> StorageAgent:
-        """``config`` as for :class:`ComputeAgent` with one site (the one with the battery; a
-        ``"site_id"`` key picks it when there are several); jobs are ignored."""
-        cfg = load_config(config)
-        sites = [SiteConfig.from_dict(s) for s in cfg["sites"]]
-        pick = cfg.get("site_id")
-        site = next((s for s in sites if (s.id == pick if pick else s.battery is not None)), None)
-        if site is None:
-            raise ValueError("no site with a battery in the config")
-        provider = signals if signals is not None else signal_provider_from(cfg.get("signals", {}), data_dir)
-        return cls(
-            str(cfg.get("provider_id", "provider")),
-            site,
-            provider,
-            start_utc=parse_utc(cfg["start_utc"]),
-            horizon_slots=int(cfg.get("horizon_slots", 96)),
-            objective=objective_from(cfg.get("objective", {})),
-            offer_settings=offer_settings_from(cfg.get("offers", {})),
-            solver=SolverSettings(**cfg.get("solver", {})),
-        )
-
-    def follow(self, compute: ComputeAgent) -> Plan:
-        """Plan against the compute agent's planned load at this site (its baseline + jobs, without any
-        battery it co-optimises) and re-plan."""
-        plan = compute.plan()
-        inst = compute.instance
-        k = inst.site_index(self.sites[0].id)
-        if compute.actions.storage_coordination and inst.sites[k].battery is not None:
-            raise ValueError(
-                f"the compute agent already co-optimises the battery at {self.sites[0].id}; "
-                "a second owner would double-sell it"
-            )
-        if inst.start_utc != self._now or inst.n_slots != self.horizon_slots:
-            raise ValueError("the storage agent and the compute agent must share the horizon")
-        self._load_profile = plan.site_load_kw(inst)[k]
-        self._state = _AgentState(log=self._state.log)
-        return self.plan()
-
-    def _site_objects(self) -> tuple[Site, ...]:
-        site = self.sites[0].materialise(self._now, self.horizon_slots)
-        if self._load_profile is not None:
-            load = self._load_profile
-            # the compute plan's load is fixed for the battery: it becomes this LP's baseline, and the
-            # data-hall capacity no longer binds anything the battery decides
-            site = Site.build(
-                site.id,
-                site.region,
-                self.horizon_slots,
-                capacity_kw=np.maximum(site.capacity_kw, load),
-                baseline_kw=load,
-                solar_kw=site.solar_kw,
-                solar_capacity_kw=site.solar_capacity_kw,
-                battery=site.battery,
-                grid_import_limit_kw=site.grid_import_limit_kw,
-            )
-        return (site,)

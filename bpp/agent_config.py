@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,77 @@ def _daily_targets(value: Any, name: str) -> tuple[DailySocTarget, ...]:
     return tuple(out)
 
 
+class ProviderKind(StrEnum):
+    """Who plans a provider's sites (``"kind"`` in the agent config; default ``compute``). One planner
+    per site: a ``compute`` provider's agent plans its jobs and co-optimises any battery on its sites
+    (storage coordination); a ``storage`` provider's agent plans battery-only sites on the storage
+    model (:mod:`bpp.storage_agent`). A site is never planned by two agents."""
+
+    COMPUTE = "compute"
+    STORAGE = "storage"
+
+
+@dataclass(frozen=True)
+class ExportTerms:
+    """What a battery site may sell back: at most ``limit_kw`` out of its connection, paid
+    ``price_fraction`` of the import price of the slot (a site's ``"export"`` entry)."""
+
+    limit_kw: float
+    price_fraction: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> ExportTerms:
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{where} must be an object {{limit_kw, price_fraction}}")
+        unknown = sorted(set(d) - {"limit_kw", "price_fraction"})
+        if unknown:
+            raise ValueError(f"{where}: unknown fields {unknown}")
+        limit = _number(d.get("limit_kw"), f"{where}.limit_kw")
+        fraction = _number(d.get("price_fraction", 1.0), f"{where}.price_fraction")
+        if not 0.0 <= limit <= MAX_KW:
+            raise ValueError(f"{where}.limit_kw must be in [0, {MAX_KW:g}]")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"{where}.price_fraction must be in [0, 1]")
+        return cls(limit, fraction)
+
+
+def provider_kind(cfg: Mapping[str, Any], where: str = "agent") -> ProviderKind:
+    """The agent config's kind, after checking that the sites fit it (one planner per site). Every
+    problem raises ``ValueError`` naming the field."""
+    raw = cfg.get("kind", ProviderKind.COMPUTE.value)
+    if raw not in {k.value for k in ProviderKind}:
+        raise ValueError(f"{where}.kind must be one of {[k.value for k in ProviderKind]}, got {raw!r}")
+    kind = ProviderKind(raw)
+    sites = cfg.get("sites")
+    if not isinstance(sites, list) or not sites or not all(isinstance(s, Mapping) for s in sites):
+        raise ValueError(f"{where}.sites must be a non-empty list of site objects")
+    for i, site in enumerate(sites):
+        _check_site_for(kind, site, cfg, f"{where}.sites[{i}]")
+    if kind is ProviderKind.STORAGE and cfg.get("jobs"):
+        raise ValueError(f"{where}.jobs: a storage provider runs no jobs (kind is storage)")
+    return kind
+
+
+def _check_site_for(kind: ProviderKind, site: Mapping[str, Any], cfg: Mapping[str, Any], where: str) -> None:
+    if kind is ProviderKind.STORAGE:
+        if not site.get("battery"):
+            raise ValueError(f"{where}.battery is required: every site of a storage provider has a battery")
+        if site.get("solar"):
+            raise ValueError(f"{where}.solar: a storage site's other load is its baseline_kw (net of any solar)")
+        return
+    if "capacity_kw" not in site:
+        raise ValueError(f"{where}.capacity_kw is required for a compute site")
+    if site.get("export") is not None:
+        raise ValueError(f"{where}.export: only a storage provider's sites export (kind is compute)")
+    coordinated = (cfg.get("actions") or {}).get("storage_coordination", True)
+    if site.get("battery") and coordinated is not True:
+        raise ValueError(
+            f"{where}.battery: with actions.storage_coordination off the battery would need a second "
+            "planner selling the same meter; one planner per site — the compute agent co-optimises a "
+            "site's battery, so set actions.storage_coordination to true (or remove the battery)"
+        )
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     """A site independent of any horizon; :meth:`materialise` gives the :class:`Site` for one."""
@@ -225,6 +297,8 @@ class SiteConfig:
     grid_import_limit_kw: float | None = None
     #: the battery's per-slot rules, written for each horizon (None: the battery has none)
     battery_rules: BatteryDailyRules | None = None
+    #: what the site may export (storage providers only; None: no export)
+    export: ExportTerms | None = None
 
     def materialise(self, start_utc: datetime, n_slots: int) -> Site:
         solar = (
@@ -259,8 +333,8 @@ class SiteConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SiteConfig:
         solar = d.get("solar") or {}
-        cap = d["capacity_kw"]
         base = d.get("baseline_kw", 0.0)
+        cap = d.get("capacity_kw", base)  # a compute site must give it (provider_kind checks)
         battery, rules = (
             battery_from_config(d["battery"], f"site {d['id']} battery") if d.get("battery") else (None, None)
         )
@@ -276,6 +350,7 @@ class SiteConfig:
             battery=battery,
             grid_import_limit_kw=d.get("grid_import_limit_kw"),
             battery_rules=rules,
+            export=None if d.get("export") is None else ExportTerms.from_dict(d["export"], f"site {d['id']} export"),
         )
 
 

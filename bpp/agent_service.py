@@ -1,6 +1,8 @@
-"""The compute agent behind a BPP provider (issue 3 wiring): the catalog is derived from the
-provider's own optimal schedule, a confirm adds the reduction as a constraint and re-plans (an order
-that cannot be honoured is refused at confirm, never broken later), and every decision is stored.
+"""The agent behind a BPP provider (issue 3 wiring) — a compute agent, or a storage agent for a
+battery-only provider (:mod:`bpp.planner`: one planner per site): the catalog is derived from the
+provider's own optimal schedule, a confirm adds the reduction as a constraint and re-plans the whole
+site with every order imposed (an order that cannot be honoured is refused at confirm, never broken
+later), and every decision is stored.
 
 Agents live in no process: any process (the BPP web app, any Celery worker) rebuilds the same agent
 from the provider row — its config and the instant its plan starts — then replays the orders already
@@ -10,6 +12,7 @@ accepted, in acceptance order, so baselines are frozen exactly as they were at e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,17 +23,29 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from bpp.agent import CommitRefused, ComputeAgent
+from bpp.agent import CommitRefused
 from bpp.catalog import CommitmentError, ProviderConfig
 from bpp.decisions import Decision as AgentDecision
+from bpp.domain import SLOT
 from bpp.models import Decision, Offer, Order, OrderEvent, Provider
-from bpp.signal_providers import analogue_provider, signal_provider_from
+from bpp.paid_reduction import expected_paid_kw, ten_of_ten_kw
+from bpp.planner import ProviderAgent, agent_from_config
+from bpp.signal_providers import SignalUpdate, analogue_provider, signal_provider_from, updated_provider
 from grid.signals import coverage
 from kernel import clock
 from schemas.flex import FlexOfferSpec
 from schemas.limits import Name
 
 log = structlog.get_logger(__name__)
+
+# A site's metered history, mean kW per half hour by period start (UTC), by site id. The BPP holds no meter
+# readings yet, so every offer states that its expected paid reduction is not known (null and why).
+MeteredHistory = Callable[[str], Mapping[datetime, float]]
+
+
+def no_metered_history(site_id: str) -> Mapping[datetime, float]:
+    return {}
+
 
 COMMITTED = ("ACCEPTED", "IN-PROGRESS")
 
@@ -44,20 +59,38 @@ def anchor_for(now: datetime, window_slots: int) -> datetime:
 
 
 def build_agent(
-    session: Session, row: Provider, *, exclude_order: str | None = None, data_dir: Path | None = None
-) -> ComputeAgent:
-    assert row.agent is not None and row.agent_anchor_utc is not None
+    session: Session,
+    row: Provider,
+    *,
+    exclude_order: str | None = None,
+    data_dir: Path | None = None,
+    anchor_utc: datetime | None = None,
+    updates: Sequence[SignalUpdate] | None = None,
+) -> ProviderAgent:
+    """The provider's one planner (compute or storage, by its config's ``kind``) with every order
+    accepted so far imposed, in acceptance order. The plan starts at the row's anchor and applies its
+    stored signal updates unless a re-plan (bpp/replan.py) gives others."""
+    anchor = anchor_utc or row.agent_anchor_utc
+    assert row.agent is not None and anchor is not None
     cfg: dict[str, Any] = dict(row.agent)
-    cfg["start_utc"] = row.agent_anchor_utc.isoformat()
+    cfg["start_utc"] = anchor.isoformat()
     cfg["provider_id"] = row.provider_id
     base = signal_provider_from(cfg.get("signals", {}), data_dir)
-    signals = analogue_provider(base, lambda region: coverage(region, data_dir))
-    agent = ComputeAgent.from_config(cfg, signals=signals, data_dir=data_dir)
+    signals = updated_provider(
+        analogue_provider(base, lambda region: coverage(region, data_dir)),
+        stored_updates(row) if updates is None else updates,
+    )
+    agent = agent_from_config(cfg, signals=signals, data_dir=data_dir)
     for order, site_id in accepted_orders(session, row):
-        if order.id == exclude_order or order.window_start < row.agent_anchor_utc:
+        if order.id == exclude_order or order.window_start < anchor:
             continue  # started before this plan: already part of the running load
         agent.commit(order.id, site_id, order.window_start, order.window_end, order.power_kw)
     return agent
+
+
+def stored_updates(row: Provider) -> list[SignalUpdate]:
+    """The signal updates the provider's plans apply (bpp/replan.py stores them)."""
+    return [SignalUpdate.from_dict(u) for u in row.signal_updates or ()]
 
 
 def accepted_orders(session: Session, row: Provider) -> list[tuple[Order, str]]:
@@ -121,7 +154,7 @@ def publish(
     row.agent, row.agent_anchor_utc = provider.agent, anchor
     session.flush()
     agent = build_agent(session, row, data_dir=data_dir)
-    specs = [_published(FlexOfferSpec(**o.catalog_fields())) for o in agent.offers() if o.available_kw >= 1.0]
+    specs = catalog_of(agent)
     stored = store_decisions(session, bpp_id, provider.id, agent.decisions())
     log.info(
         "agent offers published",
@@ -132,6 +165,62 @@ def publish(
         objective=agent.summary()["metrics"].get("objective"),
     )
     return specs
+
+
+def preview(provider: ProviderConfig, now: datetime, data_dir: Path | None = None) -> list[FlexOfferSpec]:
+    """The offers the provider's agent would publish if it joined at `now`: the same plan as `publish`, with
+    no database and no orders (`flexmarket provider validate`)."""
+    assert provider.agent is not None
+    window_slots = int(provider.agent.get("offers", {}).get("window_slots", 4))
+    cfg = {**provider.agent, "start_utc": anchor_for(now, window_slots).isoformat(), "provider_id": provider.id}
+    base = signal_provider_from(cfg.get("signals", {}), data_dir)
+    signals = analogue_provider(base, lambda region: coverage(region, data_dir))
+    agent = agent_from_config(cfg, signals=signals, data_dir=data_dir)
+    return catalog_of(agent)
+
+
+def window_slots_of(provider: ProviderConfig) -> int:
+    assert provider.agent is not None
+    return int(provider.agent.get("offers", {}).get("window_slots", 4))
+
+
+def catalog_of(agent: ProviderAgent, history: MeteredHistory = no_metered_history) -> list[FlexOfferSpec]:
+    """The offers the agent's plan leaves, as published: at least 1 kW each, quantities rounded inwards, each
+    with the reduction it expects to be paid for against the settlement baseline of its site's history."""
+    return [
+        with_expected_paid(_published(FlexOfferSpec(**o.catalog_fields())), o.baseline_kw, history(o.site_id))
+        for o in agent.offers()
+        if o.available_kw >= 1.0
+    ]
+
+
+def static_catalog(provider: ProviderConfig, history: MeteredHistory = no_metered_history) -> list[FlexOfferSpec]:
+    """A providers file's static offers, each with its expected paid reduction: the site's stated baseline
+    is the plan's import over the window."""
+    out = []
+    for o in provider.offers:
+        site = provider.site(o.location_id)
+        assert site is not None  # parse_config checked it
+        slots = max(int((o.window_end - o.window_start) / SLOT), 1)
+        out.append(with_expected_paid(o, [site.baseline_kw] * slots, history(site.id)))
+    return out
+
+
+def with_expected_paid(
+    spec: FlexOfferSpec, planned_import_kw: Sequence[float], history_kw: Mapping[datetime, float]
+) -> FlexOfferSpec:
+    """The offer with its expected paid reduction (bpp/paid_reduction.py); null and why without history."""
+    if not history_kw:
+        reason = f"no metered history for site {spec.location_id} yet: no settlement baseline to expect against"
+        return replace(spec, expected_paid_kw=None, expected_paid_reason=reason)
+    slots = [spec.window_start + SLOT * i for i in range(len(planned_import_kw))]
+    paid = expected_paid_kw(
+        offered_kw=spec.available_kw,
+        planned_import_kw=planned_import_kw,
+        settlement_baseline=[ten_of_ten_kw(t, history_kw) for t in slots],
+    )
+    kw = None if paid.reduction_kw is None else round(paid.reduction_kw, 1)
+    return replace(spec, expected_paid_kw=kw, expected_paid_reason=paid.reason or None)
 
 
 def _published(o: FlexOfferSpec) -> FlexOfferSpec:

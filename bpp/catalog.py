@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bpp.agent_config import provider_kind
 from kernel import clock
 from schemas.flex import FlexOfferSpec, FlexRequest
 
@@ -138,9 +139,7 @@ def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
                     raise CatalogConfigError(f"{pw}: offer {o.item_id} names unknown site {o.location_id}")
             agent = pr.get("agent")
             if agent is not None:
-                unknown = {s.get("id") for s in agent.get("sites", [])} - site_ids
-                if unknown or not agent.get("sites"):
-                    raise CatalogConfigError(f"{pw}.agent: sites must be the provider's sites; unknown {unknown}")
+                _check_agent(agent, site_ids, f"{pw}.agent")
             providers.append(
                 ProviderConfig(id=pr["id"], name=pr.get("name", pr["id"]), sites=sites, offers=offers, agent=agent)
             )
@@ -157,7 +156,25 @@ def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
             )
         except KeyError as exc:
             raise CatalogConfigError(f"{where}: missing {exc.args[0]!r}") from exc
+        if out[-1].slug in RESERVED_SLUGS:
+            raise CatalogConfigError(f"{where}.slug: {out[-1].slug!r} is reserved (the BPP's /{out[-1].slug}/… API)")
     return out
+
+
+RESERVED_SLUGS = frozenset({"admin"})  # URL path segments the BPP serves itself (bpp/admin.py)
+
+
+def _check_agent(agent: Any, site_ids: set[str], where: str) -> None:
+    """An agent config plans the provider's own sites, and fits its kind (one planner per site)."""
+    if not isinstance(agent, dict):
+        raise CatalogConfigError(f"{where} must be an object")
+    unknown = {s.get("id") for s in agent.get("sites") or [] if isinstance(s, dict)} - site_ids
+    if unknown or not agent.get("sites"):
+        raise CatalogConfigError(f"{where}: sites must be the provider's sites; unknown {unknown}")
+    try:
+        provider_kind(agent, where)
+    except ValueError as exc:
+        raise CatalogConfigError(str(exc)) from exc
 
 
 def load_config(path: Path) -> list[PlatformConfig]:
@@ -277,7 +294,10 @@ def example_config(
 
     Prices and sizes vary per provider so that choosing among them matters. With `platforms` > 1
     the providers are spread over that many BPP subscribers (each its own key and URL). With `agents`,
-    each provider's offers are derived by its compute agent (example_agent) instead.
+    each provider's offers are derived by its compute agent (example_agent) instead, the first
+    provider's site also has a battery its compute agent co-optimises (a site with both), and one
+    more provider, ``bess-01``, is a battery-only site sold by a storage agent (example_storage_agent),
+    so a search shows storage offers beside compute ones.
     """
     now = (now or clock.now()).astimezone(UTC)
     day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -343,8 +363,61 @@ def example_config(
         if agents:
             provider["offers"] = []
             provider["agent"] = example_agent(site["id"], float(site["baseline_kw"]), seed=i)
+            if i == 0:
+                provider["agent"]["sites"][0]["battery"] = dict(EXAMPLE_BATTERY)
         out[i % platforms]["providers"].append(provider)
+    if agents:
+        out[n_providers % platforms]["providers"].append(example_storage_provider(city_code))
     return {"platforms": out}
+
+
+#: the example sites' battery: 2 MWh, 1 MW each way, 90% round trip, £8/MWh wear, kept 10–90% full
+EXAMPLE_BATTERY: dict[str, Any] = {
+    "energy_kwh": 2000,
+    "charge_power_kw": 1000,
+    "discharge_power_kw": 1000,
+    "round_trip_efficiency": 0.9,
+    "degradation_gbp_per_mwh": 8,
+}
+
+
+def example_storage_provider(city_code: str) -> dict[str, Any]:
+    """A battery-only provider: one site with 300 kW of other load and a 2 MWh battery that may
+    export up to 500 kW at 90% of the import price, planned and sold by a storage agent."""
+    site: dict[str, Any] = {
+        "id": "bess-01-site",
+        "region": city_code,
+        "meter_id": "MTR-B001",
+        "baseline_kw": 300,
+        "name": "Battery Barking",
+    }
+    return {
+        "id": "bess-01",
+        "name": "Battery Barking",
+        "sites": [site],
+        "offers": [],
+        "agent": example_storage_agent(site["id"]),
+    }
+
+
+def example_storage_agent(site_id: str, other_load_kw: float = 300.0) -> dict[str, Any]:
+    """A storage agent for one GB battery site: 48 h horizon, two-hour windows priced at marginal
+    cost + 10% + £5/MWh (cost = energy bought and sold plus wear, re-solved per offered level)."""
+    return {
+        "kind": "storage",
+        "horizon_slots": 96,
+        "signals": {"source": "actual"},
+        "sites": [
+            {
+                "id": site_id,
+                "region": "GB",
+                "baseline_kw": other_load_kw,
+                "battery": dict(EXAMPLE_BATTERY),
+                "export": {"limit_kw": 500, "price_fraction": 0.9},
+            }
+        ],
+        "offers": {"window_slots": 4, "margin_fraction": 0.1, "margin_gbp_per_mwh": 5},
+    }
 
 
 def example_agent(site_id: str, baseline_kw: float, seed: int = 0, n_jobs: int = 600) -> dict[str, Any]:
@@ -373,6 +446,7 @@ __all__ = [
     "check_capacity",
     "check_order_fits_offer",
     "example_config",
+    "example_storage_agent",
     "load_config",
     "matching_offers",
     "parse_config",

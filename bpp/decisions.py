@@ -439,3 +439,52 @@ def query(
             continue
         out.append(d)
     return out
+
+
+@dataclass(frozen=True)
+class OfferTerms:
+    """What a buyer reads of one published offer: its kW and price."""
+
+    available_kw: float
+    price_gbp_per_mwh: float
+
+
+def offer_changes(
+    before: dict[str, OfferTerms], after: dict[str, OfferTerms], withdrawn_reasons: dict[str, str]
+) -> dict[str, list[dict[str, Any]]]:
+    """What a re-plan changed in the offers, per offer id: added, withdrawn (with why), and those whose kW
+    or price changed (before → after). Offers published unchanged are not listed."""
+    changed = []
+    for offer_id in sorted(before.keys() & after.keys()):
+        b, a = before[offer_id], after[offer_id]
+        diff = {
+            name: {"before": getattr(b, name), "after": getattr(a, name)}
+            for name in ("available_kw", "price_gbp_per_mwh")
+            if abs(getattr(b, name) - getattr(a, name)) > TOL
+        }
+        if diff:
+            changed.append({"offer_id": offer_id, **diff})
+    return {
+        "added": [{"offer_id": k, **vars(after[k])} for k in sorted(after.keys() - before.keys())],
+        "withdrawn": [
+            {"offer_id": k, **vars(before[k]), "reason": withdrawn_reasons.get(k, "")}
+            for k in sorted(before.keys() - after.keys())
+        ],
+        "changed": changed,
+    }
+
+
+def replan_record(
+    *, provider_id: str, decided_at_utc: datetime, anchor_utc: datetime, why: str, changes: dict[str, list[Any]]
+) -> Decision:
+    """The decision-log record of one re-plan of the BPP's catalog (bpp/replan.py): why, from when, and
+    what changed in the offers."""
+    counts = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "withdrawn", "changed"))
+    return event(
+        "replan",
+        f"Re-plan from {iso(anchor_utc)} ({why}): offers {counts}.",
+        decided_at_utc,
+        f"{provider_id}:replan-{iso(decided_at_utc)}",
+        start_utc=anchor_utc,
+        details={"anchor_utc": iso(anchor_utc), "offers": changes},
+    )

@@ -14,7 +14,7 @@ from beckn.pipeline import BecknPipeline
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
 from beckn.webapp import create_base_app
-from bpp import service
+from bpp import admin, service
 from bpp.catalog import PlatformConfig, example_config, load_config
 from bpp.router import router
 from kernel.config import get_settings
@@ -55,8 +55,8 @@ def create_app() -> FastAPI:
 
     def startup(app: FastAPI) -> None:
         with session_scope("bpp") as s:
-            for p in platforms:
-                service.sync_platform(s, p)
+            for p in platforms:  # with the providers that joined through the admin API and have not left
+                service.sync_platform(s, admin.hosted(s, p))
 
     app = create_base_app(
         "bpp",
@@ -66,6 +66,7 @@ def create_app() -> FastAPI:
         on_startup=startup,
     )
     app.state.platforms = {p.slug: platform_identity(p, settings.subscriber_url) for p in platforms}
+    app.state.platform_configs = {p.slug: p for p in platforms}
     if settings.auto_subscribe:
         for p in platforms:
             subscribe(
@@ -81,6 +82,7 @@ def create_app() -> FastAPI:
         enqueue_processing=send_processing,
         savepoint_actions=(),  # acceptance checks only read: no savepoints in a shared transaction
     )
+    app.include_router(admin.router)
     app.include_router(router)
     hosted = app.state.platforms
 

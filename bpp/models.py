@@ -49,6 +49,9 @@ class Offer(BppBase):
     price_gbp_per_mwh: Mapped[float] = mapped_column(Float)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # every FlexOfferSpec field, ISO times
     active: Mapped[bool] = mapped_column(default=True)
+    # Why and when a re-plan (bpp/replan.py) or a leaving provider withdrew it; cleared when published again.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    withdrawn_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
@@ -65,6 +68,21 @@ class Provider(BppBase):
     # optimal schedule, and the instant its plan starts (every process rebuilds the same agent from it).
     agent: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     agent_anchor_utc: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Signal updates (SignalUpdate.to_dict) every later plan applies; null when none arrived.
+    signal_updates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+
+
+class JoinedProvider(BppBase):
+    """A provider that joined through the admin API (bpp/admin.py): its providers-file entry, hosted again
+    after a restart until it leaves (`left_at`; the row stays, its orders still name it)."""
+
+    __tablename__ = "joined_providers"
+
+    bpp_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    left_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Order(BppBase):

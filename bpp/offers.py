@@ -27,6 +27,9 @@ Costs are in the plan's objective converted to £ (:attr:`ObjectiveSpec.gbp_per_
 ``cost`` that is money; for the default ``cost_x_carbon`` it is carbon-adjusted money, i.e. the site's
 own valuation of what it gives up. An order covers the whole window (min = max duration = |W|), so the
 price never undercuts a shorter call whose per-MWh cost could differ.
+
+The storage agent (:mod:`bpp.storage_agent`) prices its windows with the same steps on its own model:
+:func:`window_starts`, :func:`price_from_costs` and :func:`make_offer` are shared.
 """
 
 from __future__ import annotations
@@ -139,6 +142,79 @@ class FlexOffer:
         return (start_utc is None or self.end_utc > start_utc) and (end_utc is None or self.start_utc < end_utc)
 
 
+def window_starts(start_utc: datetime, n_slots: int, settings: OfferSettings) -> list[int]:
+    """First slots of the offer windows in a horizon of ``n_slots`` from ``start_utc``: windows of
+    ``window_slots`` aligned to UTC multiples of their length (2 h windows start at even hours), none
+    within ``lead_slots`` of the start."""
+    w = settings.window_slots
+    epoch = int(start_utc.timestamp()) // (SLOT_MINUTES * 60)
+    first = settings.lead_slots + (-(epoch + settings.lead_slots)) % w
+    return list(range(first, n_slots - w + 1, w))
+
+
+@dataclass(frozen=True)
+class OfferPrice:
+    """An offer's cost basis and price (£/MWh; module docstring, steps 2–3)."""
+
+    marginal_cost_gbp_per_mwh: float
+    average_cost_gbp_per_mwh: float
+    price_gbp_per_mwh: float
+
+
+def price_from_costs(points: list[tuple[float, float]], settings: OfferSettings) -> OfferPrice:
+    """The price from the cost curve: ``points`` are (energy not drawn MWh, Δcost £) from (0, 0)
+    through each level, the last at the full reduction."""
+    avg = max(d / e for e, d in points[1:] if e > 0)
+    (e0, d0), (e1, d1) = points[-2], points[-1]
+    marginal = (d1 - d0) / (e1 - e0) if e1 > e0 else avg
+    basis = max(marginal, avg, 0.0)
+    price = basis * (1 + settings.margin_fraction) + settings.margin_gbp_per_mwh
+    return OfferPrice(round(marginal, 2), round(avg, 2), round(price, 2))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfferWindow:
+    """One site's window as an offer is made of it: where, when, how much, against which baseline."""
+
+    provider_id: str
+    site_id: str
+    region: str
+    resource_type: str
+    start_utc: datetime
+    end_utc: datetime
+    available_kw: float
+    baseline_kw: tuple[float, ...]
+    expected_carbon_g_per_kwh: float
+
+
+def make_offer(window: OfferWindow, pricing: OfferPrice, settings: OfferSettings) -> FlexOffer:
+    """The catalog offer for a window: the whole window or nothing (min = max duration)."""
+    r_max = window.available_kw
+    storage = window.resource_type == "storage"
+    minutes = settings.window_slots * SLOT_MINUTES
+    return FlexOffer(
+        offer_id=f"{window.site_id}-{window.start_utc:%Y%m%dT%H%MZ}-{window.resource_type}",
+        provider_id=window.provider_id,
+        site_id=window.site_id,
+        region=window.region,
+        resource_type=window.resource_type,
+        start_utc=window.start_utc,
+        end_utc=window.end_utc,
+        available_kw=r_max,
+        min_kw=math.floor(min(r_max, max(settings.min_offer_kw, settings.min_order_fraction * r_max)) * 1000) / 1000,
+        max_kw=r_max,
+        price_gbp_per_mwh=pricing.price_gbp_per_mwh,
+        marginal_cost_gbp_per_mwh=pricing.marginal_cost_gbp_per_mwh,
+        average_cost_gbp_per_mwh=pricing.average_cost_gbp_per_mwh,
+        expected_carbon_g_per_kwh=window.expected_carbon_g_per_kwh,
+        min_duration_min=minutes,
+        max_duration_min=minutes,
+        response_time_s=settings.response_time_s_storage if storage else settings.response_time_s_compute,
+        baseline_kw=tuple(round(float(x), 3) for x in window.baseline_kw),
+        policy_version=settings.policy_version,
+    )
+
+
 def _probe(instance: Instance, site_id: str, window: tuple[int, int], q_kw: float, baseline: FloatArray) -> Instance:
     """The instance with a hypothetical order for ``q_kw`` over slots ``window`` (as a confirm would add it)."""
     a, b = window
@@ -176,10 +252,7 @@ def derive_offers(
     for k, site in enumerate(instance.sites):
         if site_ids is not None and site.id not in site_ids:
             continue
-        # windows aligned to UTC multiples of their length (2 h windows start at even hours)
-        epoch = int(instance.start_utc.timestamp()) // (SLOT_MINUTES * 60)
-        first = cfg.lead_slots + (-(epoch + cfg.lead_slots)) % w
-        for a in range(first, instance.n_slots - w + 1, w):
+        for a in window_starts(instance.start_utc, instance.n_slots, cfg):
             b = a + w
             if not _overlaps(instance, a, b, start_utc, end_utc):
                 continue
@@ -202,35 +275,18 @@ def derive_offers(
                 assert p.metrics is not None
                 delta = max(p.metrics.objective - base_obj, 0.0) * gbp
                 points.append((q * w * MWH_PER_KW_SLOT, delta))
-            avg = max(d / e for e, d in points[1:] if e > 0)
-            (e0, d0), (e1, d1) = points[-2], points[-1]
-            marginal = (d1 - d0) / (e1 - e0) if e1 > e0 else avg
-            basis = max(marginal, avg, 0.0)
-            price = basis * (1 + cfg.margin_fraction) + cfg.margin_gbp_per_mwh
-            storage = resource_type == "storage"
-            out.append(
-                FlexOffer(
-                    offer_id=f"{site.id}-{instance.slot_start(a):%Y%m%dT%H%MZ}-{resource_type}",
-                    provider_id=provider_id,
-                    site_id=site.id,
-                    region=site.region,
-                    resource_type=resource_type,
-                    start_utc=instance.slot_start(a),
-                    end_utc=instance.slot_start(b),
-                    available_kw=r_max,
-                    min_kw=math.floor(min(r_max, max(cfg.min_offer_kw, cfg.min_order_fraction * r_max)) * 1000) / 1000,
-                    max_kw=r_max,
-                    price_gbp_per_mwh=round(price, 2),
-                    marginal_cost_gbp_per_mwh=round(marginal, 2),
-                    average_cost_gbp_per_mwh=round(avg, 2),
-                    expected_carbon_g_per_kwh=float(carbon[k, a:b].mean()),
-                    min_duration_min=w * SLOT_MINUTES,
-                    max_duration_min=w * SLOT_MINUTES,
-                    response_time_s=cfg.response_time_s_storage if storage else cfg.response_time_s_compute,
-                    baseline_kw=tuple(round(float(x), 3) for x in baseline),
-                    policy_version=cfg.policy_version,
-                )
+            window = OfferWindow(
+                provider_id=provider_id,
+                site_id=site.id,
+                region=site.region,
+                resource_type=resource_type,
+                start_utc=instance.slot_start(a),
+                end_utc=instance.slot_start(b),
+                available_kw=r_max,
+                baseline_kw=tuple(float(x) for x in baseline),
+                expected_carbon_g_per_kwh=float(carbon[k, a:b].mean()),
             )
+            out.append(make_offer(window, price_from_costs(points, cfg), cfg))
     return out
 
 

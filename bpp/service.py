@@ -27,11 +27,12 @@ from beckn.errors import BecknError, Role, code_for
 from beckn.identity import load_identity
 from beckn.pipeline import Accepted, Handler, Inbound
 from beckn.registry_client import url_of_sync
-from bpp import agent_service
+from bpp import agent_service, offer_store
 from bpp.catalog import (
     Commitment,
     CommitmentError,
     PlatformConfig,
+    ProviderConfig,
     check_capacity,
     check_order_fits_offer,
     matching_offers,
@@ -76,14 +77,7 @@ TRANSITIONS = {
 }
 
 
-# -- catalog sync (web process start-up, agent re-plans) ------------------------------------------
-def offer_to_json(o: FlexOfferSpec) -> dict[str, Any]:
-    d = asdict(o)
-    d["window_start"] = o.window_start.isoformat()
-    d["window_end"] = o.window_end.isoformat()
-    return d
-
-
+# -- catalog sync (web process start-up, providers joining; re-plans: bpp/replan.py) --------------
 def offer_from_row(row: Offer) -> FlexOfferSpec:
     return offer_from_json(row.spec)
 
@@ -98,45 +92,31 @@ def offer_from_json(spec: dict[str, Any]) -> FlexOfferSpec:
 
 def sync_platform(session: Session, platform: PlatformConfig) -> int:
     """Upsert the platform's providers and offers; offers no longer published become inactive."""
-    n = 0
     keep: set[tuple[str, str]] = set()
     for p in platform.providers:
-        session.execute(
-            insert(Provider)
-            .values(bpp_id=platform.subscriber_id, provider_id=p.id, name=p.name, sites=[asdict(s) for s in p.sites])
-            .on_conflict_do_update(
-                index_elements=["bpp_id", "provider_id"], set_={"name": p.name, "sites": [asdict(s) for s in p.sites]}
-            )
-        )
-        offers = list(p.offers)
-        if p.agent is not None:  # the catalog comes from the provider's own optimal schedule
-            session.flush()
-            offers = agent_service.publish(session, platform.subscriber_id, p)
-        for o in offers:
-            site = p.site(o.location_id)
-            assert site is not None  # parse_config checked it
-            values = dict(
-                location_id=o.location_id,
-                region=site.region,
-                meter_id=site.meter_id,
-                window_start=o.window_start,
-                window_end=o.window_end,
-                available_kw=o.available_kw,
-                price_gbp_per_mwh=o.price_gbp_per_mwh,
-                spec=offer_to_json(o),
-                active=True,
-            )
-            session.execute(
-                insert(Offer)
-                .values(bpp_id=platform.subscriber_id, provider_id=p.id, item_id=o.item_id, **values)
-                .on_conflict_do_update(index_elements=["bpp_id", "provider_id", "item_id"], set_=values)
-            )
-            keep.add((p.id, o.item_id))
-            n += 1
+        keep.update((p.id, o.item_id) for o in sync_provider(session, platform.subscriber_id, p))
     for row in session.scalars(select(Offer).where(Offer.bpp_id == platform.subscriber_id, Offer.active)):
         if (row.provider_id, row.item_id) not in keep:
-            row.active = False
-    return n
+            offer_store.withdraw(row, at=clock.now(), reason=f"provider {row.provider_id} is no longer hosted here")
+    return len(keep)
+
+
+def sync_provider(session: Session, bpp_id: str, p: ProviderConfig) -> list[FlexOfferSpec]:
+    """Upsert one provider and the offers it publishes now (its agent plans first, if it has one); returns them.
+    Its offers no longer published are left to the caller (sync_platform, bpp/admin.py)."""
+    session.execute(
+        insert(Provider)
+        .values(bpp_id=bpp_id, provider_id=p.id, name=p.name, sites=[asdict(s) for s in p.sites])
+        .on_conflict_do_update(
+            index_elements=["bpp_id", "provider_id"], set_={"name": p.name, "sites": [asdict(s) for s in p.sites]}
+        )
+    )
+    offers = agent_service.static_catalog(p)  # static offers, each with its expected paid reduction
+    if p.agent is not None:  # the catalog comes from the provider's own optimal schedule
+        session.flush()
+        offers = agent_service.publish(session, bpp_id, p)
+    offer_store.upsert_offers(session, bpp_id, p, offers)
+    return offers
 
 
 # -- synchronous acceptance (inside the pipeline's dispatch transaction) --------------------------
@@ -153,10 +133,10 @@ def _offer_for(session: Session, bpp_id: str, spec: OrderSpec) -> Offer:
             paths="message.order.provider.id",
         )
     offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
-    if offer is None or not offer.active:
+    if offer is None or not offer.active:  # a withdrawn offer's refusal says when and why (bpp/replan.py)
         raise BecknError(
             "item_not_found",
-            f"item {spec.item_id!r} is not offered by {spec.provider_id}",
+            offer_store.unavailable_message(spec.item_id, spec.provider_id, offer),
             http_status=200,
             paths="message.order.items[0].id",
         )

@@ -123,6 +123,42 @@ class SignalUpdate:
     carbon_g_per_kwh: float | None = None
     reason: str = "signal update"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "start_utc": iso(self.start_utc),
+            "end_utc": iso(self.end_utc),
+            "price_gbp_per_mwh": self.price_gbp_per_mwh,
+            "carbon_g_per_kwh": self.carbon_g_per_kwh,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SignalUpdate:
+        return cls(
+            region=str(d["region"]),
+            start_utc=datetime.fromisoformat(str(d["start_utc"])),
+            end_utc=datetime.fromisoformat(str(d["end_utc"])),
+            price_gbp_per_mwh=None if d.get("price_gbp_per_mwh") is None else float(d["price_gbp_per_mwh"]),
+            carbon_g_per_kwh=None if d.get("carbon_g_per_kwh") is None else float(d["carbon_g_per_kwh"]),
+            reason=str(d.get("reason") or "signal update"),
+        )
+
+
+def updated_provider(provider: SignalProvider, updates: Iterable[SignalUpdate]) -> SignalProvider:
+    """``provider`` with every update overriding the slots it covers (what :func:`signals_with_updates`
+    does for one plan, as a provider any agent kind plans on)."""
+    kept = tuple(updates)
+    if not kept:
+        return provider
+
+    def provide(region: str, start_utc: datetime, n_slots: int) -> SignalSeries:
+        series = provider(region, start_utc, n_slots)
+        price, carbon = _overridden(series, region, start_utc, n_slots, kept)
+        return replace(series, price_gbp_per_mwh=price, carbon_g_per_kwh=carbon)
+
+    return provide
+
 
 def signals_with_updates(
     provider: SignalProvider,
@@ -137,18 +173,26 @@ def signals_with_updates(
     price: dict[str, FloatArray] = {}
     carbon: dict[str, FloatArray] = {}
     for region in sorted(set(regions)):
-        series = provider(region, start_utc, n_slots)
-        p = np.array(series.price_gbp_per_mwh, dtype=float)
-        c = np.array(series.carbon_g_per_kwh, dtype=float)
-        for u in updates:
-            if u.region != region:
-                continue
-            a = min(max(slots_between(start_utc, u.start_utc), 0), n_slots)
-            b = min(max(slots_between(start_utc, u.end_utc), 0), n_slots)
-            if b > a:
-                if u.price_gbp_per_mwh is not None:
-                    p[a:b] = u.price_gbp_per_mwh
-                if u.carbon_g_per_kwh is not None:
-                    c[a:b] = u.carbon_g_per_kwh
-        price[region], carbon[region] = p, c
+        price[region], carbon[region] = _overridden(
+            provider(region, start_utc, n_slots), region, start_utc, n_slots, updates
+        )
     return price, carbon
+
+
+def _overridden(
+    series: SignalSeries, region: str, start_utc: datetime, n_slots: int, updates: Iterable[SignalUpdate]
+) -> tuple[FloatArray, FloatArray]:
+    """The series' price and carbon with the updates of ``region`` applied to the slots they cover."""
+    p = np.array(series.price_gbp_per_mwh, dtype=float)
+    c = np.array(series.carbon_g_per_kwh, dtype=float)
+    for u in updates:
+        if u.region != region:
+            continue
+        a = min(max(slots_between(start_utc, u.start_utc), 0), n_slots)
+        b = min(max(slots_between(start_utc, u.end_utc), 0), n_slots)
+        if b > a:
+            if u.price_gbp_per_mwh is not None:
+                p[a:b] = u.price_gbp_per_mwh
+            if u.carbon_g_per_kwh is not None:
+                c[a:b] = u.carbon_g_per_kwh
+    return p, c

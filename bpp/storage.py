@@ -44,10 +44,10 @@ connection (import and export limits), the rest of the site's demand as a fixed 
 export prices, any of :data:`STORAGE_SLOT_MINUTES`. :func:`storage_cost_gbp` and
 :func:`storage_violations` recompute the objective and check every limit from a schedule alone.
 
-**The storage agent's plan** (a storage-only provider, or a site whose compute agent runs with
-storage coordination off) is :func:`storage_instance`: the site scheduler's LP with the site's other
-load as a fixed profile and no jobs — so the storage agent and the compute agent share one
-formulation, one plan checker and one offer derivation.
+**The storage agent** (:mod:`bpp.storage_agent`, a battery-only provider) plans each site on the
+storage model, its committed orders as ``net_import_cap_kw``. :func:`storage_instance` is the site
+scheduler's job-less instance of one battery site (the scheduler's battery block on a fixed load), for
+comparisons and tests; a battery on a compute site is planned by the compute agent alone.
 """
 
 from __future__ import annotations
@@ -343,8 +343,9 @@ class StorageProblem:
     """Batteries behind one connection over ``n_slots`` slots of ``slot_minutes``. ``site_load_kw`` is
     the rest of the site's net demand per slot (negative = on-site generation); energy imported costs
     ``import_price_gbp_per_mwh``, energy exported earns ``export_price_gbp_per_mwh`` (None = the site
-    may not export, whatever its connection allows). Objective: energy cost − export revenue +
-    degradation, in £."""
+    may not export, whatever its connection allows). ``net_import_cap_kw`` caps the meter's net import
+    (import − export) per slot — how committed reductions bind a battery (+inf where nothing binds;
+    None = no cap beyond the connection). Objective: energy cost − export revenue + degradation, in £."""
 
     batteries: tuple[Battery, ...]
     import_price_gbp_per_mwh: FloatArray
@@ -354,6 +355,7 @@ class StorageProblem:
     slot_minutes: int = 30
     exclusivity: Exclusivity = Exclusivity.WHERE_USED
     solver: SolverSettings = field(default_factory=lambda: SolverSettings(mip_rel_gap=1e-7))
+    net_import_cap_kw: FloatArray | None = None
 
     def __post_init__(self) -> None:
         if self.exclusivity not in set(Exclusivity):
@@ -368,6 +370,12 @@ class StorageProblem:
             object.__setattr__(self, "export_price_gbp_per_mwh", export)
         load = np.zeros(n) if self.site_load_kw is None else _series(self.site_load_kw, "site_load_kw", n)
         object.__setattr__(self, "site_load_kw", load)
+        if self.net_import_cap_kw is not None:
+            cap = np.array(self.net_import_cap_kw, dtype=float)
+            if cap.shape != (n,) or np.any(np.isnan(cap)) or np.any(cap == -np.inf):
+                raise ValueError(f"net_import_cap_kw must be one number or +inf per slot ({n} slots)")
+            cap.flags.writeable = False
+            object.__setattr__(self, "net_import_cap_kw", cap)
         if self.slot_minutes not in STORAGE_SLOT_MINUTES:
             raise ValueError(f"slot_minutes must be one of {STORAGE_SLOT_MINUTES}")
         if not self.batteries:
@@ -456,11 +464,25 @@ def build_storage_lp(
         problem.exclusivity, problem.import_price_gbp_per_mwh, problem.export_price, n_slots=n
     )
     mask = negative if battery_modes is None else negative | battery_modes
+    _add_net_import_caps(lp, problem, g, x)
     blocks = tuple(
         add_battery_block(lp, 0, b, n_slots=n, balance_rows=rows, gbp_weight=1.0, slot_hours=h, exclusive_slots=mask)
         for b in problem.batteries
     )
     return _StorageModel(lp, g, x, blocks)
+
+
+def _add_net_import_caps(lp: LPParts, problem: StorageProblem, g: IntArray, x: IntArray | None) -> None:
+    """``import − export ≤ cap`` in every slot with a finite ``net_import_cap_kw``."""
+    if problem.net_import_cap_kw is None:
+        return
+    idx = np.flatnonzero(np.isfinite(problem.net_import_cap_kw))
+    if not len(idx):
+        return
+    rows = lp.add_rows(np.full(len(idx), -np.inf), problem.net_import_cap_kw[idx])
+    lp.add_entries(rows, g[idx], np.ones(len(idx)))
+    if x is not None:
+        lp.add_entries(rows, x[idx], -np.ones(len(idx)))
 
 
 def _add_meter_binaries(lp: LPParts, problem: StorageProblem, g: IntArray, x: IntArray, slots: BoolArray) -> None:
@@ -577,6 +599,9 @@ def storage_violations(problem: StorageProblem, schedule: StorageSchedule, tol: 
         out.append(f"meter: import above the connection's {lim} kW")
     if np.any(exp > problem.export_limit_kw + tol * scale):
         out.append(f"meter: export above {problem.export_limit_kw} kW (0 without an export price)")
+    cap = problem.net_import_cap_kw
+    if cap is not None and np.any(imp - exp > cap + tol * scale):
+        out.append(f"meter: net import above its cap in slots {np.flatnonzero(imp - exp > cap + tol * scale)[:5]}")
     return out
 
 

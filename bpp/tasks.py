@@ -1,15 +1,18 @@
 """BPP Celery tasks: processing of accepted requests (registered with beckn.processing), the
-time-driven order transitions and the order outcomes read from the ledger."""
+time-driven order transitions, the order outcomes read from the ledger and the agents' re-plans."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
 from beckn import processing
 from beckn.tasks import deliver_now
-from bpp import outcomes, service
+from bpp import outcomes, replan, service
+from bpp.catalog import PlatformConfig, load_config
+from bpp.signal_providers import SignalUpdate
 from kernel import clock
 from kernel.celery_app import celery_app
 from kernel.config import get_settings
@@ -40,3 +43,27 @@ def sync_outcomes() -> int:
         ids = outcomes.sync_outcomes(s, outcomes.LedgerOutcomes(client, settings.ledger_url, keys), clock.now())
     deliver_now("bpp", ids)
     return len(ids)
+
+
+def hosted_platforms() -> list[PlatformConfig]:
+    """The platforms of this BPP's providers file (none when it names no file, or the file is not written yet)."""
+    path = get_settings().providers_file
+    return load_config(path) if path is not None and path.exists() else []
+
+
+@celery_app.task(name="bpp.replan")
+def replan_agents() -> int:
+    """Re-plan every agent of every platform from the current market time (beat `bpp-replan`); the number of
+    providers re-planned."""
+    now = clock.now()
+    results = [r for p in hosted_platforms() for r in replan.replan_platform(p, now=now, trigger=replan.Periodic())]
+    return sum(r.skipped is None for r in results)
+
+
+@celery_app.task(name="bpp.signal_update")
+def signal_update(update: dict[str, Any]) -> int:
+    """A signal update (`SignalUpdate.to_dict()`): every provider with a site in its region re-plans with it."""
+    trigger = replan.SignalArrived(SignalUpdate.from_dict(update))
+    now = clock.now()
+    results = [r for p in hosted_platforms() for r in replan.replan_platform(p, now=now, trigger=trigger)]
+    return sum(r.skipped is None for r in results)

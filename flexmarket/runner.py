@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -284,6 +285,8 @@ def prepare_network(
     )
     ledger_key = ledger_keys["bap"] if ledger_keys else None
     bap_keys = _bap_keys()
+    # The BPP's admin API token (bpp/admin.py): the one configured, else a new one for this run.
+    bpp_admin_token = settings.bpp_admin_token or secrets.token_urlsafe(32)
     provider_keys_file = _write_provider_keys(home, ledger_keys["providers"]) if ledger_keys else None
     common = {
         **os.environ,
@@ -308,7 +311,11 @@ def prepare_network(
     own = {
         "gateway": {"FLEXMARKET_SUBSCRIBER_ID": gateway.subscriber_id, "FLEXMARKET_SUBSCRIBER_URL": gateway.url},
         "bap": {"FLEXMARKET_SUBSCRIBER_ID": bap.subscriber_id, "FLEXMARKET_SUBSCRIBER_URL": bap.url},
-        "bpp": {"FLEXMARKET_SUBSCRIBER_URL": base["bpp"], "FLEXMARKET_PROVIDERS_FILE": str(providers_file)},
+        "bpp": {
+            "FLEXMARKET_SUBSCRIBER_URL": base["bpp"],
+            "FLEXMARKET_PROVIDERS_FILE": str(providers_file),
+            "FLEXMARKET_BPP_ADMIN_TOKEN": bpp_admin_token,
+        },
     }
     net = Network(home, {})
     names = [n for n in PARTICIPANTS if with_ledger or n != "ledger"]
@@ -337,9 +344,9 @@ def prepare_network(
         ]
         if i == 0:
             argv.append("--beat")
-        net.processes[wname] = Process(
-            wname, argv, {**common, "FLEXMARKET_PARTICIPANT": wname}, logs / f"{wname}.log", None
-        )
+        # Workers re-plan the BPP's platforms (beat `bpp.replan`, bpp/replan.py): they read its providers file too.
+        env = {**common, "FLEXMARKET_PARTICIPANT": wname, "FLEXMARKET_PROVIDERS_FILE": str(providers_file)}
+        net.processes[wname] = Process(wname, argv, env, logs / f"{wname}.log", None)
     net.manifest = {
         "home": str(home),
         "database_url": os.environ["DATABASE_URL"],
@@ -364,7 +371,14 @@ def prepare_network(
                 "api_keys": bap_keys,
                 "aggregator_id": UP_AGGREGATOR_ID,
             },
-            "bpp": {"base_url": base["bpp"], "platforms": bpps, "providers_file": str(providers_file)},
+            "bpp": {
+                "base_url": base["bpp"],
+                "platforms": bpps,
+                "providers_file": str(providers_file),
+                "admin": f"{base['bpp']}/admin",
+                # `Authorization: Bearer …` for the admin API (`flexmarket provider join --token`)
+                "admin_token": bpp_admin_token,
+            },
             **(
                 {"ledger": {"base_url": base["ledger"], "api": f"{base['ledger']}/api/v1", "api_keys": ledger_keys}}
                 if with_ledger

@@ -40,6 +40,11 @@ BEAT_SCHEDULE = {
         "task": "bpp.sync_outcomes",
         "schedule": market_interval(timedelta(seconds=get_settings().outcome_sync_interval_s)),
     },
+    # Every BPP agent re-plans from the current market time; offers are re-published or withdrawn (bpp/replan.py).
+    "bpp-replan": {
+        "task": "bpp.replan",
+        "schedule": market_interval(timedelta(seconds=get_settings().replan_interval_s)),
+    },
     # Compare every order across the BAP's, the BPP's and the ledger's books; alert on each difference.
     "bap-reconcile": {"task": "bap.reconcile", "schedule": market_interval(timedelta(days=1))},
 }

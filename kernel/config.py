@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     ledger_provider_keys_file: Path | None = Field(default=None, alias="FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE")
     # BPP: how often (market seconds) order outcomes are read from the ledger and sent to the buyers.
     outcome_sync_interval_s: float = Field(default=300.0, gt=0, alias="FLEXMARKET_OUTCOME_SYNC_INTERVAL_S")
+    # BPP: how often (market seconds) every agent re-plans and its offers are re-published (beat `bpp-replan`).
+    replan_interval_s: float = Field(default=1800.0, gt=0, alias="FLEXMARKET_REPLAN_INTERVAL_S")
     # The BAP whose books a worker's reconciliation task checks (its identity under FLEXMARKET_HOME); the BAP's
     # own processes use FLEXMARKET_SUBSCRIBER_ID.
     bap_subscriber_id: str | None = Field(default=None, alias="FLEXMARKET_BAP_SUBSCRIBER_ID")
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
     country_code: str = Field(default="GBR", alias="FLEXMARKET_COUNTRY")
     # BPP: the provider catalog config file (JSON).
     providers_file: Path | None = Field(default=None, alias="FLEXMARKET_PROVIDERS_FILE")
+
+    # BPP: the admin API's bearer token (bpp/admin.py: providers join and leave a running platform); unset → the
+    # admin API refuses every request. `flexmarket provider admin-token` makes one; `flexmarket up` sets one.
+    bpp_admin_token: str | None = Field(default=None, alias="FLEXMARKET_BPP_ADMIN_TOKEN")
 
     # Subscribe this participant's identities with the registry at start-up (docker-compose).
     auto_subscribe: bool = Field(default=False, alias="FLEXMARKET_AUTO_SUBSCRIBE")

@@ -154,6 +154,11 @@ class FlexOfferSpec:
     marginal_cost_gbp_per_mwh: float | None = None
     policy_version: str = "p415-v1"
     name: str | None = None
+    # The reduction a buyer of the whole offer is expected to be paid for against the settlement baseline
+    # (10-of-10 on the site's metered history; bpp/paid_reduction.py), beside the planned `available_kw`;
+    # None with the reason when it cannot be known (no metered history yet).
+    expected_paid_kw: float | None = None
+    expected_paid_reason: str | None = None
 
 
 def offer_to_item(o: FlexOfferSpec) -> Item:
@@ -187,6 +192,8 @@ def offer_to_item(o: FlexOfferSpec) -> Item:
                         dec(o.marginal_cost_gbp_per_mwh, 2) if o.marginal_cost_gbp_per_mwh is not None else None
                     ),
                     "policy_version": o.policy_version,
+                    "expected_paid_kw": dec(o.expected_paid_kw, 1) if o.expected_paid_kw is not None else None,
+                    "expected_paid_reason": o.expected_paid_reason,
                 },
             )
         ],
@@ -233,6 +240,8 @@ def item_to_offer(item: Item, provider_id: str, path: str = "item") -> FlexOffer
         marginal_cost_gbp_per_mwh=opt("marginal_cost_gbp_per_mwh"),
         policy_version=tags.get("policy_version") or "p415-v1",
         name=item.descriptor.name if item.descriptor else None,
+        expected_paid_kw=opt("expected_paid_kw"),
+        expected_paid_reason=tags.get("expected_paid_reason"),
     )
 
 

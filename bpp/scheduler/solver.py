@@ -34,17 +34,20 @@ def solve(instance: Instance, *, verify: bool = True) -> Plan:
     that time the solver alone — they verify afterwards)."""
     model, res = _solve_model(instance, build_model(instance))
     modes = _simultaneous(model, res)
-    for _round in range(RESOLVE_ROUNDS):
+    for round_ in range(RESOLVE_ROUNDS + 1):
         if not modes.any():
             break
         # A solution may still charge and discharge at once where no binary was placed (battery
         # exclusivity ``where_used``), where it costs nothing (ties) or where the site cannot take the
-        # surplus (bpp.storage): re-solve with binaries in those slots too.
+        # surplus (bpp.storage): re-solve with binaries in those slots too — and, as
+        # bpp.storage.solve_storage does, in every slot once the rounds are spent.
         model, res = _solve_model(instance, build_model(instance, exclusive_slots=modes))
         both = _simultaneous(model, res)
         if not both.any():
             break
         modes |= both
+        if round_ == RESOLVE_ROUNDS - 1:
+            modes[:] = True
     plan = _finish(model, res)
     if verify:
         verify_plan(instance, plan)

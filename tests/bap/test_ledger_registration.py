@@ -16,6 +16,7 @@ import pytest
 
 import bap.tasks  # noqa: F401  (registers the BAP's processor)
 from bap import service
+from bap.models import CatalogOffer, Transaction
 from beckn import envelope, http, processing
 from kernel.config import reset_settings
 from kernel.db import raw, session_scope
@@ -94,7 +95,34 @@ def test_an_accepted_order_is_registered_with_both_signed_messages(ledger_calls:
     assert url == "http://ledger.test/api/v1/orders"
     assert body["confirm"] == {"body_base64": _b64(sent), "authorization": CONFIRM_AUTH}
     assert body["on_confirm"] == {"body_base64": _b64(answer), "authorization": ANSWER_AUTH}
-    assert set(body) == {"confirm", "on_confirm", "supplier_id"}  # no terms beside the signed messages
+    # no terms beside the signed messages but what they do not carry (with no catalog offer: compute)
+    assert set(body) == {"confirm", "on_confirm", "supplier_id", "resource_type"} and body["resource_type"] == "compute"
+
+
+def test_a_storage_order_is_registered_as_storage(ledger_calls: list[Any]) -> None:
+    """The ledger's baseline rule depends on what was sold; the BAP takes it from the offer it ordered."""
+    with session_scope("bap") as s:
+        s.add(Transaction(id="tx-lr", request={}, city_code="GB-R13", country_code="GBR"))
+        s.flush()
+        s.add(
+            CatalogOffer(
+                transaction_id="tx-lr",
+                bpp_id="bpp.lr",
+                provider_id="dc-lr",
+                item_id="dc-lr-item",
+                bpp_uri="http://bpp.lr/p",
+                price_gbp_per_mwh=150,
+                available_kw=100,
+                window_start=T0,
+                window_end=T0 + timedelta(hours=1),
+                spec={"resource_type": "storage"},
+            )
+        )
+    sent = envelope.dumps({"context": _context("confirm", "m-9"), "message": {"order": {"provider": {"id": "dc-lr"}}}})
+    inbox_id, _ = _receive("on_confirm", "m-9", sent=sent)
+    processing.process("bap", inbox_id)
+    ((_, body),) = ledger_calls
+    assert body["resource_type"] == "storage"
 
 
 def test_an_accepted_update_is_sent_as_the_signed_on_update(ledger_calls: list[Any]) -> None:

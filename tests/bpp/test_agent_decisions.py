@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpp.agent import CommitRefused, ComputeAgent, StorageAgent
+from bpp.agent import CommitRefused, ComputeAgent
 from bpp.baselines import genetic, greedy_best_window, run_at_release
 from bpp.decisions import decisions_for_plan, query, settle
 from bpp.domain import ControlActions, Instance, Job, ObjectiveKind, ObjectiveSpec, Priority, Site, iso
 from bpp.scheduler import solve
 from bpp.signal_providers import SignalUpdate, series_provider
+from bpp.storage_agent import StorageAgent
 from bpp.workload import job_mix, read_alibaba, read_gaia
 from grid.signals import SignalSeries
 from tests.bpp.ctss_helpers import START
@@ -192,22 +193,16 @@ def test_agent_offer_commit_refuse_and_replan() -> None:
     assert query(agent.decisions(), site_id="DC-North", start_utc=START, end_utc=START + timedelta(hours=24))
 
 
-def test_storage_agent_follows_compute_load_and_offers_storage() -> None:
+def test_a_battery_on_a_compute_site_cannot_get_a_second_planner() -> None:
+    """One planner per site: with storage coordination off the battery would need its own agent
+    selling the same meter, so the config is refused, naming the field; and a storage agent cannot
+    be built from a compute provider's config."""
     cfg = json.loads(json.dumps(CONFIG))
     cfg["actions"]["storage_coordination"] = False
-    compute = ComputeAgent.from_config(cfg, signals=_synthetic_signals())
-    storage = StorageAgent.from_config(cfg, signals=_synthetic_signals())
-    splan = storage.follow(compute)
-    k = compute.instance.site_index("DC-North")
-    assert np.allclose(storage.instance.sites[0].baseline_kw, compute.plan().site_load_kw(compute.instance)[k])
-    assert splan.discharge_kw.sum() > 0  # a 100 £/MWh daily spread pays for 10% losses
-    offers = storage.offers()
-    assert offers and {o.resource_type for o in offers} == {"storage"}
-    assert all(o.max_kw <= 50 + 50 + 1e-6 for o in offers)  # discharge + forgone charging
-    assert storage.decisions(action="battery_discharge")
-    coordinated = ComputeAgent.from_config(json.loads(json.dumps(CONFIG)), signals=_synthetic_signals())
-    with pytest.raises(ValueError, match="double-sell"):
-        StorageAgent.from_config(CONFIG, signals=_synthetic_signals()).follow(coordinated)
+    with pytest.raises(ValueError, match=r"sites\[0\]\.battery: .*actions\.storage_coordination"):
+        ComputeAgent.from_config(cfg, signals=_synthetic_signals())
+    with pytest.raises(ValueError, match=r"agent\.kind"):
+        StorageAgent.from_config(CONFIG, signals=_synthetic_signals())
 
 
 def test_settle_fills_actuals_and_differs_from_expected_when_signals_differ() -> None:

@@ -12,7 +12,9 @@ from sqlalchemy import select
 
 from bpp import agent_service, service
 from bpp.catalog import CommitmentError, example_config, parse_config
+from bpp.domain import slots_between
 from bpp.models import Offer, Order, OrderEvent, Provider
+from bpp.storage_agent import StorageAgent
 from kernel.db import session_scope
 
 
@@ -50,9 +52,12 @@ def _order(s, offer: Offer, kw: float, state: str = "CREATED") -> Order:  # type
 
 def test_offers_and_decisions_come_from_the_plan(platform) -> None:  # type: ignore[no-untyped-def]
     with session_scope("bpp") as s:
-        offers = s.scalars(select(Offer).where(Offer.active)).all()
+        offers = s.scalars(select(Offer).where(Offer.active, Offer.provider_id == "dc-01")).all()
         assert offers, "the agent published no offer"
-        assert all(o.item_id.endswith("-compute") for o in offers)
+        assert all(o.item_id.endswith("-compute") and o.spec["resource_type"] == "compute" for o in offers)
+        storage = s.scalars(select(Offer).where(Offer.active, Offer.provider_id == "bess-01")).all()
+        assert storage, "the example's battery-only provider published no offer"
+        assert all(o.item_id.endswith("-storage") and o.spec["resource_type"] == "storage" for o in storage)
         assert all(
             o.window_start >= datetime.now(UTC).replace(minute=0, second=0, microsecond=0).replace(hour=0)
             for o in offers
@@ -72,7 +77,8 @@ def test_offers_and_decisions_come_from_the_plan(platform) -> None:  # type: ign
 
 def test_confirm_replans_and_refuses_what_the_schedule_cannot_honour(platform) -> None:  # type: ignore[no-untyped-def]
     with session_scope("bpp") as s:
-        offer = max(s.scalars(select(Offer).where(Offer.active)).all(), key=lambda o: o.available_kw)
+        compute = s.scalars(select(Offer).where(Offer.active, Offer.provider_id == "dc-01")).all()
+        offer = max(compute, key=lambda o: o.available_kw)
         first = _order(s, offer, round(offer.available_kw * 0.5, 1))
         agent_service.commit(s, first, offer.location_id)
         service.transition(s, first, "ACCEPTED", "confirmed")
@@ -97,3 +103,39 @@ def test_confirm_replans_and_refuses_what_the_schedule_cannot_honour(platform) -
         grid = plan.grid_import_kw(inst)[k, a:b]
         assert all(g <= base - first.power_kw + 1e-6 for g, base in zip(grid, c["baseline_kw"], strict=True))
         assert s.scalars(select(OrderEvent).where(OrderEvent.order_id == first.id)).all()
+
+
+def test_a_battery_only_provider_sells_storage_and_confirms_through_its_storage_agent(platform) -> None:  # type: ignore[no-untyped-def]
+    """bess-01 is planned by a storage agent: a confirm re-plans the battery with the order imposed,
+    an order the battery cannot add on top is refused with the reason, and a rebuilt agent (any
+    process) replays the accepted order as a cap on the meter's net import."""
+    with session_scope("bpp") as s:
+        storage = s.scalars(select(Offer).where(Offer.active, Offer.provider_id == "bess-01")).all()
+        offer = max(storage, key=lambda o: o.available_kw)
+        first = _order(s, offer, round(offer.available_kw * 0.5, 1))
+        agent_service.commit(s, first, offer.location_id)
+        service.transition(s, first, "ACCEPTED", "confirmed")
+        too_much = _order(s, offer, offer.available_kw)
+        with pytest.raises(CommitmentError) as e:
+            agent_service.commit(s, too_much, offer.location_id)
+        assert e.value.kind == "quantity_unavailable" and "cannot hold net import" in str(e.value)
+        [refusal] = agent_service.query_decisions(
+            s, platform.subscriber_id, agent_service.DecisionQuery(provider_id="bess-01", action="refuse")
+        )
+        assert refusal["order_id"] == too_much.id
+        row = s.get(Provider, (offer.bpp_id, offer.provider_id))
+        agent = agent_service.build_agent(s, row)
+        assert agent.resource_type == "storage"
+        [c] = agent.summary()["commitments"]
+        assert c["order_id"] == first.id and c["reduction_kw"] == first.power_kw
+        assert isinstance(agent, StorageAgent)
+        net = agent.plan()[offer.location_id].net_import_kw
+        a = slots_between(agent.now_utc, first.window_start)
+        for i, base in enumerate(c["baseline_kw"]):
+            assert net[a + i] <= base - first.power_kw + 1e-6
+        # an update goes through the same planner: a smaller order is fine, one beyond the battery is not
+        window = {"start": first.window_start, "end": first.window_end}
+        agent_service.check_update(s, first, offer.location_id, power_kw=first.power_kw / 2, **window)
+        with pytest.raises(CommitmentError) as e:
+            agent_service.check_update(s, first, offer.location_id, power_kw=offer.available_kw * 3, **window)
+        assert e.value.kind == "update_not_possible"

@@ -21,3 +21,14 @@ def test_readme_catalog_example_loads(tmp_path: Path) -> None:
     [platform] = load_config(tmp_path / "providers.json")
     offers = [o for p in platform.providers for o in p.offers]
     assert offers and all(o.window_start > datetime.now(UTC) for o in offers)
+
+
+def test_a_platform_may_not_take_a_slug_the_bpp_serves_itself() -> None:
+    import pytest
+
+    from bpp.catalog import CatalogConfigError, example_config, parse_config
+
+    config = example_config(1)
+    config["platforms"][0]["slug"] = "admin"
+    with pytest.raises(CatalogConfigError, match=r"platforms\[0\]\.slug: 'admin' is reserved"):
+        parse_config(config)
