@@ -206,7 +206,7 @@ def up(
     signal.signal(signal.SIGTERM, _stop)
     try:
         while not stop["now"]:
-            dead = [n for n, p in net.processes.items() if not p.alive()]
+            dead = [n for n, p in net.processes.items() if not p.alive() and p.health_url]  # workers: restarted
             if dead:
                 console.print(f"[red]{', '.join(dead)} exited[/]; see {net.manifest['logs']}")
                 break

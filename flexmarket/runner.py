@@ -12,12 +12,14 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import structlog
 
 from bap import auth as bap_auth
 from bap.permissions import Role as ApiRole
@@ -34,9 +36,11 @@ from ledger import db as ledger_db
 from ledger import meter_data as ledger_meter_data
 from registry import service as registry_service
 
+log = structlog.get_logger(__name__)
 PARTICIPANTS = ("registry", "gateway", "bap", "bpp", "ledger")
 GATEWAY_ID = "gateway.flexmarket.local"
 BAP_ID = "grid-orchestrator.bap.flexmarket.local"
+WORKER_RESTART_CHECK_S = 1.0  # how often the supervisor looks for exited workers
 UP_AGGREGATOR_ID = "aggregator-1"  # the aggregator the manifest's aggregator key of the BAP client API acts for
 
 
@@ -48,8 +52,10 @@ class Process:
     log_path: Path
     health_url: str | None
     popen: subprocess.Popen[bytes] | None = None
+    halted: bool = False  # stopped on purpose (stop()): the supervisor leaves it down
 
     def start(self) -> None:
+        self.halted = False
         if self.health_url is None:  # a worker's readiness is read from its log: start a fresh one
             self.log_path.unlink(missing_ok=True)
         log = self.log_path.open("ab")
@@ -69,6 +75,7 @@ class Process:
         return self.popen is not None and self.popen.poll() is None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        self.halted = True
         if not self.alive():
             return
         assert self.popen is not None
@@ -88,6 +95,8 @@ class Network:
     home: Path
     manifest: dict[str, Any]
     processes: dict[str, Process] = field(default_factory=dict)
+    _supervisor: threading.Thread | None = field(default=None, init=False, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def url(self, name: str) -> str:
         return str(self.manifest["participants"][name]["base_url"])
@@ -96,6 +105,20 @@ class Network:
         for name in names or list(self.processes):
             self.processes[name].start()
         self.wait_healthy(names, timeout)
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        """Restart a Celery worker that exited without being stopped, as a deployment's supervisor would
+        (docker-compose: `restart: unless-stopped`): Celery's consumer can die of an unrecoverable error when its
+        broker goes away mid-task (kombu, restoring unacknowledged messages), and the outbox and inbox sweeps
+        only help once a worker runs again. Web services are not restarted: their exit is reported."""
+        while not self._closed.wait(WORKER_RESTART_CHECK_S):
+            for name, p in list(self.processes.items()):
+                if p.health_url is None and p.popen is not None and not p.halted and not p.alive():
+                    log.warning("worker exited; restarting it", worker=name, code=p.popen.returncode)
+                    p.start()
 
     def wait_healthy(self, names: list[str] | None = None, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -118,6 +141,8 @@ class Network:
                 time.sleep(0.1)
 
     def stop(self, names: list[str] | None = None, sig: int = signal.SIGTERM) -> None:
+        if names is None:
+            self._closed.set()
         # Stop the workers first so nothing sends to processes that are going away.
         order = names or sorted(self.processes, key=lambda n: not n.startswith("worker"))
         for name in order:
