@@ -14,7 +14,8 @@ Construct from a plain dict (the BPP's providers config), e.g.::
       "kind": "compute",                               # or "storage" (bpp.storage_agent); default compute
       "provider_id": "dc-operator-1",
       "start_utc": "2023-06-01T00:00:00Z",
-      "horizon_slots": 96,
+      "horizon_slots": 96,                             # half hours (48 h), whatever slot_minutes is
+      "slot_minutes": 30,                              # the plan's slot: 15, 30 or 60 (default 30)
       "signals": {"source": "actual"},                 # or "gbm" / "naive_day" forecasts
       "sites": [
         {"id": "DC-North", "region": "GB", "capacity_kw": 900, "baseline_kw": 250,
@@ -29,7 +30,11 @@ Construct from a plain dict (the BPP's providers config), e.g.::
       "offers": {"window_slots": 4, "margin_fraction": 0.1}
     }
 
-``capacity_kw`` / ``baseline_kw`` are a number or 48 values (a daily profile by UTC half hour).
+``slot_minutes`` is the plan's resolution for every site of the agent (compute and battery alike: one
+planner per site); offers, orders and settlement stay half-hourly whatever it is (:mod:`bpp.offers`),
+and ``horizon_slots`` and ``offers.window_slots`` count half hours (a 60-minute plan needs whole hours
+of both). The horizon starts on a ``max(slot_minutes, 30)``-minute UTC boundary, and a re-plan moves it
+to one. ``capacity_kw`` / ``baseline_kw`` are a number or 48 values (a daily profile by UTC half hour).
 ``jobs`` is either a job-mix spec (``bpp.workload.job_mix``) or ``{"list": [job, ...]}`` with
 :meth:`bpp.domain.Job.from_dict` fields, slots counted from ``start_utc`` (or ``release_utc`` /
 ``deadline_utc`` instead of the slot fields).
@@ -50,10 +55,13 @@ from bpp.agent_config import (
     load_config,
     objective_from,
     offer_settings_from,
+    plan_slots,
     provider_kind,
+    slot_minutes_from,
 )
 from bpp.decisions import Decision, decisions_for_plan, event, query, settle
 from bpp.domain import (
+    MARKET_SLOT_MINUTES,
     CommittedReduction,
     ControlActions,
     FloatArray,
@@ -62,10 +70,11 @@ from bpp.domain import (
     ObjectiveSpec,
     Site,
     SolverSettings,
+    check_slot_minutes,
     iso,
     parse_utc,
 )
-from bpp.offers import FlexOffer, OfferSettings, derive_offers
+from bpp.offers import FlexOffer, OfferSettings, derive_offers, half_hourly_mean_kw
 from bpp.plan import Plan
 from bpp.scheduler import SchedulingInfeasible, advance_jobs, battery_carried_over, solve
 from bpp.signal_providers import (
@@ -73,13 +82,29 @@ from bpp.signal_providers import (
     SignalUpdate,
     actual_provider,
     as_provider,
+    plan_signals_with_updates,
     signal_provider_from,
-    signals_with_updates,
 )
 from bpp.storage import summarise_storage
 from grid.signals import SignalSeries
 
 # -- results -------------------------------------------------------------------------------------
+
+
+def check_plan_resolution(actions: ControlActions, offers: OfferSettings, slot_minutes: int) -> None:
+    """An agent config's times against its plan's slot length: the deferral bound a whole number of
+    slots, offer windows whole slots. ValueError naming the field."""
+    actions.max_deferral_slots(slot_minutes)
+    check_offer_windows(offers, slot_minutes)
+
+
+def check_offer_windows(offers: OfferSettings, slot_minutes: int) -> None:
+    """Offer windows (half hours) must be whole plan slots: half-hour windows of a 60-minute plan would
+    split a slot. ValueError naming ``agent.offers.window_slots``."""
+    if offers.window_slots * MARKET_SLOT_MINUTES % slot_minutes:
+        raise ValueError(
+            f"agent.offers.window_slots ({offers.window_slots} half hours) must be whole {slot_minutes}-minute slots"
+        )
 
 
 @dataclass(frozen=True)
@@ -132,11 +157,14 @@ class ComputeAgent:
         solver: SolverSettings | None = None,
         commitments: Sequence[CommittedReduction] = (),
         actual_signals: SignalProvider | Mapping[str, SignalSeries] | None = None,
+        slot_minutes: int = MARKET_SLOT_MINUTES,
     ) -> None:
         if not sites:
             raise ValueError("an agent needs at least one site")
         self.provider_id = provider_id
         self.sites = list(sites)
+        #: the plan's slot length (one for all the agent's sites) and its horizon in those slots
+        self.slot_minutes = check_slot_minutes(slot_minutes)
         self.horizon_slots = int(horizon_slots)
         self.actions = actions or ControlActions()
         self.objective = objective or ObjectiveSpec()
@@ -168,9 +196,11 @@ class ComputeAgent:
         if provider_kind(cfg) is not ProviderKind.COMPUTE:
             raise ValueError('agent.kind must be "compute" for a compute agent (bpp.storage_agent plans storage)')
         start = parse_utc(cfg["start_utc"])
-        horizon = int(cfg.get("horizon_slots", 96))
+        slot_minutes = slot_minutes_from(cfg)
+        horizon = plan_slots(int(cfg.get("horizon_slots", 96)), slot_minutes)
         sites = [SiteConfig.from_dict(s) for s in cfg["sites"]]
         actions = ControlActions(**cfg.get("actions", {}))
+        check_plan_resolution(actions, offer_settings_from(cfg.get("offers", {})), slot_minutes)
         provider = (
             as_provider(signals) if signals is not None else signal_provider_from(cfg.get("signals", {}), data_dir)
         )
@@ -182,6 +212,7 @@ class ComputeAgent:
             actions=actions,
             signals=provider,
             jobs_dir=jobs_dir,
+            slot_minutes=slot_minutes,
         )
         return cls(
             str(cfg.get("provider_id", "provider")),
@@ -197,6 +228,7 @@ class ComputeAgent:
             actual_signals=actual_provider(data_dir)
             if cfg.get("signals", {}).get("source", "actual") != "actual"
             else None,
+            slot_minutes=slot_minutes,
         )
 
     # -- state -----------------------------------------------------------------------------------
@@ -217,10 +249,12 @@ class ComputeAgent:
     def _signals_for(self, provider: SignalProvider) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
         """Price and carbon by region over the horizon, with every signal update applied."""
         regions = [s.region for s in self.sites]
-        return signals_with_updates(provider, regions, self._now, self.horizon_slots, self._updates)
+        return plan_signals_with_updates(
+            provider, regions, self._now, self.horizon_slots, self._updates, slot_minutes=self.slot_minutes
+        )
 
     def _site_objects(self) -> tuple[Site, ...]:
-        return tuple(s.materialise(self._now, self.horizon_slots) for s in self.sites)
+        return tuple(s.materialise(self._now, self.horizon_slots, self.slot_minutes) for s in self.sites)
 
     def _visible_jobs(self) -> list[Job]:
         """Jobs whose whole window lies inside the horizon. A job released near the horizon's end waits
@@ -228,9 +262,10 @@ class ComputeAgent:
         job look infeasible). Critical and running work is in as soon as it starts inside the horizon
         (its load past the horizon end is carried to the next re-plan)."""
         out: list[Job] = []
+        deferral = self.actions.max_deferral_slots(self.slot_minutes)
         for j in self._jobs:
             if j.movable:
-                visible = min(j.deadline_slot, j.release_slot + j.duration_slots + self.actions.max_deferral_slots)
+                visible = min(j.deadline_slot, j.release_slot + j.duration_slots + deferral)
                 visible = visible <= self.horizon_slots
             else:
                 visible = max(j.release_slot, 0) < self.horizon_slots
@@ -251,6 +286,7 @@ class ComputeAgent:
             actions=self.actions,
             objective=self.objective,
             solver=self.solver,
+            slot_minutes=self.slot_minutes,
         )
 
     # -- the API ---------------------------------------------------------------------------------
@@ -300,17 +336,21 @@ class ComputeAgent:
     def _reduction(
         self, order_id: str, site_id: str, start_utc: datetime, end_utc: datetime, reduction_kw: float
     ) -> CommittedReduction:
-        """The order as a constraint, its baseline frozen from the current plan's grid import."""
+        """The order as a constraint, its baseline frozen from the current plan's grid import: one value
+        per half hour, the mean import over the plan slots the half hour covers (what its meter reading
+        will see)."""
         inst = self.instance
         plan = self.plan()
         k = inst.site_index(site_id)
-        a, b = inst.slot_of(parse_utc(start_utc)), inst.slot_of(parse_utc(end_utc))
+        h0, h1 = inst.half_hour_of(parse_utc(start_utc)), inst.half_hour_of(parse_utc(end_utc))
+        a, b = inst.slots_of_half_hours(h0, h1)
         if a < 0 or b > inst.n_slots or b <= a:
             raise CommitRefused(
                 f"window {iso(start_utc)}–{iso(end_utc)} is not inside the planning horizon "
                 f"{iso(inst.start_utc)}–{iso(inst.slot_start(inst.n_slots))}"
             )
-        baseline = plan.grid_import_kw(inst)[k, a:b]
+        skip = h0 - a * inst.slot_minutes // MARKET_SLOT_MINUTES  # a 60-minute slot's first half hour
+        baseline = half_hourly_mean_kw(plan.grid_import_kw(inst)[k, a:b], inst.slot_minutes)[skip : skip + h1 - h0]
         return CommittedReduction(
             order_id,
             site_id,
@@ -475,6 +515,7 @@ class ComputeAgent:
             "resource_type": self.resource_type,
             "now_utc": iso(self._now),
             "horizon_slots": self.horizon_slots,
+            "slot_minutes": self.slot_minutes,
             "sites": [s.id for s in self.sites],
             "n_jobs_planned": inst.n_jobs,
             "n_jobs_waiting": len(self._jobs) - inst.n_jobs,

@@ -2,6 +2,12 @@
 independent of any horizon, jobs from a list or a job mix drawn from the traces, objective and offer
 settings. :meth:`bpp.agent.ComputeAgent.from_config` documents the config's shape.
 
+Slot length: ``"slot_minutes"`` (15, 30 or 60; default 30) is the plan's slot, one for every site of the
+agent (a site with compute and a battery is one plan). Config profiles stay half-hourly (48 daily
+values) and are taken to the plan's slots here: at 15 minutes each half hour's value holds in both its
+slots; at 60 minutes capacity is the smaller of the two half hours (the hall's envelope holds all hour),
+baseline load and solar their mean (energy), a SoC minimum the larger and a SoC maximum the smaller.
+
 Pure: no clock, no I/O beyond reading a config file or the job traces it names.
 """
 
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bpp.domain import (
+    MARKET_SLOT_MINUTES,
     Battery,
     ControlActions,
     FloatArray,
@@ -28,11 +35,13 @@ from bpp.domain import (
     ObjectiveSpec,
     Site,
     SocTarget,
+    check_slot_minutes,
+    minutes_to_slots,
     parse_utc,
     slots_between,
 )
 from bpp.offers import OfferSettings
-from bpp.signal_providers import SignalProvider
+from bpp.signal_providers import SignalProvider, to_plan_slots
 from bpp.workload import MixSettings, job_mix, synthetic_solar_kw
 from grid.signals import SLOTS_PER_DAY
 from schemas.limits import MAX_KW, MAX_PRICE_GBP_PER_MWH
@@ -66,16 +75,41 @@ def offer_settings_from(d: Mapping[str, Any]) -> OfferSettings:
     return OfferSettings(**d)
 
 
-def _daily(value: float | Sequence[float], start_utc: datetime, n_slots: int, name: str) -> FloatArray:
-    """A number, or 48 values by UTC half hour repeated daily, over ``n_slots`` from ``start_utc``."""
+def slot_minutes_from(cfg: Mapping[str, Any], where: str = "agent") -> int:
+    """The agent config's ``slot_minutes`` (default 30); ValueError naming ``<where>.slot_minutes``."""
+    return check_slot_minutes(cfg.get("slot_minutes", MARKET_SLOT_MINUTES), f"{where}.slot_minutes")
+
+
+def plan_slots(horizon_half_hours: int, slot_minutes: int, where: str = "agent.horizon_slots") -> int:
+    """A horizon of ``horizon_half_hours`` (the config's ``horizon_slots``) in slots of ``slot_minutes``;
+    ValueError naming ``where`` when it is not a whole number of them (60-minute plans: whole hours)."""
+    return minutes_to_slots(horizon_half_hours * MARKET_SLOT_MINUTES, slot_minutes, where)
+
+
+def _daily(
+    value: float | Sequence[float],
+    start_utc: datetime,
+    n_slots: int,
+    name: str,
+    *,
+    slot_minutes: int = MARKET_SLOT_MINUTES,
+    combine: Callable[..., FloatArray] = np.mean,
+) -> FloatArray:
+    """A number, or 48 values by UTC half hour repeated daily, over ``n_slots`` plan slots of
+    ``slot_minutes`` from ``start_utc``; a 60-minute slot ``combine``s its two half hours."""
     arr = np.asarray(value, dtype=float)
     if arr.ndim == 0:
         return np.full(n_slots, float(arr))
     if arr.shape != (SLOTS_PER_DAY,):
         raise ValueError(f"{name}: give a number or {SLOTS_PER_DAY} daily values, got shape {arr.shape}")
-    first = (start_utc.hour * 60 + start_utc.minute) // 30
-    profile: FloatArray = arr[(first + np.arange(n_slots)) % SLOTS_PER_DAY]
-    return profile
+    first = (start_utc.hour * 60 + start_utc.minute) // MARKET_SLOT_MINUTES
+    half_hours = -(-n_slots * slot_minutes // MARKET_SLOT_MINUTES)
+    profile: FloatArray = arr[(first + np.arange(half_hours)) % SLOTS_PER_DAY]
+    if slot_minutes <= MARKET_SLOT_MINUTES:
+        repeated: FloatArray = np.repeat(profile, MARKET_SLOT_MINUTES // slot_minutes)[:n_slots]
+        return repeated
+    per = slot_minutes // MARKET_SLOT_MINUTES
+    return combine(profile[: n_slots * per].reshape(-1, per), axis=1)
 
 
 #: a battery config's number fields (:class:`Battery`; the optional ones may be null)
@@ -117,19 +151,32 @@ class BatteryDailyRules:
     soc_max_fraction_daily: tuple[float, ...] | None = None
     soc_targets_daily: tuple[DailySocTarget, ...] = ()
 
-    def apply(self, battery: Battery, start_utc: datetime, n_slots: int) -> Battery:
+    def apply(
+        self, battery: Battery, start_utc: datetime, n_slots: int, *, slot_minutes: int = MARKET_SLOT_MINUTES
+    ) -> Battery:
+        """The battery with these rules written for ``n_slots`` plan slots of ``slot_minutes``. A target
+        falls on the slot ending at its time, or the last one ending before it (60-minute slots and a
+        target at :30 — reached no later than asked)."""
         lo, hi = self.soc_min_fraction_daily, self.soc_max_fraction_daily
         first = start_utc.hour * 60 + start_utc.minute
         targets = []
         for target in self.soc_targets_daily:
             # minutes from the horizon start to the first occurrence, then every day
             offset = (target.minute_of_day_utc - first) % (24 * 60) or 24 * 60
-            for end_minute in range(offset, n_slots * 30 + 1, 24 * 60):
-                targets.append(SocTarget(slot=end_minute // 30 - 1, soc_min_fraction=target.soc_min_fraction))
+            for end_minute in range(offset, n_slots * slot_minutes + 1, 24 * 60):
+                if end_minute >= slot_minutes:
+                    slot = end_minute // slot_minutes - 1
+                    targets.append(SocTarget(slot=slot, soc_min_fraction=target.soc_min_fraction))
+
+        def per_slot(daily: tuple[float, ...] | None, name: str, combine: Callable[..., FloatArray]) -> Any:
+            if daily is None:
+                return None
+            return tuple(_daily(daily, start_utc, n_slots, name, slot_minutes=slot_minutes, combine=combine).tolist())
+
         return replace(
             battery,
-            soc_min_fraction_by_slot=None if lo is None else tuple(_daily(lo, start_utc, n_slots, "soc_min").tolist()),
-            soc_max_fraction_by_slot=None if hi is None else tuple(_daily(hi, start_utc, n_slots, "soc_max").tolist()),
+            soc_min_fraction_by_slot=per_slot(lo, "soc_min", np.max),  # a 60-minute slot: the stricter half
+            soc_max_fraction_by_slot=per_slot(hi, "soc_max", np.min),
             soc_targets=battery.soc_targets + tuple(targets),
         )
 
@@ -300,7 +347,12 @@ class SiteConfig:
     #: what the site may export (storage providers only; None: no export)
     export: ExportTerms | None = None
 
-    def materialise(self, start_utc: datetime, n_slots: int) -> Site:
+    def materialise(self, start_utc: datetime, n_slots: int, slot_minutes: int = MARKET_SLOT_MINUTES) -> Site:
+        """The site over ``n_slots`` plan slots of ``slot_minutes`` from ``start_utc`` (module docstring:
+        how half-hourly profiles become plan slots)."""
+        # a 60-minute slot: the hall's envelope holds all hour (min), the load's energy is its mean
+        capacity_rule: dict[str, Any] = {"slot_minutes": slot_minutes, "combine": np.min}
+        energy_rule: dict[str, Any] = {"slot_minutes": slot_minutes, "combine": np.mean}
         solar = (
             synthetic_solar_kw(
                 start_utc,
@@ -309,6 +361,7 @@ class SiteConfig:
                 latitude_deg=self.solar_latitude_deg,
                 longitude_deg=self.solar_longitude_deg,
                 clearness=self.solar_clearness,
+                slot_minutes=slot_minutes,
             )
             if self.solar_capacity_kw > 0
             else 0.0
@@ -317,18 +370,18 @@ class SiteConfig:
             self.id,
             self.region,
             n_slots,
-            capacity_kw=_daily(self.capacity_kw, start_utc, n_slots, f"{self.id} capacity_kw"),
-            baseline_kw=_daily(self.baseline_kw, start_utc, n_slots, f"{self.id} baseline_kw"),
+            capacity_kw=_daily(self.capacity_kw, start_utc, n_slots, f"{self.id} capacity_kw", **capacity_rule),
+            baseline_kw=_daily(self.baseline_kw, start_utc, n_slots, f"{self.id} baseline_kw", **energy_rule),
             solar_kw=solar,
             solar_capacity_kw=self.solar_capacity_kw,
-            battery=self._battery_for(start_utc, n_slots),
+            battery=self._battery_for(start_utc, n_slots, slot_minutes),
             grid_import_limit_kw=self.grid_import_limit_kw,
         )
 
-    def _battery_for(self, start_utc: datetime, n_slots: int) -> Battery | None:
+    def _battery_for(self, start_utc: datetime, n_slots: int, slot_minutes: int) -> Battery | None:
         if self.battery is None or self.battery_rules is None:
             return self.battery
-        return self.battery_rules.apply(self.battery, start_utc, n_slots)
+        return self.battery_rules.apply(self.battery, start_utc, n_slots, slot_minutes=slot_minutes)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SiteConfig:
@@ -363,26 +416,24 @@ def jobs_from_spec(
     actions: ControlActions,
     signals: SignalProvider,
     jobs_dir: Path | None,
+    slot_minutes: int = MARKET_SLOT_MINUTES,
 ) -> list[Job]:
-    """The ``"jobs"`` entry: ``{"list": [job, ...]}`` (:meth:`Job.from_dict` fields, slots from
-    ``start_utc`` or ``release_utc`` / ``deadline_utc`` instead), or a job-mix spec
-    (:func:`bpp.workload.job_mix`; carbon thresholds drawn on ``signals``' carbon for the horizon)."""
+    """The ``"jobs"`` entry: ``{"list": [job, ...]}`` (:meth:`Job.from_dict` fields, slots of
+    ``slot_minutes`` from ``start_utc``; or ``release_utc`` / ``deadline_utc`` / ``duration_min``
+    instead, which must fall on the plan's slots), or a job-mix spec (:func:`bpp.workload.job_mix`;
+    carbon thresholds drawn on ``signals``' carbon for the horizon). ``horizon_slots`` counts plan slots."""
     if "list" in spec:
-        out = []
-        for d in spec["list"]:
-            d = dict(d)
-            if "release_utc" in d:
-                d["release_slot"] = slots_between(start_utc, parse_utc(d.pop("release_utc")))
-            if "deadline_utc" in d:
-                d["deadline_slot"] = slots_between(start_utc, parse_utc(d.pop("deadline_utc")))
-            out.append(Job.from_dict(d))
-        return out
+        return [_job_from(dict(d), i, start_utc, slot_minutes) for i, d in enumerate(spec["list"])]
     if not spec:
         return []
     fields = {k: v for k, v in spec.items() if k in MixSettings.__dataclass_fields__}
-    fields.setdefault("max_deferral_slots", actions.max_deferral_slots)  # thresholds stay feasible
-    mix = MixSettings(**fields)
-    carbon = {s.id: np.asarray(signals(s.region, start_utc, horizon_slots).carbon_g_per_kwh) for s in sites}
+    fields.setdefault("max_deferral_slots", actions.max_deferral_slots(slot_minutes))  # thresholds stay feasible
+    mix = MixSettings.for_slot_minutes(slot_minutes, **fields)
+    half_hours = horizon_slots * slot_minutes // MARKET_SLOT_MINUTES
+    carbon = {
+        s.id: to_plan_slots(np.asarray(signals(s.region, start_utc, half_hours).carbon_g_per_kwh), slot_minutes)
+        for s in sites
+    }
     caps = [float(np.mean(s.capacity_kw)) for s in sites]
     return job_mix(
         int(spec.get("n_jobs", 100)),
@@ -394,4 +445,20 @@ def jobs_from_spec(
         seed=int(spec.get("seed", 0)),
         home_carbon_g_per_kwh=carbon,
         settings=mix,
+        slot_minutes=slot_minutes,
     )
+
+
+def _job_from(d: dict[str, Any], i: int, start_utc: datetime, slot_minutes: int) -> Job:
+    """One job of a ``{"list": …}`` spec, its times in plan slots; a time or duration off the plan's
+    slots raises ValueError naming the field."""
+    where = f"jobs.list[{i}]"
+    for key, slot_key in (("release_utc", "release_slot"), ("deadline_utc", "deadline_slot")):
+        if key in d:
+            try:
+                d[slot_key] = slots_between(start_utc, parse_utc(d.pop(key)), slot_minutes)
+            except ValueError as exc:
+                raise ValueError(f"{where}.{key}: {exc}") from None
+    if "duration_min" in d:
+        d["duration_slots"] = minutes_to_slots(d.pop("duration_min"), slot_minutes, f"{where}.duration_min")
+    return Job.from_dict(d)

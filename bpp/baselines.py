@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpp.domain import MWH_PER_KW_SLOT, TOL, FloatArray, Instance, IntArray
+from bpp.domain import TOL, FloatArray, Instance, IntArray
 from bpp.plan import Plan, evaluate, idle_battery_arrays, max_solar_use
 from bpp.scheduler import contiguous_starts, eligibility, fixed_load_kw, fixed_run_fraction, plan_violations
 
@@ -193,7 +193,7 @@ def genetic(
     cap = np.stack([s.capacity_kw for s in instance.sites])
     solar = np.stack([s.solar_kw for s in instance.sites])
     icap = _import_caps(instance)
-    weight = instance.weight_matrix() * MWH_PER_KW_SLOT
+    weight = instance.weight_matrix() * instance.mwh_per_kw_slot
     gw = instance.objective.gbp_weight
     n = len(movers)
 

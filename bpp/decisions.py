@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, TOL, BoolArray, FloatArray, Instance, Job, Priority, iso
+from bpp.domain import TOL, BoolArray, FloatArray, Instance, Job, Priority, iso
 from bpp.plan import Plan
 from bpp.scheduler import fixed_run_fraction
 
@@ -132,7 +132,7 @@ def _reference_fraction(instance: Instance, job: Job) -> FloatArray:
 def _job_cost(
     instance: Instance, job: Job, frac: FloatArray, price: FloatArray, carbon: FloatArray
 ) -> tuple[float, float]:
-    e_mwh = frac * job.power_kw * MWH_PER_KW_SLOT
+    e_mwh = frac * job.power_kw * instance.mwh_per_kw_slot
     home = instance.site_index(job.site_id)
     away = frac.sum() - frac[home].sum()
     mig = job.migration_cost_gbp * away / job.work_slots if job.movable else 0.0
@@ -146,7 +146,7 @@ def decisions_for_plan(
     at = decided_at_utc or instance.start_utc
     price = instance.price_matrix()
     carbon = instance.carbon_matrix()
-    caps = instance.commitment_caps_kw()
+    caps = instance.commitment_cap_by_slot_kw()
     acts = instance.actions
     green = np.stack([s.green_mask(acts.green_solar_fraction) for s in instance.sites])
     waived = set(plan.gating_waived)
@@ -195,8 +195,8 @@ def decisions_for_plan(
         )
         head = {
             "migrate": f"migrated {instance.sites[home].id} → {site.id}"
-            + (f", deferred {deferral_slots * SLOT_MINUTES} min" if deferral_slots > 0 else ""),
-            "defer": f"deferred {deferral_slots * SLOT_MINUTES} min at {site.id}",
+            + (f", deferred {deferral_slots * instance.slot_minutes} min" if deferral_slots > 0 else ""),
+            "defer": f"deferred {deferral_slots * instance.slot_minutes} min at {site.id}",
             "preempt": f"split into {int((frac.sum(axis=0) > TOL).sum())} slot(s) at {site.id}",
             "green_gating": f"gated to green slots at {site.id}",
             "gating_waived": f"run at {site.id} (green gating waived)",
@@ -221,9 +221,9 @@ def decisions_for_plan(
                 start_utc=instance.slot_start(first),
                 end_utc=instance.slot_start(last + 1),
                 release_utc=instance.slot_start(job.release_slot),
-                deferral_min=int(deferral_slots * SLOT_MINUTES),
+                deferral_min=int(deferral_slots * instance.slot_minutes),
                 power_kw=job.power_kw,
-                energy_kwh=float(frac.sum() * job.power_kw * MWH_PER_KW_SLOT * 1000),
+                energy_kwh=float(frac.sum() * job.power_kw * instance.mwh_per_kw_slot * 1000),
                 expected_cost_gbp=cost,
                 expected_carbon_kg=co2,
                 reference_cost_gbp=rcost,
@@ -291,6 +291,10 @@ def _reason(
     return "; ".join(parts)
 
 
+def _overlap(x: tuple[int, int], y: tuple[int, int]) -> bool:
+    return x[0] < y[1] and x[1] > y[0]
+
+
 def _blocks(mask: BoolArray) -> list[tuple[int, int]]:
     padded = np.concatenate(([False], mask, [False])).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
@@ -313,14 +317,14 @@ def _battery_decisions(
             continue
         for kind, arr in (("battery_discharge", plan.discharge_kw[k]), ("battery_charge", plan.charge_kw[k])):
             for a, b in _blocks(arr > 1e-3):
-                e_mwh = arr[a:b] * MWH_PER_KW_SLOT
+                e_mwh = arr[a:b] * instance.mwh_per_kw_slot
                 cost = float((e_mwh * price[k, a:b]).sum())
                 co2 = float((e_mwh * carbon[k, a:b]).sum())
                 committed = np.isfinite(caps[k, a:b]).any()
                 orders = [
                     c.order_id
                     for c in instance.commitments
-                    if c.site_id == site.id and instance.slot_of(c.start_utc) < b and instance.slot_of(c.end_utc) > a
+                    if c.site_id == site.id and _overlap(instance.window_slots(c.start_utc, c.end_utc), (a, b))
                 ]
                 if kind == "battery_discharge":
                     why = (
@@ -388,7 +392,7 @@ def settle(decisions: list[Decision], instance_actual: Instance, plan: Plan) -> 
             a, b = instance_actual.slot_of(d.start_utc), instance_actual.slot_of(d.end_utc)
             arr = (plan.discharge_kw if d.action == "battery_discharge" else plan.charge_kw)[k, a:b]
             sign = -1.0 if d.action == "battery_discharge" else 1.0
-            e = arr * MWH_PER_KW_SLOT
+            e = arr * instance_actual.mwh_per_kw_slot
             out.append(
                 replace(
                     d,

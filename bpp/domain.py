@@ -3,14 +3,23 @@
 Pure (numpy only). Everything the scheduler (:mod:`bpp.scheduler`) reads is here, with its units in
 its name and its meaning written where it is defined.
 
-Time: the planning horizon is ``n_slots`` consecutive 30-minute UTC slots from ``start_utc``
-(``../shared/DESIGN.md`` "Time"); slot ``t`` covers ``[start_utc + 30 min·t, start_utc + 30 min·(t+1))``.
-A job's ``release_slot`` is the first slot it may run in and ``deadline_slot`` is *exclusive*: the job
-must have finished by the start of slot ``deadline_slot`` (so it may run in slots ``< deadline_slot``).
+Time: the planning horizon is ``n_slots`` consecutive UTC slots of ``Instance.slot_minutes`` (15, 30 or
+60; default 30 — :data:`PLAN_SLOT_MINUTES`) from ``start_utc`` (``../shared/DESIGN.md`` "Time"); slot
+``t`` covers ``[start_utc + m·t, start_utc + m·(t+1))`` for ``m = slot_minutes``. A job's
+``release_slot`` is the first slot it may run in and ``deadline_slot`` is *exclusive*: the job must have
+finished by the start of slot ``deadline_slot`` (so it may run in slots ``< deadline_slot``). All slot
+counts of an instance (jobs, battery profiles, targets) are in its own slots.
 
-Energy and money per slot: a load of ``p`` kW held for one slot draws ``p · SLOT_HOURS`` kWh, i.e.
-``p · SLOT_HOURS / 1000`` MWh, which costs ``price_gbp_per_mwh`` per MWh and emits
-``carbon_g_per_kwh`` g per kWh.
+**The market stays half-hourly** whatever the plan's slot length: offers, orders (a
+:class:`CommittedReduction`'s window and its baseline, one value per half hour) and settlement are on
+half-hour boundaries (:data:`MARKET_SLOT_MINUTES`). An instance therefore starts on a UTC boundary of
+``max(slot_minutes, 30)`` minutes, so every half hour of its horizon is either one 30-minute slot, two
+15-minute slots, or half of one 60-minute slot (:mod:`bpp.offers` takes per-slot profiles to half
+hours).
+
+Energy and money per slot: a load of ``p`` kW held for one slot draws ``p · slot_hours`` kWh, i.e.
+``p · slot_hours / 1000`` MWh (``Instance.mwh_per_kw_slot``), which costs ``price_gbp_per_mwh`` per MWh
+and emits ``carbon_g_per_kwh`` g per kWh.
 """
 
 from __future__ import annotations
@@ -31,10 +40,16 @@ from bpp.battery import Exclusivity as Exclusivity
 from bpp.battery import SocTarget as SocTarget
 from bpp.battery import battery_profile_check as battery_profile_check
 
-SLOT_MINUTES = 30
+#: the market's period: offers, orders and settlement are half-hourly whatever a plan's slot length
+MARKET_SLOT_MINUTES = 30
+#: the slot lengths a plan may use (``Instance.slot_minutes``; a site's ``slot_minutes`` config)
+PLAN_SLOT_MINUTES = (15, 30, 60)
+#: the half hour — the market slot and the default plan slot. Code that plans at any slot length reads
+#: ``Instance.slot_minutes`` / ``slot_hours`` / ``slot`` / ``mwh_per_kw_slot`` instead.
+SLOT_MINUTES = MARKET_SLOT_MINUTES
 SLOT_HOURS = SLOT_MINUTES / 60.0
 SLOT = timedelta(minutes=SLOT_MINUTES)
-#: MWh drawn by 1 kW held for one slot
+#: MWh drawn by 1 kW held for one half-hour slot
 MWH_PER_KW_SLOT = SLOT_HOURS / 1000.0
 #: Numerical tolerance for "equal" in plan checks (kW, fractions of a job, kWh)
 TOL = 1e-6
@@ -127,7 +142,8 @@ class ControlActions:
     #: move flexible/batch work later than its release, by at most ``max_deferral_min``
     temporal_shifting: bool = True
     #: bound on how much later than "start at release" a job may *finish* (4 h default); with
-    #: ``temporal_shifting`` off a job must run in its first ``duration`` slots from release
+    #: ``temporal_shifting`` off a job must run in its first ``duration`` slots from release. A multiple
+    #: of the plan's slot length (the :class:`Instance` checks it against its ``slot_minutes``)
     max_deferral_min: int = 240
     #: run flexible/batch work at another of the provider's sites whose region the job allows
     geographic_migration: bool = True
@@ -143,14 +159,16 @@ class ControlActions:
         if self.battery_exclusivity not in set(Exclusivity):
             raise ValueError(f"battery_exclusivity must be one of {[str(e) for e in Exclusivity]}")
         object.__setattr__(self, "battery_exclusivity", Exclusivity(self.battery_exclusivity))
-        if self.max_deferral_min < 0 or self.max_deferral_min % SLOT_MINUTES:
-            raise ValueError(f"max_deferral_min must be a non-negative multiple of {SLOT_MINUTES}")
+        if self.max_deferral_min < 0 or self.max_deferral_min % min(PLAN_SLOT_MINUTES):
+            raise ValueError(f"max_deferral_min must be a non-negative multiple of {min(PLAN_SLOT_MINUTES)}")
         if not 0.0 < self.green_solar_fraction <= 1.0:
             raise ValueError("green_solar_fraction must be in (0, 1]")
 
-    @property
-    def max_deferral_slots(self) -> int:
-        return self.max_deferral_min // SLOT_MINUTES if self.temporal_shifting else 0
+    def max_deferral_slots(self, slot_minutes: int) -> int:
+        """The deferral bound in slots of ``slot_minutes`` (0 without temporal shifting); ValueError
+        naming ``max_deferral_min`` when it is not a whole number of them."""
+        slots = minutes_to_slots(self.max_deferral_min, slot_minutes, "max_deferral_min")
+        return slots if self.temporal_shifting else 0
 
 
 @dataclass(frozen=True)
@@ -208,9 +226,9 @@ class Job:
         """Slots of full-power work still to do."""
         return self.duration_slots - self.work_done_slots
 
-    @property
-    def energy_kwh(self) -> float:
-        return self.power_kw * self.work_slots * SLOT_HOURS
+    def energy_kwh(self, slot_minutes: int) -> float:
+        """Energy of the work still to do, in a plan of ``slot_minutes`` slots."""
+        return self.power_kw * self.work_slots * slot_minutes / 60.0
 
     @property
     def movable(self) -> bool:
@@ -405,8 +423,13 @@ class SolverSettings:
 @dataclass(eq=False)
 class Instance:
     """Everything one solve needs. ``price_gbp_per_mwh`` and ``carbon_g_per_kwh`` map each site
-    region to an array of (at least) ``n_slots`` values from ``start_utc``: forecasts when planning,
-    actuals when settling."""
+    region to an array of (at least) ``n_slots`` values from ``start_utc``, one per slot of
+    ``slot_minutes`` (:func:`bpp.signal_providers.to_plan_slots` takes half-hourly series there):
+    forecasts when planning, actuals when settling.
+
+    ``slot_minutes`` is the plan's slot length, one of :data:`PLAN_SLOT_MINUTES` (data, validated):
+    ``start_utc`` lies on a UTC boundary of ``max(slot_minutes, 30)`` minutes and
+    ``actions.max_deferral_min`` is a whole number of slots (module docstring, "Time")."""
 
     start_utc: datetime
     n_slots: int
@@ -418,9 +441,18 @@ class Instance:
     actions: ControlActions = field(default_factory=ControlActions)
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
     solver: SolverSettings = field(default_factory=SolverSettings)
+    slot_minutes: int = MARKET_SLOT_MINUTES
 
     def __post_init__(self) -> None:
         self.start_utc = to_utc(self.start_utc)
+        self.slot_minutes = check_slot_minutes(self.slot_minutes)
+        boundary = max(self.slot_minutes, MARKET_SLOT_MINUTES)
+        if int(self.start_utc.timestamp()) % (boundary * 60):
+            raise ValueError(
+                f"start_utc {iso(self.start_utc)} must lie on a {boundary}-minute UTC boundary "
+                f"(slot_minutes {self.slot_minutes}; offers and orders stay half-hourly)"
+            )
+        self.actions.max_deferral_slots(self.slot_minutes)  # a whole number of slots, or ValueError
         self.sites = tuple(self.sites)
         self.jobs = tuple(self.jobs)
         self.commitments = tuple(self.commitments)
@@ -484,11 +516,33 @@ class Instance:
                 return k
         raise KeyError(site_id)
 
+    @property
+    def slot(self) -> timedelta:
+        return timedelta(minutes=self.slot_minutes)
+
+    @property
+    def slot_hours(self) -> float:
+        return self.slot_minutes / 60.0
+
+    @property
+    def mwh_per_kw_slot(self) -> float:
+        """MWh drawn by 1 kW held for one slot of this instance."""
+        return self.slot_hours / 1000.0
+
     def slot_start(self, t: int) -> datetime:
-        return self.start_utc + SLOT * t
+        return self.start_utc + self.slot * t
 
     def slot_of(self, t_utc: datetime) -> int:
-        return slots_between(self.start_utc, t_utc)
+        return slots_between(self.start_utc, t_utc, self.slot_minutes)
+
+    def half_hour_of(self, t_utc: datetime) -> int:
+        """Index of the half hour starting at ``t_utc`` from the horizon start (a market boundary)."""
+        return slots_between(self.start_utc, t_utc, MARKET_SLOT_MINUTES)
+
+    def slots_of_half_hours(self, first: int, end: int) -> tuple[int, int]:
+        """``[a, b)``: the plan slots covering half hours ``[first, end)`` of the horizon (a 60-minute
+        slot covers two half hours, so a half-hour window may map to a whole slot)."""
+        return half_hours_to_slots(first, end, self.slot_minutes)
 
     def price_matrix(self) -> FloatArray:
         """(n_sites, n_slots) £/MWh at each site's region."""
@@ -508,25 +562,69 @@ class Instance:
         """The same instance on other signals (e.g. actuals, to evaluate a plan made on forecasts)."""
         return replace(self, price_gbp_per_mwh=dict(price_gbp_per_mwh), carbon_g_per_kwh=dict(carbon_g_per_kwh))
 
-    def commitment_caps_kw(self) -> FloatArray:
-        """(n_sites, n_slots) upper bound on grid import from committed reductions (inf where none).
-        Orders over the same slot each carry the baseline frozen at their own confirmation (the plan
-        already reduced by the earlier orders), so the binding cap is the smallest one."""
-        caps = np.full((self.n_sites, self.n_slots), np.inf)
+    def window_slots(self, start_utc: datetime, end_utc: datetime) -> tuple[int, int]:
+        """``[a, b)``: the plan slots covering a half-hour-aligned window (an order's, an offer's)."""
+        return self.slots_of_half_hours(self.half_hour_of(start_utc), self.half_hour_of(end_utc))
+
+    def commitment_half_hours(self) -> list[HalfHourCap]:
+        """Every committed half hour inside the horizon as a cap on the *mean* grid import over the plan
+        slots it covers: one 30-minute slot, two 15-minute slots, or the 60-minute slot it is half of
+        (whose import is the same in both its half hours). A half hour partly past the horizon end caps
+        the slots inside (stricter: their mean must meet it alone)."""
+        out: list[HalfHourCap] = []
         for c in self.commitments:
             k = self.site_index(c.site_id)
-            a = self.slot_of(c.start_utc)
+            h0 = self.half_hour_of(c.start_utc)
             for i, cap in enumerate(c.max_import_kw()):
-                t = a + i
-                if 0 <= t < self.n_slots:
-                    caps[k, t] = min(caps[k, t], cap)
+                a, b = self.slots_of_half_hours(h0 + i, h0 + i + 1)
+                a, b = max(a, 0), min(b, self.n_slots)
+                if a < b:
+                    out.append(HalfHourCap(c.order_id, k, tuple(range(a, b)), float(cap)))
+        return out
+
+    def commitment_caps_kw(self) -> FloatArray:
+        """(n_sites, n_slots) upper bound on grid import from committed half hours that are one slot
+        (30- and 60-minute plans; inf where none). Orders over the same slot each carry the baseline
+        frozen at their own confirmation (the plan already reduced by the earlier orders), so the
+        binding cap is the smallest one. Half hours of several slots (15-minute plans) cap a mean:
+        :meth:`commitment_mean_caps`."""
+        caps = np.full((self.n_sites, self.n_slots), np.inf)
+        for h in self.commitment_half_hours():
+            if len(h.slots) == 1:
+                caps[h.site_index, h.slots[0]] = min(caps[h.site_index, h.slots[0]], h.cap_kw)
         return caps
+
+    def commitment_cap_by_slot_kw(self) -> FloatArray:
+        """(n_sites, n_slots) the smallest cap of any committed half hour touching each slot (inf where
+        none) — for naming conflicts; the model imposes :meth:`commitment_caps_kw` and the mean caps."""
+        caps = self.commitment_caps_kw()
+        for h in self.commitment_mean_caps():
+            slots = list(h.slots)
+            caps[h.site_index, slots] = np.minimum(caps[h.site_index, slots], h.cap_kw)
+        return caps
+
+    def commitment_mean_caps(self) -> list[HalfHourCap]:
+        """Committed half hours that span several plan slots (15-minute plans): mean import ≤ cap."""
+        return [h for h in self.commitment_half_hours() if len(h.slots) > 1]
+
+
+@dataclass(frozen=True)
+class HalfHourCap:
+    """One committed half hour: the mean grid import of site ``site_index`` over plan ``slots`` is at
+    most ``cap_kw`` (the order's frozen baseline for that half hour − its reduction)."""
+
+    order_id: str
+    site_index: int
+    slots: tuple[int, ...]
+    cap_kw: float
 
 
 # -- job windows and eligibility (the constraint definitions the scheduler and baselines share) ---
 
 
-def effective_window(job: Job, n_slots: int, actions: ControlActions) -> tuple[int, int]:
+def effective_window(
+    job: Job, n_slots: int, actions: ControlActions, *, slot_minutes: int = MARKET_SLOT_MINUTES
+) -> tuple[int, int]:
     """``[first, end)`` slots a job may run in: from release (≥ 0) to the earliest of its deadline,
     release + duration + max deferral (the deferral bound is on *finishing*, so it applies to
     preemptible and contiguous jobs alike), and the horizon end. A critical or running job's window
@@ -534,7 +632,8 @@ def effective_window(job: Job, n_slots: int, actions: ControlActions) -> tuple[i
     first = max(job.release_slot, 0)
     if not job.movable:
         return first, first + math.ceil(job.work_slots - TOL)
-    end = min(job.deadline_slot, job.release_slot + job.duration_slots + actions.max_deferral_slots, n_slots)
+    deferral = actions.max_deferral_slots(slot_minutes)
+    end = min(job.deadline_slot, job.release_slot + job.duration_slots + deferral, n_slots)
     return first, end
 
 
@@ -555,12 +654,33 @@ def to_utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
-def slots_between(a: datetime, b: datetime) -> int:
+def slots_between(a: datetime, b: datetime, slot_minutes: int = MARKET_SLOT_MINUTES) -> int:
     seconds = (to_utc(b) - to_utc(a)).total_seconds()
-    n, rem = divmod(seconds, SLOT_MINUTES * 60)
+    n, rem = divmod(seconds, slot_minutes * 60)
     if rem:
-        raise ValueError(f"{iso(a)} → {iso(b)} is not a whole number of {SLOT_MINUTES}-minute slots")
+        raise ValueError(f"{iso(a)} → {iso(b)} is not a whole number of {slot_minutes}-minute slots")
     return int(n)
+
+
+def half_hours_to_slots(first: int, end: int, slot_minutes: int) -> tuple[int, int]:
+    """``[a, b)``: the slots of ``slot_minutes`` covering half hours ``[first, end)`` of a horizon that
+    starts on a boundary of both."""
+    return (first * MARKET_SLOT_MINUTES) // slot_minutes, -((-end * MARKET_SLOT_MINUTES) // slot_minutes)
+
+
+def check_slot_minutes(value: Any, field: str = "slot_minutes") -> int:
+    """A plan's slot length, one of :data:`PLAN_SLOT_MINUTES`; ValueError naming ``field`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value not in PLAN_SLOT_MINUTES:
+        raise ValueError(f"{field} must be one of {list(PLAN_SLOT_MINUTES)} (minutes), got {value!r}")
+    return value
+
+
+def minutes_to_slots(minutes: Any, slot_minutes: int, field: str) -> int:
+    """``minutes`` as a whole number of slots; ValueError naming ``field`` when it is not a
+    non-negative multiple of ``slot_minutes``."""
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0 or minutes % slot_minutes:
+        raise ValueError(f"{field} must be a non-negative multiple of the {slot_minutes}-minute slot, got {minutes!r}")
+    return minutes // slot_minutes
 
 
 def iso(dt: datetime) -> str:

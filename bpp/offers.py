@@ -28,6 +28,19 @@ Costs are in the plan's objective converted to £ (:attr:`ObjectiveSpec.gbp_per_
 own valuation of what it gives up. An order covers the whole window (min = max duration = |W|), so the
 price never undercuts a shorter call whose per-MWh cost could differ.
 
+**Half-hour boundaries, whatever the plan's slot length** (``Instance.slot_minutes``). Offers, orders
+and settlement are half-hourly: ``window_slots`` and ``lead_slots`` count half hours, a window starts
+and ends on half-hour boundaries, and an offer's ``baseline_kw`` has one value per half hour — the mean
+planned import over the plan slots the half hour covers (:func:`half_hourly_mean_kw`, the
+energy its meter reading sees; an order imposes that mean, :meth:`bpp.domain.Instance.commitment_half_hours`).
+The kW an offer states is :func:`offered_kw`: **from a 15-minute plan a half hour's kW is the MIN of its
+two sub-slots' deliverable reduction** (a constant kW over the half hour must hold in both — never
+over-sell); **from a 60-minute plan each hour gives two equal half hours** (the slot's own value); a
+30-minute plan's slots are the half hours. A window is one kW: the min over its half hours. The
+deliverable reduction step 1 finds holds in every plan slot of the window at once, so the offer never
+exceeds what any sub-slot can deliver (asserted in :func:`offered_kw`). A 60-minute plan offers whole
+hours only (``window_slots`` even: :func:`bpp.agent.check_plan_resolution`).
+
 The storage agent (:mod:`bpp.storage_agent`) prices its windows with the same steps on its own model:
 :func:`window_starts`, :func:`price_from_costs` and :func:`make_offer` are shared.
 """
@@ -35,17 +48,62 @@ The storage agent (:mod:`bpp.storage_agent`) prices its windows with the same st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from bpp.domain import MWH_PER_KW_SLOT, SLOT_MINUTES, CommittedReduction, FloatArray, Instance, iso
+import numpy as np
+
+from bpp.domain import (
+    MARKET_SLOT_MINUTES,
+    MWH_PER_KW_SLOT,
+    SLOT,
+    TOL,
+    CommittedReduction,
+    FloatArray,
+    Instance,
+    check_slot_minutes,
+    iso,
+)
 from bpp.plan import Plan
 from bpp.scheduler import SchedulingInfeasible, max_reduction_kw, solve
 
 
+def half_hourly_mean_kw(per_slot_kw: FloatArray, slot_minutes: int) -> FloatArray:
+    """A per-slot power profile as half-hourly means — the energy each half hour's meter reading sees:
+    two 15-minute slots average, a 60-minute slot is the same in both its half hours. The profile
+    starts on a half-hour boundary and, at 15 minutes, covers whole half hours."""
+    return _to_half_hours(per_slot_kw, slot_minutes, np.mean)
+
+
+def half_hourly_min_kw(per_slot_kw: FloatArray, slot_minutes: int) -> FloatArray:
+    """A per-slot *deliverable reduction* as half-hourly values that never over-sell: a half hour of
+    two 15-minute slots gets the smaller (a constant kW over the half hour must hold in both), a
+    60-minute slot gives both its half hours its own value."""
+    return _to_half_hours(per_slot_kw, slot_minutes, np.min)
+
+
+def _to_half_hours(per_slot_kw: FloatArray, slot_minutes: int, reduce: Callable[..., FloatArray]) -> FloatArray:
+    arr = np.asarray(per_slot_kw, dtype=float)
+    check_slot_minutes(slot_minutes)
+    if slot_minutes == MARKET_SLOT_MINUTES:
+        return arr.copy()
+    if slot_minutes > MARKET_SLOT_MINUTES:
+        repeated: FloatArray = np.repeat(arr, slot_minutes // MARKET_SLOT_MINUTES)
+        return repeated
+    per = MARKET_SLOT_MINUTES // slot_minutes
+    if len(arr) % per:
+        raise ValueError(f"{len(arr)} slots of {slot_minutes} min are not whole half hours")
+    out: FloatArray = reduce(arr.reshape(-1, per), axis=1)
+    return out
+
+
 @dataclass(frozen=True)
 class OfferSettings:
+    """How offers are cut and priced. ``window_slots`` and ``lead_slots`` count half hours (the
+    market's period), whatever the plan's slot length."""
+
     window_slots: int = 4  # 2 h windows
     margin_fraction: float = 0.10
     margin_gbp_per_mwh: float = 5.0
@@ -142,14 +200,25 @@ class FlexOffer:
         return (start_utc is None or self.end_utc > start_utc) and (end_utc is None or self.start_utc < end_utc)
 
 
-def window_starts(start_utc: datetime, n_slots: int, settings: OfferSettings) -> list[int]:
-    """First slots of the offer windows in a horizon of ``n_slots`` from ``start_utc``: windows of
-    ``window_slots`` aligned to UTC multiples of their length (2 h windows start at even hours), none
-    within ``lead_slots`` of the start."""
+def window_starts(start_utc: datetime, n_half_hours: int, settings: OfferSettings) -> list[int]:
+    """First half hours of the offer windows in a horizon of ``n_half_hours`` from ``start_utc``: windows
+    of ``window_slots`` half hours aligned to UTC multiples of their length (2 h windows start at even
+    hours), none within ``lead_slots`` of the start."""
     w = settings.window_slots
-    epoch = int(start_utc.timestamp()) // (SLOT_MINUTES * 60)
+    epoch = int(start_utc.timestamp()) // (MARKET_SLOT_MINUTES * 60)
     first = settings.lead_slots + (-(epoch + settings.lead_slots)) % w
-    return list(range(first, n_slots - w + 1, w))
+    return list(range(first, n_half_hours - w + 1, w))
+
+
+def offered_kw(deliverable_kw_per_slot: FloatArray, slot_minutes: int) -> float:
+    """The one kW an offer may state over a window, from the reduction the plan can deliver in each of
+    the window's plan slots (module docstring): per half hour the MIN of its sub-slots (15 minutes), the
+    slot's own value in both halves (60), the slot (30); then the min over the half hours. Never more
+    than any sub-slot delivers (asserted)."""
+    deliverable = np.asarray(deliverable_kw_per_slot, dtype=float)
+    kw = float(half_hourly_min_kw(deliverable, slot_minutes).min())
+    assert np.all(kw <= deliverable + TOL), "an offer must never exceed a sub-slot's deliverable reduction"
+    return kw
 
 
 @dataclass(frozen=True)
@@ -191,7 +260,7 @@ def make_offer(window: OfferWindow, pricing: OfferPrice, settings: OfferSettings
     """The catalog offer for a window: the whole window or nothing (min = max duration)."""
     r_max = window.available_kw
     storage = window.resource_type == "storage"
-    minutes = settings.window_slots * SLOT_MINUTES
+    minutes = settings.window_slots * MARKET_SLOT_MINUTES
     return FlexOffer(
         offer_id=f"{window.site_id}-{window.start_utc:%Y%m%dT%H%MZ}-{window.resource_type}",
         provider_id=window.provider_id,
@@ -216,13 +285,14 @@ def make_offer(window: OfferWindow, pricing: OfferPrice, settings: OfferSettings
 
 
 def _probe(instance: Instance, site_id: str, window: tuple[int, int], q_kw: float, baseline: FloatArray) -> Instance:
-    """The instance with a hypothetical order for ``q_kw`` over slots ``window`` (as a confirm would add it)."""
-    a, b = window
+    """The instance with a hypothetical order for ``q_kw`` over half hours ``window`` (as a confirm
+    would add it; ``baseline`` one value per half hour)."""
+    h0, h1 = window
     c = CommittedReduction(
         "offer-probe",
         site_id,
-        instance.slot_start(a),
-        instance.slot_start(b),
+        _half_hour_start(instance, h0),
+        _half_hour_start(instance, h1),
         q_kw,
         tuple(float(x) for x in baseline),
     )
@@ -248,33 +318,39 @@ def derive_offers(
     g_plan = plan.grid_import_kw(instance)
     carbon = instance.carbon_matrix()
     w = cfg.window_slots
+    sm = instance.slot_minutes
+    n_half_hours = instance.n_slots * sm // MARKET_SLOT_MINUTES
     out: list[FlexOffer] = []
     for k, site in enumerate(instance.sites):
         if site_ids is not None and site.id not in site_ids:
             continue
-        for a in window_starts(instance.start_utc, instance.n_slots, cfg):
-            b = a + w
+        for h0 in window_starts(instance.start_utc, n_half_hours, cfg):
+            h1 = h0 + w
+            a, b = instance.slots_of_half_hours(h0, h1)
+            if a * sm != h0 * MARKET_SLOT_MINUTES or b * sm != h1 * MARKET_SLOT_MINUTES:
+                continue  # the window would split a plan slot (a 60-minute plan offers whole hours)
             if not _overlaps(instance, a, b, start_utc, end_utc):
                 continue
-            r_max = max_reduction_kw(instance, plan, k, a, b)
+            # the LP's R holds in every plan slot of the window at once: each slot delivers ≥ R
+            r_max = offered_kw(np.full(b - a, max_reduction_kw(instance, plan, k, a, b)), sm)
             # back off from the exact maximum and round *down* to 1 W, so an order for max_kw is
             # feasible despite solver tolerances (the probe below uses this very value)
             r_max = math.floor((r_max * (1 - 1e-5) - 1e-3) * 1000) / 1000
             if r_max < cfg.min_offer_kw:
                 continue
-            baseline = g_plan[k, a:b]
+            baseline = half_hourly_mean_kw(g_plan[k, a:b], sm)  # one value per half hour of the window
             points: list[tuple[float, float]] = [(0.0, 0.0)]  # (energy MWh, Δcost £)
             for lvl in sorted(cfg.levels):
                 q = lvl * r_max
                 try:
-                    p = solve(_probe(instance, site.id, (a, b), q, baseline), verify=False)
+                    p = solve(_probe(instance, site.id, (h0, h1), q, baseline), verify=False)
                 except SchedulingInfeasible:
                     q = math.floor(q * 0.99 * 1000) / 1000
-                    p = solve(_probe(instance, site.id, (a, b), q, baseline), verify=False)
+                    p = solve(_probe(instance, site.id, (h0, h1), q, baseline), verify=False)
                     r_max = q if lvl == 1.0 else r_max
                 assert p.metrics is not None
                 delta = max(p.metrics.objective - base_obj, 0.0) * gbp
-                points.append((q * w * MWH_PER_KW_SLOT, delta))
+                points.append((q * w * MWH_PER_KW_SLOT, delta))  # w half hours of q kW not drawn
             window = OfferWindow(
                 provider_id=provider_id,
                 site_id=site.id,
@@ -288,6 +364,10 @@ def derive_offers(
             )
             out.append(make_offer(window, price_from_costs(points, cfg), cfg))
     return out
+
+
+def _half_hour_start(instance: Instance, h: int) -> datetime:
+    return instance.start_utc + SLOT * h
 
 
 def _overlaps(instance: Instance, a: int, b: int, start_utc: datetime | None, end_utc: datetime | None) -> bool:

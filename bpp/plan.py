@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bpp.domain import MWH_PER_KW_SLOT, SLOT_HOURS, FloatArray, Instance
+from bpp.domain import FloatArray, Instance
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Plan:
     def job_energy_by_site_kwh(self, instance: Instance) -> FloatArray:
         """(n_jobs, n_sites) energy each job draws at each site over the horizon."""
         power = np.array([j.power_kw for j in instance.jobs])
-        energy: FloatArray = (self.run_fraction.sum(axis=2) * power[:, None]) * (MWH_PER_KW_SLOT * 1000)
+        energy: FloatArray = (self.run_fraction.sum(axis=2) * power[:, None]) * (instance.mwh_per_kw_slot * 1000)
         return energy
 
 
@@ -88,7 +88,7 @@ def idle_battery_arrays(instance: Instance) -> tuple[FloatArray, FloatArray, Flo
     soc = z.copy()
     for k, s in enumerate(instance.sites):
         if s.battery is not None:
-            kept = s.battery.retention_per_slot(SLOT_HOURS) ** np.arange(1, instance.n_slots + 1)
+            kept = s.battery.retention_per_slot(instance.slot_hours) ** np.arange(1, instance.n_slots + 1)
             soc[k] = s.battery.initial_soc_kwh * kept
     return z, z.copy(), soc
 
@@ -129,13 +129,14 @@ def evaluate(instance: Instance, plan: Plan) -> PlanMetrics:
     for k, s in enumerate(instance.sites):
         if s.battery is not None:
             throughput_kw_slots = float(plan.charge_kw[k].sum() + plan.discharge_kw[k].sum())
-            degradation += throughput_kw_slots * MWH_PER_KW_SLOT * s.battery.degradation_gbp_per_mwh
+            degradation += throughput_kw_slots * instance.mwh_per_kw_slot * s.battery.degradation_gbp_per_mwh
     gw = instance.objective.gbp_weight
+    mwh_per_kw_slot = instance.mwh_per_kw_slot
     return PlanMetrics(
-        objective=float((w * g).sum() * MWH_PER_KW_SLOT + gw * (migration + degradation)),
-        energy_cost_gbp=float((price * g).sum() * MWH_PER_KW_SLOT),
-        carbon_kg=float((carbon * g).sum() * MWH_PER_KW_SLOT),
+        objective=float((w * g).sum() * mwh_per_kw_slot + gw * (migration + degradation)),
+        energy_cost_gbp=float((price * g).sum() * mwh_per_kw_slot),
+        carbon_kg=float((carbon * g).sum() * mwh_per_kw_slot),
         migration_cost_gbp=float(migration),
         degradation_gbp=float(degradation),
-        grid_energy_mwh=float(g.sum() * MWH_PER_KW_SLOT),
+        grid_energy_mwh=float(g.sum() * mwh_per_kw_slot),
     )

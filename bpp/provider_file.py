@@ -20,7 +20,8 @@ from typing import Any
 
 from bpp.agent_config import ProviderKind, battery_from_config, objective_from, offer_settings_from, provider_kind
 from bpp.catalog import CatalogConfigError, ProviderConfig, parse_config
-from bpp.domain import ControlActions
+from bpp.domain import MARKET_SLOT_MINUTES, PLAN_SLOT_MINUTES, ControlActions, minutes_to_slots
+from bpp.offers import OfferSettings
 from grid.signals import SLOTS_PER_DAY
 from schemas.limits import MAX_ID_CHARS, MAX_KW, MAX_NAME_CHARS, PRINTABLE_PATTERN, check_text
 
@@ -31,7 +32,18 @@ MAX_JOBS = 5000
 MAX_SITES = 50
 _PROVIDER_KEYS = {"id", "name", "sites", "agent", "offers"}
 _SITE_KEYS = {"id", "region", "meter_id", "baseline_kw", "name"}
-_AGENT_KEYS = {"kind", "horizon_slots", "signals", "sites", "jobs", "actions", "objective", "offers", "solver"}
+_AGENT_KEYS = {
+    "kind",
+    "horizon_slots",
+    "slot_minutes",
+    "signals",
+    "sites",
+    "jobs",
+    "actions",
+    "objective",
+    "offers",
+    "solver",
+}
 _AGENT_SITE_KEYS = {"id", "region", "capacity_kw", "baseline_kw", "solar", "battery", "grid_import_limit_kw", "export"}
 _ID = re.compile(PRINTABLE_PATTERN)
 
@@ -164,11 +176,14 @@ def _check_agent(agent: Any, site_ids: set[str], errors: list[FieldError]) -> No
         errors.append(FieldError("agent", "must be an object"))
         return
     errors.extend(_unknown(agent, _AGENT_KEYS, "agent."))
+    slot_minutes = _check_slot_minutes(agent, errors)
     horizon = agent.get("horizon_slots", 96)
     if isinstance(horizon, bool) or not isinstance(horizon, int) or not 2 <= horizon <= MAX_HORIZON_SLOTS:
         errors.append(
             FieldError("agent.horizon_slots", f"must be a whole number of half hours in 2..{MAX_HORIZON_SLOTS}")
         )
+    elif horizon * MARKET_SLOT_MINUTES % slot_minutes:
+        errors.append(FieldError("agent.horizon_slots", f"must be whole {slot_minutes}-minute slots (slot_minutes)"))
     source = _mapping(agent, "signals", errors).get("source", "actual")
     if source not in SIGNAL_SOURCES:
         errors.append(FieldError("agent.signals.source", f"must be one of {', '.join(SIGNAL_SOURCES)}"))
@@ -176,11 +191,26 @@ def _check_agent(agent: Any, site_ids: set[str], errors: list[FieldError]) -> No
     _check_agent_sites(agent.get("sites"), site_ids, errors, compute=kind is not ProviderKind.STORAGE)
     _check_jobs(_mapping(agent, "jobs", errors), errors)
     for key, build in (
-        ("actions", lambda d: ControlActions(**d)),
+        ("actions", lambda d: ControlActions(**d).max_deferral_slots(slot_minutes)),
         ("objective", objective_from),
-        ("offers", offer_settings_from),
+        ("offers", lambda d: _offers_on_slots(offer_settings_from(d), slot_minutes)),
     ):
         _check_built(_mapping(agent, key, errors), f"agent.{key}", build, errors)
+
+
+def _check_slot_minutes(agent: Mapping[str, Any], errors: list[FieldError]) -> int:
+    """The plan's slot length (15, 30 or 60 minutes; default 30); 30 for the other checks when it is bad."""
+    value = agent.get("slot_minutes", MARKET_SLOT_MINUTES)
+    if isinstance(value, bool) or value not in PLAN_SLOT_MINUTES:
+        errors.append(FieldError("agent.slot_minutes", f"must be one of {list(PLAN_SLOT_MINUTES)} (minutes)"))
+        return MARKET_SLOT_MINUTES
+    return int(value)
+
+
+def _offers_on_slots(settings: OfferSettings, slot_minutes: int) -> None:
+    """Offer windows (half hours) must be whole plan slots: a 60-minute plan offers whole hours."""
+    window = settings.window_slots
+    minutes_to_slots(window * MARKET_SLOT_MINUTES, slot_minutes, f"window_slots ({window} half hours)")
 
 
 def _check_kind(agent: Mapping[str, Any], errors: list[FieldError]) -> ProviderKind | None:
@@ -276,8 +306,11 @@ def provider_template(provider_id: str = "my-dc", *, region: str = "GB-R13") -> 
             }
         ],
         "agent": {
-            "$comment": "The compute agent that plans the site and derives the offers (48 h ahead, half-hour slots).",
+            "$comment": "The compute agent that plans the site and derives the offers (horizon_slots: half hours, "
+            "96 = 48 h ahead). slot_minutes: the plan's slot, 15, 30 or 60, one for the whole site (compute and "
+            "battery); offers, orders and settlement stay half-hourly.",
             "horizon_slots": 96,
+            "slot_minutes": 30,
             "signals": {"source": "actual"},
             "sites": [
                 {

@@ -9,6 +9,9 @@ config names one with its ``"signals"`` entry (:func:`signal_provider_from`).
 A :class:`SignalUpdate` (a price spike, a carbon revision) overrides a provider's values over a span;
 :func:`signals_with_updates` applies them to the windows an agent plans on.
 
+Signals are half-hourly (GB settlement periods); a plan of 15- or 60-minute slots reads them through
+:func:`to_plan_slots` (:func:`plan_signals_with_updates` does both).
+
 Pure: time is always a parameter; nothing here reads a clock.
 """
 
@@ -22,7 +25,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from bpp.domain import SLOT, FloatArray, iso, slots_between
+from bpp.domain import MARKET_SLOT_MINUTES, SLOT, FloatArray, check_slot_minutes, iso, slots_between
 from bpp.forecast import forecast_series
 from grid.signals import SLOTS_PER_DAY, SignalSeries, coverage, load_region
 
@@ -196,3 +199,44 @@ def _overridden(
             if u.carbon_g_per_kwh is not None:
                 c[a:b] = u.carbon_g_per_kwh
     return p, c
+
+
+def to_plan_slots(half_hourly: FloatArray, slot_minutes: int) -> FloatArray:
+    """A half-hourly signal (£/MWh, gCO2/kWh) on a plan's slots of ``slot_minutes``, from a half-hour
+    boundary: 30 — unchanged; 15 — each half hour's value in both its slots (the value holds over the
+    whole settlement period); 60 — each hour the energy-weighted mean of its two half hours. A plan holds
+    its power constant over a slot, so each half hour carries half of the slot's energy: the weights are
+    equal and the mean prices that energy exactly (Σ value·energy over the half hours). A 60-minute plan
+    needs whole hours."""
+    values = np.asarray(half_hourly, dtype=float)
+    check_slot_minutes(slot_minutes)
+    if slot_minutes < MARKET_SLOT_MINUTES:
+        repeated: FloatArray = np.repeat(values, MARKET_SLOT_MINUTES // slot_minutes)
+        return repeated
+    per = slot_minutes // MARKET_SLOT_MINUTES
+    if len(values) % per:
+        raise ValueError(f"{len(values)} half hours are not whole {slot_minutes}-minute slots")
+    energy_share = np.full(per, 1.0 / per)  # constant power over the slot: equal energy per half hour
+    out: FloatArray = values.reshape(-1, per) @ energy_share
+    return out
+
+
+def plan_signals_with_updates(
+    provider: SignalProvider,
+    regions: Iterable[str],
+    start_utc: datetime,
+    n_slots: int,
+    updates: Iterable[SignalUpdate],
+    *,
+    slot_minutes: int,
+) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
+    """:func:`signals_with_updates` over a plan of ``n_slots`` slots of ``slot_minutes`` (whole half
+    hours), each series taken to the plan's slots by :func:`to_plan_slots`."""
+    minutes = n_slots * check_slot_minutes(slot_minutes)
+    if minutes % MARKET_SLOT_MINUTES:
+        raise ValueError(f"a plan of {n_slots} × {slot_minutes} min is not whole half hours")
+    price, carbon = signals_with_updates(provider, regions, start_utc, minutes // MARKET_SLOT_MINUTES, updates)
+    return (
+        {r: to_plan_slots(a, slot_minutes) for r, a in price.items()},
+        {r: to_plan_slots(a, slot_minutes) for r, a in carbon.items()},
+    )

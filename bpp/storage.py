@@ -59,7 +59,6 @@ from datetime import datetime
 import numpy as np
 
 from bpp.domain import (
-    MWH_PER_KW_SLOT,
     SLOT_HOURS,
     TOL,
     Battery,
@@ -289,6 +288,7 @@ def summarise_storage(instance: Instance, plan: Plan) -> list[StoragePlanSummary
     out = []
     price = instance.price_matrix()
     carbon = instance.carbon_matrix()
+    mwh = instance.mwh_per_kw_slot  # per kW held one slot of the instance
     for k, site in enumerate(instance.sites):
         b = site.battery
         if b is None:
@@ -300,14 +300,14 @@ def summarise_storage(instance: Instance, plan: Plan) -> list[StoragePlanSummary
         out.append(
             StoragePlanSummary(
                 site_id=site.id,
-                charged_mwh=float(ch.sum() * MWH_PER_KW_SLOT),
-                discharged_mwh=float(dis.sum() * MWH_PER_KW_SLOT),
-                equivalent_full_cycles=float(dis.sum() * SLOT_HOURS / b.energy_kwh),
-                energy_cost_gbp=float((grid * price[k]).sum() * MWH_PER_KW_SLOT),
-                idle_energy_cost_gbp=float((idle * price[k]).sum() * MWH_PER_KW_SLOT),
-                carbon_kg=float((grid * carbon[k]).sum() * MWH_PER_KW_SLOT),
-                idle_carbon_kg=float((idle * carbon[k]).sum() * MWH_PER_KW_SLOT),
-                degradation_gbp=float((ch.sum() + dis.sum()) * MWH_PER_KW_SLOT * b.degradation_gbp_per_mwh),
+                charged_mwh=float(ch.sum() * mwh),
+                discharged_mwh=float(dis.sum() * mwh),
+                equivalent_full_cycles=float(dis.sum() * instance.slot_hours / b.energy_kwh),
+                energy_cost_gbp=float((grid * price[k]).sum() * mwh),
+                idle_energy_cost_gbp=float((idle * price[k]).sum() * mwh),
+                carbon_kg=float((grid * carbon[k]).sum() * mwh),
+                idle_carbon_kg=float((idle * carbon[k]).sum() * mwh),
+                degradation_gbp=float((ch.sum() + dis.sum()) * mwh * b.degradation_gbp_per_mwh),
             )
         )
     return out

@@ -9,6 +9,12 @@ committed order caps that net import at ``baseline − reduction`` in every slot
 (:class:`bpp.domain.CommittedReduction`, baseline frozen from the plan current at the confirm) —
 exactly the promise a compute agent's order makes, so settlement treats both alike.
 
+Slot length: the config's ``slot_minutes`` (15, 30 or 60; default 30) is the storage model's slot;
+orders and offers stay half-hourly (:mod:`bpp.offers`). The storage model caps net import slot by slot,
+so a committed half hour caps every plan slot it covers: both 15-minute slots at its cap — stricter
+than the half-hour mean its meter reading measures, so the agent never over-sells (it may refuse an
+order a mean cap would take) — and a 60-minute slot at the smaller cap of its two half hours.
+
 An offer window's available kW is the largest reduction the battery can hold over the whole window
 together with every earlier order, found by bisection on feasibility of the storage model (to
 0.1 kW, the catalog's resolution); its price follows :mod:`bpp.offers` (cost re-solved at each
@@ -21,28 +27,47 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bpp.agent import CommitCheck, CommitRefused
-from bpp.agent_config import ProviderKind, SiteConfig, load_config, offer_settings_from, provider_kind
+from bpp.agent import CommitCheck, CommitRefused, check_offer_windows
+from bpp.agent_config import (
+    ProviderKind,
+    SiteConfig,
+    load_config,
+    offer_settings_from,
+    plan_slots,
+    provider_kind,
+    slot_minutes_from,
+)
 from bpp.decisions import Decision, event, query
 from bpp.domain import (
+    MARKET_SLOT_MINUTES,
     MWH_PER_KW_SLOT,
     SLOT,
     BoolArray,
     CommittedReduction,
     FloatArray,
     SolverSettings,
+    check_slot_minutes,
+    half_hours_to_slots,
     iso,
     parse_utc,
     slots_between,
 )
-from bpp.offers import FlexOffer, OfferSettings, OfferWindow, make_offer, price_from_costs, window_starts
-from bpp.signal_providers import SignalProvider, as_provider, signal_provider_from, signals_with_updates
+from bpp.offers import (
+    FlexOffer,
+    OfferSettings,
+    OfferWindow,
+    half_hourly_mean_kw,
+    make_offer,
+    price_from_costs,
+    window_starts,
+)
+from bpp.signal_providers import SignalProvider, as_provider, plan_signals_with_updates, signal_provider_from
 from bpp.storage import Connection, StorageProblem, StorageSchedule, StorageSolveError, solve_storage
 from grid.signals import SignalSeries
 
@@ -92,6 +117,7 @@ class StorageAgent:
         horizon_slots: int = 96,
         offer_settings: OfferSettings | None = None,
         solver: SolverSettings | None = None,
+        slot_minutes: int = MARKET_SLOT_MINUTES,
     ) -> None:
         if not sites:
             raise ValueError("sites: a storage agent needs at least one site")
@@ -100,12 +126,22 @@ class StorageAgent:
                 raise ValueError(f"site {site.id}: a storage site needs a battery")
         self.provider_id = provider_id
         self.sites = list(sites)
+        #: the storage model's slot length and the horizon in those slots
+        self.slot_minutes = check_slot_minutes(slot_minutes)
         self.horizon_slots = int(horizon_slots)
         self.offer_settings = offer_settings or OfferSettings()
+        check_offer_windows(self.offer_settings, self.slot_minutes)
         self.solver = solver or SolverSettings(mip_rel_gap=1e-7)
         self._now = parse_utc(start_utc)
-        self._price, self._carbon = signals_with_updates(
-            as_provider(signals), [s.region for s in self.sites], self._now, self.horizon_slots, []
+        if int(self._now.timestamp()) % (max(self.slot_minutes, MARKET_SLOT_MINUTES) * 60):
+            raise ValueError(f"start_utc must lie on a {max(self.slot_minutes, MARKET_SLOT_MINUTES)}-minute boundary")
+        self._price, self._carbon = plan_signals_with_updates(
+            as_provider(signals),
+            [s.region for s in self.sites],
+            self._now,
+            self.horizon_slots,
+            [],
+            slot_minutes=self.slot_minutes,
         )
         self._commitments: list[CommittedReduction] = []
         self._state = _State()
@@ -125,14 +161,16 @@ class StorageAgent:
         provider = (
             as_provider(signals) if signals is not None else signal_provider_from(cfg.get("signals", {}), data_dir)
         )
+        slot_minutes = slot_minutes_from(cfg)
         return cls(
             str(cfg.get("provider_id", "provider")),
             [SiteConfig.from_dict(s) for s in cfg["sites"]],
             provider,
             start_utc=parse_utc(cfg["start_utc"]),
-            horizon_slots=int(cfg.get("horizon_slots", 96)),
+            horizon_slots=plan_slots(int(cfg.get("horizon_slots", 96)), slot_minutes),
             offer_settings=offer_settings_from(cfg.get("offers", {})),
             solver=SolverSettings(**{"mip_rel_gap": 1e-7, **cfg.get("solver", {})}),
+            slot_minutes=slot_minutes,
         )
 
     # -- state -----------------------------------------------------------------------------------
@@ -145,7 +183,14 @@ class StorageAgent:
         return list(self._commitments)
 
     def slot_start(self, slot: int) -> datetime:
-        return self._now + SLOT * slot
+        return self._now + timedelta(minutes=self.slot_minutes) * slot
+
+    def _half_hour_start(self, half_hour: int) -> datetime:
+        return self._now + SLOT * half_hour
+
+    def _slots_of(self, first: int, end: int) -> tuple[int, int]:
+        """The plan slots covering half hours ``[first, end)`` of the horizon."""
+        return half_hours_to_slots(first, end, self.slot_minutes)
 
     def _site(self, site_id: str) -> SiteConfig:
         site = next((s for s in self.sites if s.id == site_id), None)
@@ -155,13 +200,15 @@ class StorageAgent:
 
     def _problem(self, site: SiteConfig, commitments: Sequence[CommittedReduction]) -> StorageProblem:
         n = self.horizon_slots
-        s = site.materialise(self._now, n)
+        s = site.materialise(self._now, n, self.slot_minutes)
         assert s.battery is not None  # checked at construction
         cap = np.full(n, np.inf)
         for c in commitments:
             if c.site_id == site.id:
-                a = slots_between(self._now, c.start_utc)
-                cap[a : a + c.n_slots] = np.minimum(cap[a : a + c.n_slots], c.max_import_kw())
+                h0 = slots_between(self._now, c.start_utc)
+                for i, cap_kw in enumerate(c.max_import_kw()):  # every plan slot the half hour covers
+                    a, b = self._slots_of(h0 + i, h0 + i + 1)
+                    cap[max(a, 0) : b] = np.minimum(cap[max(a, 0) : b], cap_kw)
         price = self._price[site.region]
         export = site.export
         return StorageProblem(
@@ -174,6 +221,7 @@ class StorageAgent:
             ),
             solver=self.solver,
             net_import_cap_kw=cap,
+            slot_minutes=self.slot_minutes,
         )
 
     def _solve(self, site: SiteConfig, commitments: Sequence[CommittedReduction]) -> SiteSchedule:
@@ -203,7 +251,7 @@ class StorageAgent:
             ("battery_discharge", site.schedule.discharge_kw.sum(axis=0)),
         ):
             for a, b in _blocks(power > 1e-3):
-                energy_kwh = float(power[a:b].sum() * MWH_PER_KW_SLOT * 1000)
+                energy_kwh = float(power[a:b].sum() * site.problem.slot_hours)
                 mean_price = float(np.average(price[a:b], weights=power[a:b]))
                 verb = "Charge" if action == "battery_charge" else "Discharge"
                 out.append(
@@ -237,19 +285,20 @@ class StorageAgent:
     ) -> list[FlexOffer]:
         cfg = self.offer_settings
         w = cfg.window_slots
-        base = current.net_import_kw
         out: list[FlexOffer] = []
-        for a in window_starts(self._now, self.horizon_slots, cfg):
-            start, end = self.slot_start(a), self.slot_start(a + w)
+        for h0 in window_starts(self._now, self.horizon_slots * self.slot_minutes // MARKET_SLOT_MINUTES, cfg):
+            start, end = self._half_hour_start(h0), self._half_hour_start(h0 + w)
             if (start_utc is not None and end <= start_utc) or (end_utc is not None and start >= end_utc):
                 continue
-            r_max, cost = self._max_reduction(site, current, a, a + w)
+            a, b = self._slots_of(h0, h0 + w)
+            base = half_hourly_mean_kw(current.net_import_kw[a:b], self.slot_minutes)  # per half hour
+            r_max, cost = self._max_reduction(site, current, (h0, h0 + w), base)
             if r_max < cfg.min_offer_kw:
                 continue
             points: list[tuple[float, float]] = [(0.0, 0.0)]
             for level in sorted(cfg.levels):
                 q = level * r_max
-                cost_q = cost if level == 1.0 else self._cost_with(site, base, (a, a + w), q)
+                cost_q = cost if level == 1.0 else self._cost_with(site, base, (h0, h0 + w), q)
                 if cost_q is None:  # a part of a feasible reduction is feasible; guard solver noise
                     continue
                 points.append((q * w * MWH_PER_KW_SLOT, max(cost_q - current.schedule.objective_gbp, 0.0)))
@@ -261,41 +310,46 @@ class StorageAgent:
                 start_utc=start,
                 end_utc=end,
                 available_kw=r_max,
-                baseline_kw=tuple(float(x) for x in base[a : a + w]),
-                expected_carbon_g_per_kwh=float(self._carbon[site.region][a : a + w].mean()),
+                baseline_kw=tuple(float(x) for x in base),
+                expected_carbon_g_per_kwh=float(self._carbon[site.region][a:b].mean()),
             )
             out.append(make_offer(window, price_from_costs(points, cfg), cfg))
         return out
 
     def _cost_with(self, site: SiteConfig, base: FloatArray, window: tuple[int, int], q_kw: float) -> float | None:
-        """The plan's objective with a hypothetical order for ``q_kw`` over ``window`` (None: infeasible)."""
-        a, b = window
+        """The plan's objective with a hypothetical order for ``q_kw`` over half hours ``window`` against
+        ``base`` (one value per half hour; None: infeasible)."""
+        h0, h1 = window
         probe = CommittedReduction(
-            "offer-probe", site.id, self.slot_start(a), self.slot_start(b), q_kw, tuple(base[a:b].tolist())
+            "offer-probe", site.id, self._half_hour_start(h0), self._half_hour_start(h1), q_kw, tuple(base.tolist())
         )
         try:
             return self._solve(site, [*self._commitments, probe]).schedule.objective_gbp
         except StorageSolveError:
             return None
 
-    def _max_reduction(self, site: SiteConfig, current: SiteSchedule, a: int, b: int) -> tuple[float, float]:
-        """The largest reduction (a multiple of :data:`REDUCTION_STEP_KW`) the site can hold over slots
-        ``[a, b)`` with every order, and the plan's objective with it; (0, objective) when none."""
-        base = current.net_import_kw
+    def _max_reduction(
+        self, site: SiteConfig, current: SiteSchedule, window: tuple[int, int], base: FloatArray
+    ) -> tuple[float, float]:
+        """The largest reduction (a multiple of :data:`REDUCTION_STEP_KW`) the site can hold over half
+        hours ``window`` below ``base`` (per half hour) with every order, and the plan's objective with
+        it; (0, objective) when none."""
+        a, b = self._slots_of(*window)
         problem = current.problem
         # the meter's lowest possible net import: every battery discharging, or the export limit
         discharge_kw = sum(battery.discharge_power_kw for battery in problem.batteries)
         floor_kw = np.maximum(problem.load_kw[a:b] - discharge_kw, -problem.export_limit_kw)
         lo_steps, lo_cost = 0, current.schedule.objective_gbp
-        hi_steps = math.floor(float(np.min(base[a:b] - floor_kw)) / REDUCTION_STEP_KW)
+        per_slot_base = _on_slots(base, self.slot_minutes)
+        hi_steps = math.floor(float(np.min(per_slot_base - floor_kw)) / REDUCTION_STEP_KW)
         if hi_steps <= 0:
             return 0.0, lo_cost
-        cost = self._cost_with(site, base, (a, b), hi_steps * REDUCTION_STEP_KW)
+        cost = self._cost_with(site, base, window, hi_steps * REDUCTION_STEP_KW)
         if cost is not None:
             return hi_steps * REDUCTION_STEP_KW, cost
         while hi_steps - lo_steps > 1:  # invariant: lo feasible, hi not
             mid = (lo_steps + hi_steps) // 2
-            cost = self._cost_with(site, base, (a, b), mid * REDUCTION_STEP_KW)
+            cost = self._cost_with(site, base, window, mid * REDUCTION_STEP_KW)
             if cost is None:
                 hi_steps = mid
             else:
@@ -305,16 +359,20 @@ class StorageAgent:
     def _reduction(
         self, order_id: str, site_id: str, start_utc: datetime, end_utc: datetime, reduction_kw: float
     ) -> CommittedReduction:
-        """The order as a cap on the meter's net import, its baseline frozen from the current plan."""
+        """The order as a cap on the meter's net import, its baseline frozen from the current plan (one
+        value per half hour: the mean over the plan slots it covers)."""
         site = self._site(site_id)
         start, end = parse_utc(start_utc), parse_utc(end_utc)
-        a, b = slots_between(self._now, start), slots_between(self._now, end)
+        h0, h1 = slots_between(self._now, start), slots_between(self._now, end)
+        a, b = self._slots_of(h0, h1)
         if a < 0 or b > self.horizon_slots or b <= a:
             raise CommitRefused(
                 f"window {iso(start)}–{iso(end)} is not inside the planning horizon "
                 f"{iso(self._now)}–{iso(self.slot_start(self.horizon_slots))}"
             )
-        baseline = self.plan()[site.id].net_import_kw[a:b]
+        skip = h0 - a * self.slot_minutes // MARKET_SLOT_MINUTES  # a 60-minute slot's first half hour
+        per_half_hour = half_hourly_mean_kw(self.plan()[site.id].net_import_kw[a:b], self.slot_minutes)
+        baseline = per_half_hour[skip : skip + h1 - h0]
         return CommittedReduction(order_id, site.id, start, end, float(reduction_kw), tuple(baseline.tolist()))
 
     def _with(self, red: CommittedReduction) -> SiteSchedule:
@@ -407,6 +465,7 @@ class StorageAgent:
             "resource_type": self.resource_type,
             "now_utc": iso(self._now),
             "horizon_slots": self.horizon_slots,
+            "slot_minutes": self.slot_minutes,
             "sites": [s.id for s in self.sites],
             "commitments": [c.to_dict() for c in self._commitments],
             "metrics": {"objective": sum(p.schedule.objective_gbp for p in plan.values())},
@@ -420,6 +479,17 @@ class StorageAgent:
                 for p in plan.values()
             ],
         }
+
+
+def _on_slots(per_half_hour: FloatArray, slot_minutes: int) -> FloatArray:
+    """Half-hourly values on plan slots covering whole half hours: repeated at 15 minutes, the smaller
+    of each pair at 60 (a slot's cap must meet both its half hours)."""
+    values = np.asarray(per_half_hour, dtype=float)
+    if slot_minutes <= MARKET_SLOT_MINUTES:
+        repeated: FloatArray = np.repeat(values, MARKET_SLOT_MINUTES // slot_minutes)
+        return repeated
+    smaller: FloatArray = values.reshape(-1, slot_minutes // MARKET_SLOT_MINUTES).min(axis=1)
+    return smaller
 
 
 def _blocks(mask: BoolArray) -> list[tuple[int, int]]:

@@ -16,7 +16,9 @@ Mapping (assumptions, all parameters of :class:`MixSettings`):
   0.40 kW per whole GPU (an A100-SXM-class board at TDP), 0.010 kW per CPU core (host share), facility
   overhead PUE 1.2; ``power_scale`` multiplies it (one trace task standing for that many replicas).
 - **duration**: run time = ``deletion − scheduled`` seconds (Alibaba; Pending rows, never scheduled, are
-  skipped) or ``length`` (GAIA), rounded up to 30-minute slots, capped at ``max_duration_slots``.
+  skipped) or ``length`` (GAIA), rounded up to the plan's slots (``slot_minutes``: 15, 30 or 60; default
+  30), capped at ``max_duration_slots``. Every ``*_slots`` setting counts the plan's slots; the defaults
+  are for 30-minute slots and :meth:`MixSettings.for_slot_minutes` restates them for another length.
 - **arrivals**: consecutive rows from the dense part of the Alibaba trace (creation_time ≥ 9,941,376 s,
   where 99.7% of rows arrive) or from GAIA's start, their relative arrival times compressed linearly
   into the first ``arrival_fraction`` of the horizon (the traces' real rate is 9.9 and 5.95 jobs/h; a
@@ -53,13 +55,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bpp.domain import SLOT_MINUTES, FloatArray, Job, Priority
+from bpp.domain import MARKET_SLOT_MINUTES, FloatArray, Job, Priority, check_slot_minutes
 
 ALIBABA_FILE = "alibaba_gpu2023_openb_pod_list_default.csv"
 GAIA_FILE = "gaia_pai_1k.csv"
 #: creation_time from which the Alibaba trace is dense (../shared/data/jobs/README.md)
 ALIBABA_DENSE_FROM_S = 9_941_376
-SLOT_S = SLOT_MINUTES * 60
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -85,6 +86,17 @@ class MixSettings:
     threshold_percentile: float = 70.0
     migration_base_gbp: float = 0.02
     migration_gbp_per_gib: float = 0.001
+
+    @classmethod
+    def for_slot_minutes(cls, slot_minutes: int, **fields: object) -> MixSettings:
+        """Settings for a plan of ``slot_minutes`` slots: the ``*_slots`` defaults (stated for 30-minute
+        slots) restated as the same durations in that slot length (rounded up), ``fields`` as given."""
+        per_half_hour = MARKET_SLOT_MINUTES / check_slot_minutes(slot_minutes)
+        scaled: dict[str, object] = {
+            name: math.ceil(getattr(cls, name) * per_half_hour)
+            for name in ("max_duration_slots", "max_deferral_slots", "batch_slack_slots", "flexible_slack_slots")
+        }
+        return cls(**{**scaled, **fields})  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -179,14 +191,16 @@ def job_mix(
     settings: MixSettings | None = None,
     id_prefix: str = "",
     offset_rows: int | None = None,
+    slot_minutes: int = MARKET_SLOT_MINUTES,
 ) -> list[Job]:
     """``n_jobs`` jobs over a ``horizon_slots`` horizon (slot 0 = horizon start) for the given sites.
 
     ``source``: ``alibaba`` (GPU tasks), ``gaia`` (CPU batch) or ``mixed`` (half each); falls back to
     ``synthetic`` when the trace file is absent. ``home_carbon_g_per_kwh`` maps site id → carbon array
     of the horizon, for thresholds (none are set without it). ``offset_rows`` picks where in the trace
-    the jobs start (default: a seeded random offset)."""
-    cfg = settings or MixSettings()
+    the jobs start (default: a seeded random offset). Slots are of ``slot_minutes``."""
+    cfg = settings or MixSettings.for_slot_minutes(slot_minutes)
+    slot_s = check_slot_minutes(slot_minutes) * 60
     rng = np.random.default_rng(seed)
     jobs_dir = jobs_dir or default_jobs_dir()
     if source == "mixed":
@@ -203,6 +217,7 @@ def job_mix(
             settings=cfg,
             id_prefix="A",
             offset_rows=offset_rows,
+            slot_minutes=slot_minutes,
         )
         b = job_mix(
             n_jobs - half,
@@ -216,6 +231,7 @@ def job_mix(
             settings=cfg,
             id_prefix="G",
             offset_rows=offset_rows,
+            slot_minutes=slot_minutes,
         )
         return a + b
     path = {"alibaba": jobs_dir / ALIBABA_FILE, "gaia": jobs_dir / GAIA_FILE}.get(source)
@@ -247,7 +263,7 @@ def job_mix(
     thr_draw = rng.random(n_jobs) < cfg.threshold_share
     jobs: list[Job] = []
     for i, t in enumerate(picked):
-        d = int(min(max(math.ceil(t.run_s / SLOT_S), 1), cfg.max_duration_slots))
+        d = int(min(max(math.ceil(t.run_s / slot_s), 1), cfg.max_duration_slots))
         r = int(releases[i])
         d = min(d, horizon_slots - r)  # a task longer than what is left of the horizon is cut there
         slack = {Priority.BATCH: cfg.batch_slack_slots, Priority.FLEXIBLE: cfg.flexible_slack_slots}.get(t.priority, 0)
@@ -294,15 +310,16 @@ def synthetic_solar_kw(
     latitude_deg: float = 52.0,
     longitude_deg: float = -1.5,
     clearness: float = 1.0,
+    slot_minutes: int = MARKET_SLOT_MINUTES,
 ) -> FloatArray:
-    """Clear-sky PV output per slot (synthetic — the shared data has no solar series).
+    """Clear-sky PV output per slot of ``slot_minutes`` (synthetic — the shared data has no solar series).
 
     Solar elevation from declination ``23.44° · sin(2π(284 + doy)/365)`` and the hour angle at the
     slot midpoint; output = ``capacity · clearness · min(1, sin(elevation) / sin(50°))`` — a tilted
     array reaches nameplate once the sun is ≥ 50° up. At 52° N that gives "green" slots (≥ 80%) around
     midday from spring to autumn and none in winter."""
     start = start_utc.astimezone(UTC)
-    midday_offset_h = start.hour + start.minute / 60.0 + (np.arange(n_slots) + 0.5) * SLOT_MINUTES / 60.0
+    midday_offset_h = start.hour + start.minute / 60.0 + (np.arange(n_slots) + 0.5) * slot_minutes / 60.0
     doy = start.timetuple().tm_yday - 1 + midday_offset_h / 24.0
     hours_utc = midday_offset_h % 24.0
     decl = np.radians(23.44) * np.sin(2 * np.pi * (284 + doy) / 365.0)

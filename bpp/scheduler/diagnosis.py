@@ -45,6 +45,8 @@ def diagnose(instance: Instance) -> SchedulingInfeasible:
     imp_slack = np.zeros((S, T))
     for (k, t), c in model.elastic_import_cols.items():
         imp_slack[k, t] = res.x[c]
+    for k, slots, c in model.elastic_mean_cols or []:  # committed half hours of 15-minute slots
+        imp_slack[k, list(slots)] = np.maximum(imp_slack[k, list(slots)], res.x[c])
     violated = (cap_slack > VIOLATED_KW) | (imp_slack > VIOLATED_KW)
     x = res.x
     if violated.any():
@@ -53,6 +55,7 @@ def diagnose(instance: Instance) -> SchedulingInfeasible:
             [
                 model.elastic_cap_cols.ravel(),
                 np.fromiter(model.elastic_import_cols.values(), dtype=np.int64, count=len(model.elastic_import_cols)),
+                np.array([c for _, _, c in model.elastic_mean_cols or []], dtype=np.int64),
             ]
         )
         row = lp.add_rows(np.array([-np.inf]), np.array([res.objective * (1 + 1e-7) + 1e-6]))
@@ -71,7 +74,7 @@ def diagnose(instance: Instance) -> SchedulingInfeasible:
         return tuple(j.id for jx, j in enumerate(inst.jobs) if plan.run_fraction[jx, k, a:b].sum() > TOL)
 
     conflicts: list[Conflict] = []
-    caps = inst.commitment_caps_kw()
+    caps = inst.commitment_cap_by_slot_kw()
     for k, site in enumerate(inst.sites):
         for a, b in spans(np.flatnonzero(cap_slack[k] > VIOLATED_KW)):
             start_utc, end_utc = slot_span_utc(inst, a, b)

@@ -126,7 +126,7 @@ def eligibility(instance: Instance, free_kw: FloatArray | None = None) -> Eligib
     for jx, job in enumerate(instance.jobs):
         if not job.movable:
             continue
-        first, end = effective_window(job, T, acts)
+        first, end = effective_window(job, T, acts, slot_minutes=instance.slot_minutes)
         el.window[jx] = (first, end)
         sites = allowed_sites(instance, job)
         el.sites[jx] = sites
@@ -315,7 +315,7 @@ def fixed_work_conflicts(instance: Instance) -> list[Conflict]:
                     end_utc=end_utc,
                 )
             )
-    caps = instance.commitment_caps_kw()
+    caps = instance.commitment_cap_by_slot_kw()
     for k, site in enumerate(instance.sites):
         for a, b in spans(np.flatnonzero(caps[k] < -TOL)):
             start_utc, end_utc = slot_span_utc(instance, a, b)
@@ -338,8 +338,12 @@ def orders_over(instance: Instance, site_id: str, a: int, b: int) -> tuple[str, 
     return tuple(
         c.order_id
         for c in instance.commitments
-        if c.site_id == site_id and instance.slot_of(c.start_utc) < b and instance.slot_of(c.end_utc) > a
+        if c.site_id == site_id and _overlaps(instance.window_slots(c.start_utc, c.end_utc), a, b)
     )
+
+
+def _overlaps(window: tuple[int, int], a: int, b: int) -> bool:
+    return window[0] < b and window[1] > a
 
 
 def spans(idx: IntArray) -> list[tuple[int, int]]:

@@ -1,7 +1,8 @@
 """The CTSS MILP: :func:`build_model` assembles it as sparse arrays; :func:`extract_plan` reads a
 solution back through the :class:`Model`'s index maps.
 
-Formulation (sites s, slots t, slot length h = 0.5 h, all sparse):
+Formulation (sites s, slots t of ``instance.slot_minutes``, slot length h = slot_minutes / 60 hours,
+all sparse):
 
 Variables
 - ``x[j,s,t] ∈ [0,1]`` for each *preemptible* job j (interruptible and checkpointable) and each
@@ -26,6 +27,9 @@ Constraints
 - capacity: ``baseline + fixed + Σ p_j·x + Σ p_j·y_cover ≤ capacity_kw`` per (s,t);
 - balance: ``g = baseline + fixed + compute + c − d − u`` per (s,t);
 - grid import cap: ``g ≤ min(grid_import_limit_kw, committed-reduction cap)`` (column bound);
+  committed reductions are half-hourly (:meth:`bpp.domain.Instance.commitment_half_hours`): a half hour
+  of one slot (30- and 60-minute plans) is a column bound, a half hour of two 15-minute slots a row on
+  their mean, ``(g[s,t] + g[s,t+1]) / 2 ≤ cap`` — the energy the half hour's meter reading sees;
 - battery dynamics and SoC bounds (:mod:`bpp.storage`), with a charge-or-discharge binary per slot
   only where the objective weight is negative (or every slot on request: ``battery_exclusivity``).
 
@@ -51,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpp.domain import MWH_PER_KW_SLOT, TOL, BoolArray, FloatArray, Instance, IntArray, effective_window
+from bpp.domain import TOL, BoolArray, FloatArray, HalfHourCap, Instance, IntArray, effective_window
 from bpp.lp import LPParts
 from bpp.plan import Plan, idle_battery_arrays
 from bpp.scheduler.conflicts import SchedulingInfeasible
@@ -94,6 +98,8 @@ class Model:
     build_time_s: float
     elastic_cap_cols: IntArray | None = None  # (n_sites, n_slots) slack on capacity rows
     elastic_import_cols: dict[tuple[int, int], int] | None = None  # (s,t) -> slack col on import cap
+    #: elastic slack on committed half hours of several slots: (site, slots, slack col)
+    elastic_mean_cols: list[tuple[int, tuple[int, ...], int]] | None = None
 
 
 def build_model(
@@ -115,6 +121,7 @@ def build_model(
     lp = LPParts()
     site = _add_site_rows(lp, instance, objective_on=objective_on, elastic=elastic)
     slack = _add_elastic_slack(lp, site) if elastic else None
+    mean_slack = _add_mean_caps(lp, instance, site, elastic=elastic)
     u_cols = _add_solar(lp, instance, site.balance_rows)
     batteries = _add_batteries(
         lp, instance, site.balance_rows, objective_on=objective_on, exclusive_slots=exclusive_slots
@@ -141,6 +148,7 @@ def build_model(
         build_time_s=time.perf_counter() - t0,
         elastic_cap_cols=None if slack is None else slack[0],
         elastic_import_cols=None if slack is None else slack[1],
+        elastic_mean_cols=mean_slack if elastic else None,
     )
 
 
@@ -176,7 +184,7 @@ def _add_site_rows(lp: LPParts, instance: Instance, *, objective_on: float, elas
     fixed = fixed_load_kw(instance)
     base = np.stack([s.baseline_kw for s in instance.sites])
     cap = np.stack([s.capacity_kw for s in instance.sites])
-    weight = instance.weight_matrix() * MWH_PER_KW_SLOT  # objective per kW-slot of import
+    weight = instance.weight_matrix() * instance.mwh_per_kw_slot  # objective per kW-slot of import
     import_ub = np.full((S, T), np.inf)
     for k, s in enumerate(instance.sites):
         if s.grid_import_limit_kw is not None:
@@ -208,6 +216,26 @@ def _add_elastic_slack(lp: LPParts, site: _SiteRows) -> tuple[IntArray, dict[tup
         for (k, t), c in zip(finite.tolist(), cols.tolist(), strict=True):
             import_cols[(k, t)] = c
     return cap_cols, import_cols
+
+
+def _add_mean_caps(
+    lp: LPParts, instance: Instance, site: _SiteRows, *, elastic: bool
+) -> list[tuple[int, tuple[int, ...], int]]:
+    """Committed half hours of several slots (15-minute plans): ``mean_t g[s,t] ≤ cap`` over the slots
+    of the half hour; elastic: with a unit-cost slack column each. Returns (site, slots, slack col)."""
+    caps: list[HalfHourCap] = instance.commitment_mean_caps()
+    out: list[tuple[int, tuple[int, ...], int]] = []
+    if not caps:
+        return out
+    rows = lp.add_rows(np.full(len(caps), -np.inf), np.array([h.cap_kw for h in caps]))
+    for row, h in zip(rows.tolist(), caps, strict=True):
+        n = len(h.slots)
+        lp.add_entries(np.full(n, row), site.g_cols[h.site_index, list(h.slots)], np.full(n, 1.0 / n))
+    if elastic:
+        cols = lp.add_cols(np.ones(len(caps)), np.zeros(len(caps)), np.full(len(caps), np.inf))
+        lp.add_entries(rows, cols, -np.ones(len(caps)))
+        out = [(h.site_index, h.slots, int(c)) for h, c in zip(caps, cols.tolist(), strict=True)]
+    return out
 
 
 def _add_solar(lp: LPParts, instance: Instance, balance_rows: IntArray) -> dict[int, tuple[IntArray, IntArray]]:
@@ -250,6 +278,7 @@ def _add_batteries(
                         n_slots=instance.n_slots,
                         balance_rows=balance_rows[k],
                         gbp_weight=gbp_weight,
+                        slot_hours=instance.slot_hours,
                         exclusive_slots=mask,
                     )
                 )
@@ -462,6 +491,6 @@ def tie_break_bound(instance: Instance) -> float:
     total = 0.0
     for job in instance.jobs:
         if job.movable:
-            first, end = effective_window(job, instance.n_slots, instance.actions)
+            first, end = effective_window(job, instance.n_slots, instance.actions, slot_minutes=instance.slot_minutes)
             total += TIE_BREAK * job.power_kw * job.work_slots * max(end - first, 0)
     return total

@@ -38,10 +38,13 @@ def plan_violations(instance: Instance, plan: Plan, tol: float = 1e-5) -> list[s
     - critical/running work exactly at its fixed run; contiguous jobs in one block at one site;
     - carbon: flexible/batch jobs only in slots with carbon ≤ their threshold;
     - gating: batch jobs only in green slots when gating applies to them;
-    - one place at a time per slot; site load ≤ capacity; grid import ≥ 0, ≤ import limit and ≤ every
-      committed reduction's cap; solar used ≤ solar available; batteries obey their physics
+    - one place at a time per slot; site load ≤ capacity; grid import ≥ 0, ≤ import limit and, in every
+      committed half hour, its mean over the plan slots the half hour covers ≤ the order's cap (one slot
+      at 30 and 60 minutes, two at 15); solar used ≤ solar available; batteries obey their physics
       (:func:`bpp.storage.battery_violations`: power limits, never charging and discharging in one slot,
       SoC recomputed with both efficiencies and self-discharge, per-slot SoC bounds, targets, terminal level).
+    Every rule is in the instance's own slots: deferral in slots of ``slot_minutes``, battery energy per
+    slot of ``slot_hours``.
     """
     inst = instance
     F = plan.run_fraction
@@ -88,7 +91,7 @@ def _job_violations(
     last = int(slots_used.max())
     if last >= job.deadline_slot:
         out.append(f"job {job.id}: runs in slot {last} at/after its deadline slot {job.deadline_slot}")
-    if last >= job.release_slot + job.duration_slots + acts.max_deferral_slots:
+    if last >= job.release_slot + job.duration_slots + acts.max_deferral_slots(inst.slot_minutes):
         out.append(f"job {job.id}: finishes later than release + duration + max deferral ({acts.max_deferral_min} min)")
     allowed = set(allowed_sites(inst, job))
     bad_sites = [inst.sites[k].id for k in sites_used if k not in allowed]
@@ -155,16 +158,13 @@ def _site_violations(inst: Instance, plan: Plan, tol: float) -> list[str]:
     for k, s in enumerate(inst.sites):
         if s.grid_import_limit_kw is not None and np.any(g[k] > s.grid_import_limit_kw + tol * scale[k]):
             out.append(f"site {s.id}: grid import above its limit {s.grid_import_limit_kw} kW")
-    for c in inst.commitments:
-        k = inst.site_index(c.site_id)
-        a = inst.slot_of(c.start_utc)
-        for i, capv in enumerate(c.max_import_kw()):
-            t = a + i
-            if 0 <= t < inst.n_slots and g[k, t] > capv + tol * max(1.0, abs(capv)):
-                out.append(
-                    f"order {c.order_id}: site {c.site_id} imports {g[k, t]:.2f} kW in slot {t} "
-                    f"> baseline {c.baseline_kw[i]:.2f} − committed {c.reduction_kw:.2f} kW"
-                )
+    for h in inst.commitment_half_hours():
+        mean_kw = float(g[h.site_index, list(h.slots)].mean())
+        if mean_kw > h.cap_kw + tol * max(1.0, abs(h.cap_kw)):
+            out.append(
+                f"order {h.order_id}: site {inst.sites[h.site_index].id} imports {mean_kw:.2f} kW on average "
+                f"in slots {list(h.slots)} > its committed cap {h.cap_kw:.2f} kW (baseline − reduction)"
+            )
     return out
 
 
@@ -183,6 +183,7 @@ def _battery_use_violations(inst: Instance, plan: Plan, tol: float) -> list[str]
                 charge_kw=plan.charge_kw[k],
                 discharge_kw=plan.discharge_kw[k],
                 soc_kwh=plan.soc_kwh[k],
+                slot_hours=inst.slot_hours,
             )
         )
     return out
