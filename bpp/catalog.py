@@ -371,6 +371,21 @@ def example_config(
     return {"platforms": out}
 
 
+def network_config(n_providers: int, *, platforms: int = 1, city_code: str = "GB-R13") -> dict[str, Any]:
+    """What `flexmarket up` hosts: the example providers with static offers, except that the first is a site
+    with both compute and a battery, planned by one compute agent (a 150-job mix, so start-up stays quick), and
+    one more, ``bess-01``, is a battery-only site sold by a storage agent — so a newcomer's first search shows
+    storage offers beside compute ones, from a planner per site."""
+    config = example_config(n_providers, platforms=platforms, city_code=city_code)
+    first = config["platforms"][0]["providers"][0]
+    site = first["sites"][0]
+    first["offers"] = []
+    first["agent"] = example_agent(site["id"], float(site["baseline_kw"]), seed=0, n_jobs=150)
+    first["agent"]["sites"][0]["battery"] = dict(EXAMPLE_BATTERY)
+    config["platforms"][n_providers % platforms]["providers"].append(example_storage_provider(city_code))
+    return config
+
+
 #: the example sites' battery: 2 MWh, 1 MW each way, 90% round trip, £8/MWh wear, kept 10–90% full
 EXAMPLE_BATTERY: dict[str, Any] = {
     "energy_kwh": 2000,
@@ -449,6 +464,7 @@ __all__ = [
     "example_storage_agent",
     "load_config",
     "matching_offers",
+    "network_config",
     "parse_config",
     "slot_starts",
 ]

@@ -26,7 +26,7 @@ from bap.permissions import Role as ApiRole
 from beckn.errors import Role
 from beckn.identity import Identity, load_or_create_identity
 from beckn.keys import load_or_create_keypair, public_key_b64
-from bpp.catalog import example_config, parse_config
+from bpp.catalog import network_config, parse_config
 from flexmarket import lifeline
 from kernel import clock, db
 from kernel.config import get_settings
@@ -273,7 +273,7 @@ def prepare_network(
     if providers_file is None:
         providers_file = home / "providers.json"
         providers_file.write_text(
-            json.dumps(example_config(providers, platforms=platforms, city_code=city_code), indent=2)
+            json.dumps(network_config(providers, platforms=platforms, city_code=city_code), indent=2)
         )
     config = parse_config(json.loads(providers_file.read_text()))
 
