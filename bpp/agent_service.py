@@ -27,6 +27,7 @@ from bpp.agent import CommitRefused
 from bpp.catalog import CommitmentError, ProviderConfig
 from bpp.decisions import Decision as AgentDecision
 from bpp.domain import SLOT
+from bpp.metered_history import NoHistory, ledger_history
 from bpp.models import Decision, Offer, Order, OrderEvent, Provider
 from bpp.paid_reduction import expected_paid_kw, ten_of_ten_kw
 from bpp.planner import ProviderAgent, agent_from_config
@@ -38,13 +39,18 @@ from schemas.limits import Name
 
 log = structlog.get_logger(__name__)
 
-# A site's metered history, mean kW per half hour by period start (UTC), by site id. The BPP holds no meter
-# readings yet, so every offer states that its expected paid reduction is not known (null and why).
+# A site's metered history, mean kW per half hour by period start (UTC), by site id: read from the ledger
+# (bpp/metered_history.py); a `NoHistory` says why there is none, and the offer's expected paid is null with it.
 MeteredHistory = Callable[[str], Mapping[datetime, float]]
 
 
 def no_metered_history(site_id: str) -> Mapping[datetime, float]:
     return {}
+
+
+def metered_history_of(provider: ProviderConfig, now: datetime | None = None) -> MeteredHistory:
+    """The provider's sites' metered history for one catalog build, from the ledger (market time `now`)."""
+    return ledger_history(provider, now=now)
 
 
 COMMITTED = ("ACCEPTED", "IN-PROGRESS")
@@ -143,18 +149,26 @@ def store_decisions(session: Session, bpp_id: str, provider_id: str, decisions: 
 
 
 def publish(
-    session: Session, bpp_id: str, provider: ProviderConfig, now: datetime | None = None, data_dir: Path | None = None
+    session: Session,
+    bpp_id: str,
+    provider: ProviderConfig,
+    now: datetime | None = None,
+    data_dir: Path | None = None,
+    *,
+    history: MeteredHistory | None = None,
 ) -> list[FlexOfferSpec]:
-    """(Re)plan the provider's agent from `now` and publish the offers its optimal plan leaves."""
+    """(Re)plan the provider's agent from `now` and publish the offers its optimal plan leaves, each with its
+    expected paid reduction against `history` (default: the site's metered history on the ledger)."""
     assert provider.agent is not None
     window_slots = int(provider.agent.get("offers", {}).get("window_slots", 4))
-    anchor = anchor_for(now or clock.now(), window_slots)
+    now = now or clock.now()
+    anchor = anchor_for(now, window_slots)
     row = session.get(Provider, (bpp_id, provider.id))
     assert row is not None  # sync_platform upserts it first
     row.agent, row.agent_anchor_utc = provider.agent, anchor
     session.flush()
     agent = build_agent(session, row, data_dir=data_dir)
-    specs = catalog_of(agent)
+    specs = catalog_of(agent, history or metered_history_of(provider, now))
     stored = store_decisions(session, bpp_id, provider.id, agent.decisions())
     log.info(
         "agent offers published",
@@ -167,7 +181,9 @@ def publish(
     return specs
 
 
-def preview(provider: ProviderConfig, now: datetime, data_dir: Path | None = None) -> list[FlexOfferSpec]:
+def preview(
+    provider: ProviderConfig, now: datetime, data_dir: Path | None = None, *, history: MeteredHistory | None = None
+) -> list[FlexOfferSpec]:
     """The offers the provider's agent would publish if it joined at `now`: the same plan as `publish`, with
     no database and no orders (`flexmarket provider validate`)."""
     assert provider.agent is not None
@@ -176,7 +192,7 @@ def preview(provider: ProviderConfig, now: datetime, data_dir: Path | None = Non
     base = signal_provider_from(cfg.get("signals", {}), data_dir)
     signals = analogue_provider(base, lambda region: coverage(region, data_dir))
     agent = agent_from_config(cfg, signals=signals, data_dir=data_dir)
-    return catalog_of(agent)
+    return catalog_of(agent, history or metered_history_of(provider, now))
 
 
 def window_slots_of(provider: ProviderConfig) -> int:
@@ -210,6 +226,9 @@ def with_expected_paid(
     spec: FlexOfferSpec, planned_import_kw: Sequence[float], history_kw: Mapping[datetime, float]
 ) -> FlexOfferSpec:
     """The offer with its expected paid reduction (bpp/paid_reduction.py); null and why without history."""
+    if isinstance(history_kw, NoHistory):
+        reason = f"no metered history for site {spec.location_id}: {history_kw.reason}"
+        return replace(spec, expected_paid_kw=None, expected_paid_reason=reason)
     if not history_kw:
         reason = f"no metered history for site {spec.location_id} yet: no settlement baseline to expect against"
         return replace(spec, expected_paid_kw=None, expected_paid_reason=reason)

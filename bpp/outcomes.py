@@ -5,10 +5,8 @@ latest one establishes (schemas/outcome.py: COMPLETED, PARTIALLY-DELIVERED, SETT
 and the settled amount), and tells the buyer with an unsolicited, signed on_status carrying it — so the BPP,
 the BAP and the ledger hold the same outcome.
 
-How the BPP reads the ledger: with each hosted provider's own ledger key (role `provider`, which reads
-exactly that provider's orders and runs), from the JSON file `FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE`
-(`{"<provider id>": "flk_…"}`; `flexmarket up` writes it, readable by its owner only). A provider without a
-key is skipped with a warning: its orders keep the state their window gives them.
+How the BPP reads the ledger: with each hosted provider's own ledger key (bpp/ledger_client.py). A provider
+without a key is skipped with a warning: its orders keep the state their window gives them.
 
 Idempotent: an outcome is taken only from a later run than the one the order holds, and never moves it
 back (`schemas.outcome.advances`); the ledger is read outside any row lock, and each order is locked
@@ -17,10 +15,8 @@ back (`schemas.outcome.advances`); the ledger is read outside any row lock, and 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -29,6 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bpp import service
+from bpp.ledger_client import LedgerReader, LedgerReadError
+from bpp.ledger_client import load_provider_keys as load_provider_keys  # bpp/tasks.py reads the keys from here
 from bpp.models import Order, OrderEvent
 from kernel import clock
 from schemas.outcome import LedgerOutcome, OutcomeFormatError, advances, outcome_from_ledger
@@ -37,11 +35,10 @@ log = structlog.get_logger(__name__)
 
 # Orders whose outcome the ledger may still establish or restate (SETTLED is final).
 OPEN_STATES = ("IN-PROGRESS", "COMPLETED", "PARTIALLY-DELIVERED")
+# The ledger registers a CFT-paid order (settlement_method CFT) as the obligation of the BAP's redemption, whose
+# id is the Beckn order id (bap/tokens.py): `cft-<order id>` (ledger/tokens.py `redeem`).
+CFT_ORDER_PREFIX = "cft-"
 BATCH = 500  # orders read from the ledger per task run: the least recently checked first, the rest next time
-
-
-class LedgerReadError(RuntimeError):
-    """The ledger could not be read (unreachable, or refused the key)."""
 
 
 class OutcomeSource(Protocol):
@@ -50,39 +47,16 @@ class OutcomeSource(Protocol):
         ...
 
 
-def load_provider_keys(path: Path | None) -> dict[str, str]:
-    """Provider id → ledger API key, from the keys file (none when unset)."""
-    if path is None:
-        return {}
-    try:
-        keys = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise LedgerReadError(f"FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE {path}: {exc}") from exc
-    if not isinstance(keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items()):
-        raise LedgerReadError(f"FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE {path}: must map provider ids to keys")
-    return keys
-
-
 class LedgerOutcomes:
     """Reads outcomes over the ledger's HTTP API with the provider's key."""
 
     def __init__(self, client: httpx.Client, base_url: str, keys: Mapping[str, str]) -> None:
-        self.client = client
-        self.api = f"{base_url.rstrip('/')}/api/v1"
+        self.reader = LedgerReader(client, base_url)
         self.keys = keys
         self.unkeyed: set[str] = set()  # providers already warned about in this run
 
     def _get(self, path: str, key: str) -> dict[str, Any] | None:
-        try:
-            r = self.client.get(f"{self.api}{path}", headers={"Authorization": f"Bearer {key}"})
-        except httpx.HTTPError as exc:
-            raise LedgerReadError(f"ledger unreachable: {exc}") from exc
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise LedgerReadError(f"ledger answered {r.status_code} for {path}: {r.text[:200]}")
-        body: dict[str, Any] = r.json()
-        return body
+        return self.reader.get(path, key)
 
     def outcome(self, provider_id: str, order_id: str) -> LedgerOutcome | None:
         key = self.keys.get(provider_id)
@@ -91,11 +65,15 @@ class LedgerOutcomes:
                 self.unkeyed.add(provider_id)
                 log.warning("no ledger key for this provider: its outcomes are not read", provider_id=provider_id)
             return None
+        ledger_id = order_id
         summary = self._get(f"/orders/{order_id}", key)
+        if summary is None:  # an order paid with tokens is the ledger's redemption obligation `cft-<order id>`
+            ledger_id = f"{CFT_ORDER_PREFIX}{order_id}"
+            summary = self._get(f"/orders/{ledger_id}", key)
         if summary is None or not summary.get("runs"):
             return None  # not registered (yet), or no run made
         latest = summary["runs"][-1].get("run")
-        return outcome_from_ledger(summary, self._get(f"/settlement/{order_id}/{latest}", key))
+        return outcome_from_ledger(summary, self._get(f"/settlement/{ledger_id}/{latest}", key))
 
 
 def candidates(session: Session, now: datetime) -> list[tuple[str, str]]:

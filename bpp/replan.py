@@ -9,6 +9,11 @@ reason: a buyer that selects, inits or confirms it is refused with that reason (
 an order the site cannot honour. Each re-plan is a `replan` record in the provider's decision log with what
 changed in its offers (bpp/decisions.py `offer_changes`).
 
+Each re-published offer states its expected paid reduction against its site's metered history on the ledger
+as it stands at the re-plan (bpp/metered_history.py: read once per provider, outside the transaction's solve
+loop). Static offers (a providers file's, without an agent) are not re-planned, but a periodic re-plan restates
+their expected paid reduction too: nothing else refreshes them after start-up.
+
 Several workers may run the task at once: a provider is re-planned under a PostgreSQL advisory lock of its own
 (a worker that finds it taken skips the provider); the solve holds no row lock — the accepted orders are read,
 the plan solved, and the offers written only if no order was accepted meanwhile (else it solves again).
@@ -90,10 +95,34 @@ def replan_platform(
     platform: PlatformConfig, *, now: datetime, trigger: Trigger, data_dir: Path | None = None
 ) -> list[ReplanResult]:
     """Re-plan every agent the platform really hosts — the providers file's and those joined through the admin
-    API that have not left (`admin.hosted`) — that the trigger concerns."""
+    API that have not left (`admin.hosted`) — that the trigger concerns. A periodic re-plan also restates the
+    expected paid reduction of every static offer (a providers file's fixed offers: nothing else refreshes them
+    after start-up) from its site's metered history as it stands now."""
     with session_scope("bpp") as s:
-        providers = [p for p in admin.hosted(s, platform).providers if p.agent is not None and trigger.concerns(p)]
+        hosted = admin.hosted(s, platform).providers
+    if isinstance(trigger, Periodic):
+        for p in hosted:
+            if p.agent is None:
+                refresh_static_offers(platform.subscriber_id, p, now=now)
+    providers = [p for p in hosted if p.agent is not None and trigger.concerns(p)]
     return [replan_provider(platform.subscriber_id, p, now=now, trigger=trigger, data_dir=data_dir) for p in providers]
+
+
+def refresh_static_offers(bpp_id: str, provider: ProviderConfig, *, now: datetime) -> int:
+    """Restate the expected paid reduction of the provider's static offers still active (a withdrawn one stays
+    withdrawn; nothing else of an offer changes); the number restated."""
+    history = agent_service.metered_history_of(provider, now)
+    specs = {o.item_id: o for o in agent_service.static_catalog(provider, history)}
+    with session_scope("bpp") as s:
+        active = s.scalars(
+            select(Offer)
+            .where(Offer.bpp_id == bpp_id, Offer.provider_id == provider.id, Offer.active)
+            .with_for_update()
+        ).all()
+        fresh = [specs[o.item_id] for o in active if o.item_id in specs]
+        offer_store.upsert_offers(s, bpp_id, provider, fresh)
+    log.info("static offers' expected paid restated", bpp_id=bpp_id, provider=provider.id, offers=len(fresh))
+    return len(fresh)
 
 
 def replan_provider(
@@ -115,16 +144,18 @@ def replan_provider(
             agent_anchor_utc=anchor,
             signal_updates=[u.to_dict() for u in updates],
         )  # transient: nothing is written (and no row locked) while solving
-        specs = _solve(s, planned, data_dir)
+        specs = _solve(s, planned, agent_service.metered_history_of(provider, now), data_dir)
         result = _publish(s, provider, planned, specs, now=now, why=trigger.why())
     log.info("provider re-planned", bpp_id=bpp_id, provider=provider.id, **vars(result))
     return result
 
 
-def _solve(session: Session, planned: Provider, data_dir: Path | None) -> list[FlexOfferSpec]:
+def _solve(
+    session: Session, planned: Provider, history: agent_service.MeteredHistory, data_dir: Path | None
+) -> list[FlexOfferSpec]:
     for _ in range(SOLVE_ATTEMPTS):
         before = _accepted_ids(session, planned)
-        specs = agent_service.catalog_of(agent_service.build_agent(session, planned, data_dir=data_dir))
+        specs = agent_service.catalog_of(agent_service.build_agent(session, planned, data_dir=data_dir), history)
         if _accepted_ids(session, planned) == before:
             return specs
     raise RuntimeError(f"provider {planned.provider_id}: orders kept being accepted while re-planning")

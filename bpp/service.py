@@ -111,7 +111,7 @@ def sync_provider(session: Session, bpp_id: str, p: ProviderConfig) -> list[Flex
             index_elements=["bpp_id", "provider_id"], set_={"name": p.name, "sites": [asdict(s) for s in p.sites]}
         )
     )
-    offers = agent_service.static_catalog(p)  # static offers, each with its expected paid reduction
+    offers = agent_service.static_catalog(p, agent_service.metered_history_of(p))  # each with its expected paid
     if p.agent is not None:  # the catalog comes from the provider's own optimal schedule
         session.flush()
         offers = agent_service.publish(session, bpp_id, p)

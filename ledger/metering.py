@@ -6,6 +6,9 @@ operator imported it from CSV) or `meter_operator` (signed by a registered meter
 with the signer's key id and the signature). Several kinds coexist for one meter and period — append-only;
 versions count within a kind, so a correction supersedes only its own source, and settlement prefers the
 meter operator's. Energy is signed Wh: negative is a net export (schemas/limits.py MAX_ENERGY_WH_PER_PERIOD).
+
+Which reading of a period counts is one rule, `settled_readings`: settlement runs (ledger/settlement_runs.py) and
+the metering read endpoint (`meter_readings`, GET /api/v1/metering/{meter_id}) both use it.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
+from grid.money import wh_to_kwh_str
 from grid.periods import PERIOD, is_period_aligned
+from ledger.allocation import ReadingKind
 from ledger.db import CLOCK_SKEW, iso
-from ledger.errors import LedgerError, forbidden
+from ledger.errors import LedgerError, forbidden, not_found
 from ledger.meter_data import VerifiedSignature
 from schemas import limits
 
@@ -155,4 +160,61 @@ def ingest_metering(
         "reading_kind": kind,
         "accepted": len(readings),
         "corrections": sum(1 for v in versions if v > 1),
+    }
+
+
+@dataclass(frozen=True)
+class SettledReading:
+    """The reading of one half hour that settlement rests on, and its kind."""
+
+    period_start: datetime
+    energy_wh: int  # signed: negative = net export
+    kind: ReadingKind
+
+
+def settled_readings(
+    conn: psycopg.Connection, meter_id: str, start: datetime, end: datetime, *, as_of: datetime
+) -> list[SettledReading]:
+    """The reading per half hour in [start, end) that settlement uses, as known at `as_of` (received by then):
+    the meter operator's reading wins over a self-reported one; within a kind, the latest version. By period."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (period_start) period_start, energy_wh, reading_kind FROM ledger.metering "
+        "WHERE meter_id = %s AND period_start >= %s AND period_start < %s AND received_at <= %s "
+        "ORDER BY period_start, reading_kind = 'meter_operator' DESC, version DESC",
+        (meter_id, start, end, as_of),
+    )
+    return [SettledReading(t.astimezone(UTC), energy_wh, cast(ReadingKind, kind)) for t, energy_wh, kind in rows]
+
+
+def meter_owner(conn: psycopg.Connection, meter_id: str) -> str:
+    """The provider a registered meter belongs to (404 for a meter the ledger does not know)."""
+    row = conn.execute("SELECT provider_id FROM ledger.meters WHERE meter_id = %s", (meter_id,)).fetchone()
+    if row is None:
+        raise not_found(f"meter {meter_id}")
+    return str(row[0])
+
+
+def meter_readings(
+    conn: psycopg.Connection,
+    meter_id: str,
+    start: datetime,
+    end: datetime,
+    *,
+    as_of: datetime,
+    reader_provider_id: str | None,
+) -> dict[str, Any]:
+    """A meter's settled readings in [start, end) as JSON (kWh to 3 decimals). `reader_provider_id`: the
+    provider whose key asks (only its own meters: 403 otherwise); None for a key that reads every meter."""
+    assert start.tzinfo is not None and end.tzinfo is not None and end > start
+    owner = meter_owner(conn, meter_id)
+    if reader_provider_id is not None and reader_provider_id != owner:
+        raise forbidden(f"meter {meter_id} belongs to another provider")
+    readings = settled_readings(conn, meter_id, start, end, as_of=as_of)
+    return {
+        "meter_id": meter_id,
+        "provider_id": owner,
+        "readings": [
+            {"period_start": iso(r.period_start), "energy_kwh": wh_to_kwh_str(r.energy_wh), "kind": r.kind}
+            for r in readings
+        ],
     }

@@ -33,6 +33,7 @@ from ledger.agreements_db import order_agreement_hash
 from ledger.allocation import FINAL_RUNS, ReadingKind, reading_kind, strengthened
 from ledger.db import connection, in_transaction, iso, us
 from ledger.errors import not_found
+from ledger.metering import settled_readings
 from ledger.orders import ORDER_COLUMNS, current_reserve_id, load_order, order_from_row, terms_as_of
 from ledger.policies import get_policy
 from ledger.settlement import (
@@ -65,13 +66,8 @@ def load_inputs(
     hi = terms.window_end + (policy.rebound_periods + 1) * PERIOD
     readings: dict[datetime, int] = {}
     kinds: dict[datetime, ReadingKind] = {}
-    for t, energy_wh, kind in conn.execute(  # the meter operator's reading wins; within a kind, the latest version
-        "SELECT DISTINCT ON (period_start) period_start, energy_wh, reading_kind FROM ledger.metering "
-        "WHERE meter_id = %s AND period_start >= %s AND period_start < %s AND received_at <= %s "
-        "ORDER BY period_start, reading_kind = 'meter_operator' DESC, version DESC",
-        (terms.meter_id, lo, hi, as_of),
-    ):
-        readings[t.astimezone(UTC)], kinds[t.astimezone(UTC)] = energy_wh, kind
+    for settled in settled_readings(conn, terms.meter_id, lo, hi, as_of=as_of):  # the meter operator's wins
+        readings[settled.period_start], kinds[settled.period_start] = settled.energy_wh, settled.kind
     event_days: set[date] = set()
     sharing_w: dict[datetime, dict[str, int]] = {}
     for r in conn.execute(

@@ -34,6 +34,8 @@ Endpoints (examples in the module docstring of ledger/main.py):
                                               offline (the order's BAP and provider, finance, admin)
   POST /api/v1/metering                       half-hourly kWh for one meter (provider: stored self_reported;
                                               signed kWh, negative = net export)
+  GET  /api/v1/metering/{meter_id}?from=&to= the reading per half hour that settlement would use (the meter
+                                              operator's first, then the latest version) with its kind
   POST /api/v1/metering/signed                a meter operator's readings, Ed25519-signed over the RFC 8785
                                               bytes of `payload` (stored meter_operator; settlement prefers them)
   POST /api/v1/meter-data-keys                register a meter operator's Ed25519 public key

@@ -1,19 +1,22 @@
 """Routes: half-hourly metering for one meter (ledger/metering.py) — self-reported by the meter's provider, or
-signed by a meter operator — and the meter operators' Ed25519 keys (ledger/meter_data.py)."""
+signed by a meter operator; read back as settlement would use it — and the meter operators' Ed25519 keys
+(ledger/meter_data.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, Field, ValidationError
 
 from grid.money import decimal_to_units
+from grid.periods import PERIOD
 from kernel import clock
 from ledger import meter_data, metering
 from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, created, read, tx
+from ledger.api_keys import Principal
 from ledger.errors import LedgerError, forbidden
 from schemas import limits
 
@@ -79,6 +82,39 @@ def post_metering(body: MeteringIn, rt: Runtime, who: Who) -> JSONResponse:
             ),
         )
     )
+
+
+@router.get("/metering/{meter_id}")
+def get_metering(
+    meter_id: str,
+    rt: Runtime,
+    who: Who,
+    *,
+    from_: Annotated[AwareDatetime, Query(alias="from")],
+    to: Annotated[AwareDatetime, Query()],
+) -> JSONResponse:
+    """The meter's reading per half hour in [from, to) that settlement would use now (the meter operator's
+    wins, then the latest version): a provider's key reads only its own meters; admin and finance any."""
+    start, end = from_.astimezone(UTC), to.astimezone(UTC)
+    if end <= start:
+        raise LedgerError("invalid_request", "to: must be after from", status=400)
+    if (end - start) / PERIOD > limits.MAX_ROWS_PER_REQUEST:
+        raise LedgerError(
+            "invalid_request", f"to: at most {limits.MAX_ROWS_PER_REQUEST} half-hours after from", status=400
+        )
+    meter = meter_id.removeprefix("der://")
+    body = read(
+        rt,
+        lambda c: metering.meter_readings(
+            c, meter, start, end, as_of=clock.now(), reader_provider_id=_own_meters_only(who)
+        ),
+    )
+    return JSONResponse(body)
+
+
+def _own_meters_only(who: Principal) -> str | None:
+    """The provider whose meters alone the key reads; None for a key that reads every meter (admin, finance)."""
+    return str(who.participant_id) if who.role == "provider" else None
 
 
 @router.post("/metering/signed")

@@ -6,7 +6,7 @@ cannot be reached before someone decides who may call it. `tests/ledger/test_aut
 walks every route, role and no key against this table.
 
 This is the coarse gate. The routes then apply the finer rules of the role's participant: a provider's or
-BAP's key reads only its own accounts, orders and transfers, posts metering only for its own meters, mints
+BAP's key reads only its own accounts, orders and transfers, posts and reads metering only for its own meters, mints
 and sells only its own series; a holder alone transfers or redeems its tokens (ledger/api/deps.py
 `require_read`, `require_order_reader`; `Principal.require_participant`).
 """
@@ -51,6 +51,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/healthz"): PUBLIC,
     ("POST", "/metering"): PROVIDER,
     ("POST", "/metering/signed"): METER_OPERATOR,
+    ("GET", "/metering/{meter_id}"): PROVIDER | {"finance"},  # then: a provider only its own meters
     ("POST", "/meter-data-keys"): METER_OPERATOR,
     ("GET", "/meter-data-keys"): METER_OPERATOR | {"finance"},
     ("POST", "/meter-data-keys/{key_id}/revoke"): METER_OPERATOR,
