@@ -29,7 +29,8 @@ PURE_CORES := grid bpp/scheduler bpp/plan.py bpp/lp.py bpp/storage.py bpp/batter
 	ledger/chain.py ledger/merkle.py ledger/canonical.py ledger/settlement.py ledger/baseline.py ledger/allocation.py \
 	ledger/transfers.py ledger/cft.py ledger/accounts.py ledger/proofs.py ledger/statement_csv.py ledger/errors.py \
 	ledger/agreements.py \
-	beckn/signing.py bap/differences.py bap/permissions.py schemas/outcome.py
+	beckn/signing.py bap/differences.py bap/permissions.py bap/openadr_events.py bap/policy.py \
+	bap/procurement_choice.py bap/procurement_baselines.py schemas/outcome.py
 
 test: install check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -26,8 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bap import orders
 from bap.auth import Principal
-from bap.models import AuditEntry, BapOrder
+from bap.models import AuditEntry
 from kernel.db import session_scope
 from schemas import limits
 
@@ -97,7 +98,9 @@ def _clip(value: str | None, n: int) -> str | None:
 def _order_id(session: Session, subject: Subject) -> str | None:
     if not (subject.transaction_id and subject.bpp_id and subject.provider_id):
         return None
-    order = session.get(BapOrder, (subject.transaction_id, subject.bpp_id, subject.provider_id))
+    order = orders.named_by(
+        session, subject.transaction_id, subject.bpp_id, provider_id=subject.provider_id, item_id=None, order_id=None
+    )
     return order.order_id if order is not None else None
 
 

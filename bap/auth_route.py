@@ -13,6 +13,8 @@ the row commits with the change; everything else audited is written here once th
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -25,8 +27,9 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
 from bap import audit, auth
-from bap.permissions import PERMISSIONS, Refusal, changes_state, check, presented_token, refusal_message
+from bap.permissions import PERMISSIONS, Refusal, Role, changes_state, check, presented_token, refusal_message
 from kernel import clock
+from kernel.config import get_settings
 from kernel.db import UNAVAILABLE, session_scope
 from schemas import limits
 
@@ -73,8 +76,29 @@ def _authenticate(token: str) -> auth.Principal | None:
         return auth.authenticate(s, token)
 
 
+# Grid operators without API keys may sign the webhook's body instead (HMAC-SHA256 with the shared secret
+# FLEXMARKET_GRID_WEBHOOK_SECRET): `X-Flexmarket-Signature: sha256=<hex>`. Only on these routes.
+HMAC_ROUTES = frozenset({("POST", "/api/v1/grid-events")})
+HMAC_HEADER = "x-flexmarket-signature"
+HMAC_KEY_ID = "webhook-hmac"
+
+
+async def _hmac_principal(request: Request, method: str, template: str) -> auth.Principal | None:
+    secret = get_settings().grid_webhook_secret
+    signature = request.headers.get(HMAC_HEADER)
+    if not secret or signature is None or (method, template) not in HMAC_ROUTES:
+        return None
+    expected = "sha256=" + hmac.new(secret.encode(), await request.body(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(signature.strip(), expected):
+        return None
+    return auth.Principal(key_id=HMAC_KEY_ID, role=Role.OPERATOR, aggregator_id=None)
+
+
 async def _authorize(request: Request, method: str, template: str) -> tuple[auth.Principal | None, Refusal | None]:
     token = presented_token(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    if token is None and request.headers.get(HMAC_HEADER) is not None:
+        signed = await _hmac_principal(request, method, template)
+        return (signed, None) if signed is not None else (None, Refusal.INVALID_KEY)
     if token is None:
         return None, Refusal.MISSING_KEY
     principal = await run_in_threadpool(_authenticate, token)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bap import orders
 from bap.models import BapOrder, Transaction
 from beckn.models import outbox as outbox_table
 from kernel import clock
@@ -21,14 +22,18 @@ _ORDER_ACTIONS = frozenset({"select", "init", "confirm", "status", "update", "ca
 
 def _order_named_by(session: Session, tx: str, bpp_id: str | None, message: dict[str, Any]) -> BapOrder | None:
     """The order a request or callback body names: its provider (select/init/confirm/update) or order id."""
-    order = message.get("order") or {}
-    provider = (order.get("provider") or {}).get("id") if isinstance(order, dict) else None
-    if provider and bpp_id:
-        return session.get(BapOrder, (tx, bpp_id, provider))
-    order_id = message.get("order_id") or (order.get("id") if isinstance(order, dict) else None)
-    if not order_id:
-        return None
-    return session.scalars(select(BapOrder).where(BapOrder.transaction_id == tx, BapOrder.order_id == order_id)).first()
+    sent = message.get("order")
+    order: dict[str, Any] = sent if isinstance(sent, dict) else {}
+    listed = order.get("items")
+    items: list[Any] = listed if isinstance(listed, list) and listed else [{}]
+    return orders.named_by(
+        session,
+        tx,
+        bpp_id,
+        provider_id=(order.get("provider") or {}).get("id"),
+        item_id=items[0].get("id") if isinstance(items[0], dict) else None,
+        order_id=message.get("order_id") or order.get("id"),
+    )
 
 
 def _mark_failed(o: BapOrder, what: str) -> None:

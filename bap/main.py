@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from bap import metrics as orchestrator_metrics
 from bap import reconcile, service
 from bap.backpressure import SEARCHES
+from bap.orchestrator_router import orchestrator
 from bap.router import api, beckn_router
 from beckn.errors import Role
 from beckn.identity import own_identity
@@ -48,7 +50,9 @@ def create_app() -> FastAPI:
         savepoint_actions=frozenset(service.HANDLERS) - {"on_search"},
     )
     app.include_router(api)
+    app.include_router(orchestrator)
     reconcile.register_metrics()  # the reconciliation alerts on /metrics (read from their table at each scrape)
+    orchestrator_metrics.register_metrics()  # procurements and grid signals (bap/metrics.py)
     add_body_guard(app, "/api/")  # 413 over 1 MiB, deep JSON and NUL refused before parsing (schemas/limits.py)
     app.include_router(beckn_router)
     app.state.beckn_route = prefixed_route("/beckn/", app.state.identity, service.HANDLERS)

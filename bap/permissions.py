@@ -56,6 +56,28 @@ PERMISSIONS: dict[tuple[str, str], Permission] = {
     ("GET", "/api/v1/audit"): Permission("read_audit", OPERATORS),
     ("POST", "/api/v1/reconciliation/run"): Permission("run_reconciliation", OPERATORS),
     ("GET", "/api/v1/reconciliation/alerts"): Permission("read_reconciliation_alerts", OPERATORS | {Role.VIEWER}),
+    # Compute Flex Tokens (bap/tokens.py)
+    ("POST", "/api/v1/tokens/buy"): Permission("buy_tokens", TRADERS),
+    ("GET", "/api/v1/tokens"): Permission("read_tokens", ALL),
+    # the grid orchestrator (bap/orchestrator_router.py)
+    ("POST", "/api/v1/procurements"): Permission("create_procurement", TRADERS),
+    ("GET", "/api/v1/procurements"): Permission("list_procurements", ALL),
+    ("GET", "/api/v1/procurements/{procurement_id}"): Permission("read_procurement", ALL),
+    ("POST", "/api/v1/procurements/{procurement_id}/approve"): Permission("approve_procurement", OPERATORS),
+    ("POST", "/api/v1/procurements/{procurement_id}/reject"): Permission("reject_procurement", OPERATORS),
+    ("POST", "/api/v1/grid-events"): Permission("grid_event", OPERATORS),
+    ("POST", "/api/v1/grid-events/{event_id}/cancel"): Permission("cancel_grid_event", OPERATORS),
+    ("GET", "/api/v1/halt"): Permission("read_halt", ALL),
+    ("POST", "/api/v1/halt"): Permission("halt", OPERATORS),
+    ("POST", "/api/v1/resume"): Permission("resume", OPERATORS),
+    ("GET", "/api/v1/policies"): Permission("list_policies", ALL),
+    ("GET", "/api/v1/policies/active"): Permission("read_active_policy", ALL),
+    ("POST", "/api/v1/policies"): Permission("create_policy", OPERATORS),
+    ("POST", "/api/v1/policies/{version}/activate"): Permission("activate_policy", OPERATORS),
+    ("POST", "/api/v1/policies/shadow/end"): Permission("end_shadow_policy", OPERATORS),
+    ("GET", "/api/v1/signals"): Permission("read_signals", ALL),
+    ("GET", "/api/v1/market-log"): Permission("read_market_log", ALL),
+    ("GET", "/api/v1/carbon-log"): Permission("read_carbon_log", ALL),
 }
 
 # Calls that cannot change state. Every other method is audited whatever its outcome; these only when refused.

@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from bap import audit, reconcile, service
+from bap import audit, reconcile, service, tokens
 from bap import failures as failure_log
 from bap.auth import Principal, may_see
 from bap.auth_route import GuardedRoute, principal_of, run_audited
@@ -173,7 +173,7 @@ def _deliver_soon(outbox_id: int) -> None:
         log.warning("could not enqueue delivery; the outbox sweep will send it", outbox_id=outbox_id)
 
 
-async def _fan_out_of(request: Request, city_code: str, country_code: str) -> list[str]:
+async def fan_out_of(request: Request, city_code: str, country_code: str) -> list[str]:
     """The BPPs a search in this city reaches (the gateway's rule; the registry answer is cached). When the
     registry cannot be asked, none: the search then counts only toward its own acceptance."""
     registry = request.app.state.registry
@@ -210,7 +210,7 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
         )
     who = principal_of(request)
     try:
-        expected = await _fan_out_of(request, city_code, country_code)
+        expected = await fan_out_of(request, city_code, country_code)
         sent = await run_audited(
             request,
             lambda s: service.search(
@@ -398,3 +398,39 @@ async def reconciliation_alerts(
             lambda s: reconcile.list_alerts(s, status=status, transaction_id=transaction_id, after=after, limit=limit)
         )
     )
+
+
+class TokenBuyIn(BaseModel):
+    transaction_id: limits.Identifier = Field(description="the search whose catalog listed the series")
+    bpp_id: limits.Name
+    provider_id: limits.Name
+    series_id: limits.Name
+    tokens: int = Field(gt=0, le=1_000_000, description="whole tokens (1 token = 1 MWh of callable reduction)")
+
+
+@api.post("/tokens/buy", summary="Buy Compute Flex Tokens: select → init → confirm, each sent on the last answer")
+async def buy_tokens(body: TokenBuyIn, request: Request) -> JSONResponse:
+    me = request.app.state.identity
+    who = principal_of(request)
+    r = tokens.Buy(body.transaction_id, body.bpp_id, body.provider_id, body.series_id, body.tokens)
+
+    def act(s: Session) -> dict[str, Any]:
+        _visible(s, who, r.transaction_id)
+        order = tokens.buy(s, me.subscriber_id, me.url, r)
+        s.flush()
+        return {"transaction_id": order.transaction_id, "message_id": order.message_id, **tokens.order_json(order)}
+
+    try:
+        return JSONResponse(await run_audited(request, act, status_code=202), status_code=202)
+    except (service.ClientError, tokens.TokenClientError) as exc:
+        return _error(exc, exc.status)
+
+
+@api.get("/tokens", summary="The Compute Flex Tokens this BAP holds, per series, as the ledger states them")
+async def held_tokens(request: Request) -> JSONResponse:
+    try:
+        return JSONResponse({"holdings": await _run(tokens.holdings_view)})
+    except tokens.TokenClientError as exc:
+        return _error(exc, exc.status)
+    except RuntimeError as exc:
+        return _error(exc, 502)

@@ -3,7 +3,6 @@ the outbox in the same transaction as the state it announces) and the on_* callb
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 from dataclasses import asdict, dataclass
@@ -15,11 +14,12 @@ from psycopg.types.json import Json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bap import kicks, orders, tokens
 from bap.backpressure import SEARCHES
 from bap.failures import failures
 from bap.models import BapOrder, CatalogOffer, Transaction
 from bap.selection import Candidate, Choice, select_offers
-from beckn import envelope, http, outbox
+from beckn import envelope, outbox
 from beckn.errors import BecknError
 from beckn.identity import Identity
 from beckn.models import inbox
@@ -28,11 +28,11 @@ from beckn.pipeline import Accepted, Handler, Inbound
 from kernel import clock
 from kernel.config import get_settings
 from kernel.db import raw
-from schemas.core import Order
 from schemas.flex import (
     FlexFormatError,
     FlexRequest,
     OrderSpec,
+    is_series_item,
     item_to_offer,
     order_spec_to_order,
     order_state,
@@ -107,8 +107,18 @@ def _transaction(session: Session, tx: str) -> Transaction:
     return t
 
 
-def _order(session: Session, tx: str, bpp_id: str, provider_id: str) -> BapOrder | None:
-    return session.get(BapOrder, (tx, bpp_id, provider_id))
+def _order(
+    session: Session, tx: str, bpp_id: str, provider_id: str, item_id: str | None = None, *, open_only: bool
+) -> BapOrder | None:
+    """The open order with this provider (and item); unless `open_only`, else its latest (a cancelled order
+    can still be asked for its status). A select starts a new order once the previous one is cancelled."""
+    try:
+        found = orders.open_order(session, tx, bpp_id, provider_id, item_id)
+    except orders.AmbiguousOrder as exc:
+        raise ClientError(str(exc), 409) from exc
+    if found is not None or open_only:
+        return found
+    return orders.named_by(session, tx, bpp_id, provider_id=provider_id, item_id=item_id, order_id=None)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class OrderRequest:
     meter_id: str | None = None
     settlement_method: str | None = None
     reason: str | None = None
+    procurement_id: str | None = None  # set by the orchestrator (bap/procurement.py), never by the client API
 
 
 def _send(session: Session, me: Identity, t: Transaction, o: BapOrder, *, action: str, message: dict[str, Any]) -> Sent:
@@ -157,7 +168,7 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
     Fields left out default to what the previous step established (the offer's window at select,
     the selected quantity at init, …)."""
     t = _transaction(session, r.transaction_id)
-    o = _order(session, t.id, r.bpp_id, r.provider_id)
+    o = _order(session, t.id, r.bpp_id, r.provider_id, r.item_id, open_only=action == "select")
     if action == "select":
         item_id = r.item_id or (o.item_id if o else None)
         if not item_id:
@@ -167,11 +178,12 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
             raise ClientError(f"no offer {item_id} from {r.provider_id} at {r.bpp_id} in transaction {t.id}", 404)
         if o is None:
             o = BapOrder(
+                procurement_id=r.procurement_id,
                 transaction_id=t.id,
                 bpp_id=r.bpp_id,
                 provider_id=r.provider_id,
                 bpp_uri=offer.bpp_uri,
-                settlement_method="P415",
+                settlement_method=r.settlement_method or "P415",
                 item_id=item_id,
                 power_kw=r.power_kw or offer.available_kw,
                 window_start=r.window_start or offer.window_start,
@@ -209,6 +221,7 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
         raise ClientError(f"{action} needs the order id the BPP assigns at init; init first", 409)
     if action == "confirm" and o.state not in ("CREATED", "ACCEPTED"):
         raise ClientError(f"order is {o.state}; confirm needs an initialised order (CREATED)", 409)
+    _check_cft(action, r, o, proposed)
     terms: dict[str, Any] = {
         "item_id": o.item_id,
         "power_kw": o.power_kw,
@@ -240,6 +253,18 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
         raise ClientError(f"unknown action {action}", 404)
     o.last_error = None
     return _send(session, me, t, o, action=action, message=message)
+
+
+def _check_cft(action: str, r: OrderRequest, o: BapOrder, proposed: dict[str, Any]) -> None:
+    """An order paid with tokens must be a whole number of MWh (1 token = 1 MWh): refused at select and init."""
+    method = r.settlement_method or (o.settlement_method if action == "init" else None)
+    if action not in ("select", "init") or method != "CFT":
+        return
+    terms = {"power_kw": o.power_kw, "window_start": o.window_start, "window_end": o.window_end, **proposed}
+    spec = OrderSpec(o.provider_id, o.item_id, terms["power_kw"], terms["window_start"], terms["window_end"])
+    refused = tokens.cft_refusal(spec)
+    if refused:
+        raise ClientError(refused)
 
 
 def plan(
@@ -334,6 +359,8 @@ def transaction_view(session: Session, tx: str) -> dict[str, Any]:
             for c in offers
         ],
         "orders": [order_json(o) for o in orders],
+        "token_offers": tokens.offers_view(session, tx),
+        "token_orders": tokens.orders_view(session, tx),
         "callbacks": [
             {
                 "action": r.action,
@@ -362,6 +389,8 @@ def transaction_view(session: Session, tx: str) -> dict[str, Any]:
 
 def order_json(o: BapOrder) -> dict[str, Any]:
     return {
+        "order_ref": o.id,  # the BAP's own id of the order (bap/orders.py)
+        "procurement_id": o.procurement_id,
         "bpp_id": o.bpp_id,
         "provider_id": o.provider_id,
         "item_id": o.item_id,
@@ -375,12 +404,22 @@ def order_json(o: BapOrder) -> dict[str, Any]:
         "quote_gbp": o.quote_gbp,
         "settlement_method": o.settlement_method,
         "last_error": o.last_error,
+        "cancellation_reason": cancellation_reason(o),
         "updated_at": o.updated_at.isoformat() if o.updated_at else None,
         # the ledger's outcome as the BPP reported it (schemas/outcome.py): none before its first settlement run
         "settlement_run": o.settlement_run,
         "delivered_energy_kwh": o.delivered_energy_kwh,
         "settled_amount_pence": o.settled_amount_pence,
     }
+
+
+def cancellation_reason(o: BapOrder) -> str | None:
+    """Why the order was cancelled, as the BPP's last order object says (`cancellation.reason`), if it was."""
+    if o.state != "CANCELLED" or not isinstance(o.order, dict):
+        return None
+    reason = (o.order.get("cancellation") or {}).get("reason") or {}
+    name = (reason.get("descriptor") or {}).get("name") if isinstance(reason, dict) else None
+    return str(name)[:500] if name else None
 
 
 # -- callbacks (synchronous: storing them is all the work there is) --------------------------------
@@ -400,10 +439,12 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
     """Store the offers of one catalog. It refuses only before it writes (every check first, then ONE
     statement), so it needs no savepoint when it shares a transaction with other messages (bap/main.py)."""
     # Fifty of these arrive per search: an existence check in plain SQL, not an ORM load.
-    if (
-        raw(session).execute("SELECT 1 FROM transactions WHERE id = %s", (msg.context.transaction_id,)).fetchone()
-        is None
-    ):
+    known = (
+        raw(session)
+        .execute("SELECT request->>'procurement_id' FROM transactions WHERE id = %s", (msg.context.transaction_id,))
+        .fetchone()
+    )
+    if known is None:
         raise BecknError(
             "not_found",
             f"unknown transaction {msg.context.transaction_id}",
@@ -411,16 +452,22 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
             paths="context.transaction_id",
         )
     SEARCHES.answered(msg.context.transaction_id, msg.context.bpp_id)  # bap/backpressure.py
+    if known[0]:  # a procurement's search: it may have heard every BPP now (bap/kicks.py)
+        kicks.after_commit(session, known[0])
     if msg.error is not None:
         log.info("on_search error", bpp=msg.context.bpp_id, code=msg.error.code, message=msg.error.message)
         return Accepted(process_async=False)
     assert isinstance(msg.message, OnSearchMessage)
     ctx = msg.context
     rows: dict[tuple[str, str], tuple[Any, ...]] = {}  # one row per (provider, item): the last one wins
+    series = []  # Compute Flex Token series (bap/tokens.py)
     for i, prov in enumerate(msg.message.catalog.providers or []):
         if not prov.id:
             raise BecknError("invalid_response", f"message.catalog.providers[{i}].id is required", http_status=400)
         for j, item in enumerate(prov.items or []):
+            if is_series_item(item):
+                series.append(tokens.parse_series(item, prov.id, f"message.catalog.providers[{i}].items[{j}]"))
+                continue
             try:
                 offer = item_to_offer(item, prov.id, f"message.catalog.providers[{i}].items[{j}]")
             except FlexFormatError as exc:
@@ -441,6 +488,7 @@ def on_search(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
             )
     if rows:  # one statement for the whole catalog
         raw(session).execute(_upsert_offers_sql(len(rows)), [v for row in rows.values() for v in row])
+    tokens.store_series(session, ctx, str(ctx.bpp_uri), series)
     return Accepted(process_async=False)
 
 
@@ -479,7 +527,14 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         # A callback without an order (an error answer): the request it answers — same message_id — names it.
         o = _order_of_request(session, msg)
     else:
-        o = _order(session, str(msg.context.transaction_id), str(msg.context.bpp_id), provider_id)
+        o = orders.named_by(
+            session,
+            str(msg.context.transaction_id),
+            str(msg.context.bpp_id),
+            provider_id=provider_id,
+            item_id=order.items[0].id if order and order.items else None,
+            order_id=order.id if order else None,
+        )
     if o is None:
         raise BecknError("invalid_response", f"{msg.action} for an order this BAP never placed", http_status=200)
     state = order_state(order)
@@ -520,6 +575,8 @@ def on_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         o.order = order.dump()
     o.last_error = f"{msg.error.code}: {msg.error.message}" if msg.error else None
     o.updated_at = clock.now()
+    if o.procurement_id:  # the orchestrator's order: its procurement takes its next step (bap/kicks.py)
+        kicks.after_commit(session, o.procurement_id)
     # Orders the provider accepted (or cancelled) are registered with the ledger for settlement —
     # asynchronously, by bap/tasks.py, so the callback is ACKed whatever the ledger is doing.
     settle_worthy = msg.error is None and (
@@ -540,98 +597,20 @@ def _order_of_request(session: Session, msg: Inbound) -> BapOrder | None:
     if body is None:
         return None
     request = json.loads(bytes(body)).get("message", {})
-    provider = (request.get("order") or {}).get("provider", {}).get("id")
-    if provider:
-        return _order(session, str(msg.context.transaction_id), str(msg.context.bpp_id), provider)
-    order_id = request.get("order_id")
-    return (
-        session.scalars(
-            select(BapOrder).where(BapOrder.transaction_id == msg.context.transaction_id, BapOrder.order_id == order_id)
-        ).first()
-        if order_id
-        else None
+    sent = request.get("order") or {}
+    items = sent.get("items") or [{}]
+    return orders.named_by(
+        session,
+        str(msg.context.transaction_id),
+        str(msg.context.bpp_id),
+        provider_id=(sent.get("provider") or {}).get("id"),
+        item_id=items[0].get("id"),
+        order_id=request.get("order_id") or sent.get("id"),
     )
 
 
 HANDLERS: dict[str, Handler] = {
     "on_search": on_search,
     **{a: on_order for a in ("on_select", "on_init", "on_confirm", "on_status", "on_cancel", "on_update")},
+    **{a: tokens.routed(on_order) for a in ("on_select", "on_init", "on_confirm")},  # token purchases too
 }
-
-
-# -- ledger registration (Celery: beckn.process_inbox → ledger_process) -----------------------------
-def _signed(body: bytes, authorization: str) -> dict[str, str]:
-    """A signed message as the ledger takes it: the exact bytes (base64) and the Authorization header."""
-    return {"body_base64": base64.b64encode(body).decode("ascii"), "authorization": authorization}
-
-
-def _sent_confirm(session: Session, transaction_id: str, message_id: str) -> dict[str, str]:
-    """The confirm this on_confirm answers (same transaction and message id), as the BAP signed and sent it:
-    the outbox keeps the exact bytes and the Authorization header of the delivery attempt."""
-    sent = session.execute(
-        select(outbox_table.c.body, outbox_table.c.last_authorization).where(
-            outbox_table.c.action == "confirm",
-            outbox_table.c.transaction_id == transaction_id,
-            outbox_table.c.message_id == message_id,
-        )
-    ).first()
-    if sent is None or not sent.last_authorization:  # not yet recorded as sent: the sweep retries
-        raise RuntimeError(f"no signed confirm {message_id} recorded for transaction {transaction_id}")
-    return _signed(bytes(sent.body), sent.last_authorization)
-
-
-def _resource_type(session: Session, ctx: dict[str, Any], spec: OrderSpec) -> str:
-    """What the provider sells (compute | storage), from the catalog offer the order was placed on: the
-    ledger's baseline rule depends on it, and the order messages do not carry it."""
-    offer = session.get(CatalogOffer, (ctx["transaction_id"], ctx["bpp_id"], spec.provider_id, spec.item_id))
-    return str((offer.spec if offer is not None else {}).get("resource_type") or "compute")
-
-
-def ledger_process(session: Session, row: Any) -> list[int]:
-    """Register an accepted order with the ledger (POST /api/v1/orders, with the signed confirm the BAP
-    sent and the signed on_confirm it received), amend it (with the signed on_update) or cancel it there.
-    Idempotent: the ledger answers an identical re-registration with the existing order. Raises on
-    failure, so the inbox row keeps the error and the sweep retries it (FAILED, visibly, after the last
-    attempt)."""
-    settings = get_settings()
-    payload = json.loads(bytes(row.body))
-    ctx = payload["context"]
-    order = Order.model_validate(payload["message"]["order"])
-    spec = order_to_spec(order)
-    headers = {"Authorization": f"Bearer {settings.ledger_api_key}"} if settings.ledger_api_key else {}
-    base = f"{str(settings.ledger_url).rstrip('/')}/api/v1/orders"
-    # The worker's pooled HTTP client (beckn/http.py): a fresh httpx client per call built a TLS context
-    # each time, about 20 ms of CPU holding the GIL, and slowed every other task in the worker.
-    if row.action == "on_cancel":
-        r = http.post_sync(
-            f"{base}/{spec.order_id}/cancel", json.dumps({"reason": "cancelled on the Beckn network"}).encode(), headers
-        )
-        if r.status == 404:
-            return []  # never registered (cancelled before acceptance): nothing to undo
-    elif not row.authorization:
-        raise RuntimeError(f"{row.action} {ctx['message_id']} has no Authorization header to prove it")
-    elif row.action == "on_update":  # the accepted change of kW or window: the provider's signed on_update
-        r = http.post_sync(
-            f"{base}/{spec.order_id}/amend",
-            json.dumps({"on_update": _signed(bytes(row.body), row.authorization)}).encode(),
-            headers,
-        )
-    else:  # the terms are those of the signed on_confirm; the ledger checks both signatures
-        r = http.post_sync(
-            base,
-            json.dumps(
-                {
-                    "confirm": _sent_confirm(session, ctx["transaction_id"], ctx["message_id"]),
-                    "on_confirm": _signed(bytes(row.body), row.authorization),
-                    "supplier_id": settings.default_supplier_id,
-                    "resource_type": _resource_type(session, ctx, spec),
-                }
-            ).encode(),
-            headers,
-        )
-    if r.status is None:
-        raise RuntimeError(f"ledger unreachable: {r.error}")
-    if r.status >= 300:
-        raise RuntimeError(f"ledger answered {r.status}: {r.body[:300].decode('utf-8', 'replace')}")
-    log.info("order registered with the ledger", order_id=spec.order_id, action=row.action, status=r.status)
-    return []

@@ -1,11 +1,16 @@
 """The BPP's admin API: data centres join and leave a running BPP platform (`flexmarket provider join` /
-`leave`), no restart.
+`leave`), no restart; and a provider cancels one of its orders (`POST /admin/{slug}/orders/{order_id}/cancel`).
 
 Every route needs ``Authorization: Bearer <FLEXMARKET_BPP_ADMIN_TOKEN>``: 401 without credentials, 403 with
 wrong ones, 403 for every request when the BPP has no admin token configured. A joined provider is kept in
 ``bpp.joined_providers`` and hosted again after a restart; its agent plans at once and its offers are in the
 next search. Leaving withdraws its offers (a later select of one is refused: the offer is inactive) and keeps
 its orders, which go on to settle.
+
+A provider's cancellation follows the Beckn cancel's rule (bpp/service.py `CANCELLABLE_STATES`, before the window
+opens; 409 otherwise, 404 for an order the platform does not hold): the order becomes CANCELLED with the
+provider's reason, and the buyer hears it in an unsolicited signed `on_cancel`, on which it cancels the order
+on the ledger too (bap/ledger_registration.py `ledger_process`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from beckn.tasks import send_delivery
 from beckn.webapp import CLIENT_API_RESPONSES
 from bpp import service
 from bpp.catalog import PlatformConfig, ProviderConfig
@@ -39,6 +45,7 @@ from schemas.limits import Identifier
 log = structlog.get_logger(__name__)
 
 OPEN_STATES = ("CREATED", "ACCEPTED", "IN-PROGRESS")
+MAX_REASON_CHARS = 200
 
 
 class AdminRefused(Exception):
@@ -112,6 +119,46 @@ def leave(session: Session, platform: PlatformConfig, provider_id: str, now: dat
     )
     log.info("provider left", bpp_id=platform.subscriber_id, provider=provider_id, withdrawn_offers=withdrawn)
     return Departure(provider_id, len(withdrawn), int(open_orders or 0))
+
+
+@dataclass(frozen=True)
+class ProviderCancellation:
+    order_id: str
+    reason: str
+    outbox_id: int  # the on_cancel to the buyer, delivered once committed
+
+
+def cancel_order(
+    session: Session, platform: PlatformConfig, order_id: str, reason: str, now: datetime
+) -> ProviderCancellation:
+    """The provider cancels `order_id`: CANCELLED with `reason`, and an unsolicited on_cancel queued for the buyer.
+    404 for an order `platform` does not hold; 409 past CREATED/ACCEPTED or once its window has opened."""
+    order = session.get(Order, order_id, with_for_update=True)
+    if order is None or order.bpp_id != platform.subscriber_id:
+        raise AdminRefused(404, "not_found", f"order_id: no order {order_id!r} on this platform")
+    if order.state not in service.CANCELLABLE_STATES:
+        raise AdminRefused(
+            409, "conflict", f"order_id: order {order_id} is {order.state}; only CREATED or ACCEPTED can be cancelled"
+        )
+    if now >= order.window_start:
+        raise AdminRefused(
+            409, "conflict", f"order_id: order {order_id}'s window opened at {order.window_start.isoformat()}"
+        )
+    order.cancellation_reason = reason
+    service.transition(session, order, "CANCELLED", f"cancelled by the provider: {reason}")
+    outbox_id = service.announce_cancellation(session, order)
+    log.info("provider cancelled an order", bpp_id=platform.subscriber_id, order_id=order_id, reason=reason)
+    return ProviderCancellation(order_id, reason, outbox_id)
+
+
+def cancellation_reason(data: dict[str, Any]) -> str:
+    """The body's `reason`: a non-empty string of at most MAX_REASON_CHARS characters."""
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise AdminRefused(400, "invalid_request", "reason: a non-empty string is required")
+    if len(reason) > MAX_REASON_CHARS:
+        raise AdminRefused(400, "invalid_request", f"reason: at most {MAX_REASON_CHARS} characters")
+    return reason.strip()
 
 
 def joined_providers(session: Session, platform: PlatformConfig) -> list[ProviderConfig]:
@@ -202,7 +249,7 @@ async def join_route(slug: str, request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=201)
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def _json_object(raw: bytes, what: str = "a provider file") -> dict[str, Any]:
     problem = limits.depth_error(raw)
     if problem:
         raise AdminRefused(400, "invalid_request", problem)
@@ -211,7 +258,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     except ValueError as exc:
         raise AdminRefused(400, "invalid_request", f"(body): not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise AdminRefused(400, "invalid_request", "(body): must be a provider file (a JSON object)")
+        raise AdminRefused(400, "invalid_request", f"(body): must be {what} (a JSON object)")
     return data
 
 
@@ -256,3 +303,30 @@ def list_route(slug: str, request: Request) -> JSONResponse:
         return _error(exc.status, exc.code, str(exc))
     with session_scope("bpp") as s:
         return JSONResponse(listing(s, platform))
+
+
+@router.post(
+    "/{slug}/orders/{order_id}/cancel",
+    summary="The provider cancels an order before its window opens; the buyer hears a signed on_cancel",
+    responses=ADMIN_RESPONSES,
+)
+async def cancel_route(slug: str, order_id: Identifier, request: Request) -> JSONResponse:
+    try:
+        platform = _authorise(request, slug)
+        raw = await limits.read_within_limit(request.stream(), request.headers.get("content-length"))
+        reason = cancellation_reason(_json_object(raw, 'an object with "reason"'))
+
+        def run() -> ProviderCancellation:
+            with session_scope("bpp") as s:
+                return cancel_order(s, platform, order_id, reason, clock.now())
+
+        done = await run_in_threadpool(run)
+    except AdminRefused as exc:
+        return _error(exc.status, exc.code, str(exc))
+    except limits.BodyTooLarge as exc:
+        return _error(413, "too_large", str(exc))
+    try:
+        send_delivery("bpp", [done.outbox_id])
+    except Exception as exc:  # the broker is down: the outbox sweep delivers it later
+        log.warning("on_cancel delivery not enqueued", outbox_id=done.outbox_id, error=str(exc))
+    return JSONResponse({"order_id": done.order_id, "state": "CANCELLED", "reason": done.reason})

@@ -9,8 +9,10 @@ README "Provider catalog file".
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,19 @@ class Site:
 
 
 @dataclass(frozen=True)
+class CftSeriesConfig:
+    """A Compute Flex Token series the provider sells (`cft_series` in the providers file): minted on the
+    ledger against `declared_capacity_kw` over [valid_from, valid_to), `tokens` at most what that backs."""
+
+    id: str
+    valid_from: datetime
+    valid_to: datetime
+    declared_capacity_kw: float
+    tokens: int
+    price_gbp_per_token: Decimal
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     id: str
     name: str
@@ -43,6 +58,7 @@ class ProviderConfig:
     # Optional compute/storage agent configuration (bpp/agent.py); when present, offers are derived
     # from the agent's optimal schedule instead of being read from `offers`.
     agent: dict[str, Any] | None = None
+    cft_series: tuple[CftSeriesConfig, ...] = ()
 
     def site(self, site_id: str) -> Site | None:
         return next((s for s in self.sites if s.id == site_id), None)
@@ -112,6 +128,66 @@ def check_offer(o: FlexOfferSpec, where: str = "offer") -> None:
         raise CatalogConfigError(f"{where}: resource_type must be compute or storage")
 
 
+TOKEN_ENERGY_KWH = 1000  # one token = 1 MWh of callable load reduction
+
+
+def series_max_tokens(declared_capacity_kw: float, valid_from: datetime, valid_to: datetime) -> int:
+    """The ledger's rule (ledger/cft.py `max_tokens`), restated: floor(W × window hours / 1 MWh), with the
+    capacity in whole watts as the ledger stores it. The ledger has the final word when the series is created."""
+    capacity_w = int(Decimal(str(declared_capacity_kw)) * 1000)
+    seconds = int((valid_to - valid_from).total_seconds())
+    return (capacity_w * seconds) // (3600 * TOKEN_ENERGY_KWH * 1000)
+
+
+def _series(d: Any, where: str) -> CftSeriesConfig:
+    if not isinstance(d, dict):
+        raise CatalogConfigError(f"{where} must be an object")
+    try:
+        sid, tokens, capacity, price_text = d["id"], d["tokens"], d["declared_capacity_kw"], d["price_gbp_per_token"]
+        valid_from = _dt(d["valid_from"], f"{where}.valid_from")
+        valid_to = _dt(d["valid_to"], f"{where}.valid_to")
+    except KeyError as exc:
+        raise CatalogConfigError(f"{where}: missing {exc.args[0]!r}") from exc
+    if not isinstance(sid, str) or not sid or ":" in sid or len(sid) > 128:
+        raise CatalogConfigError(f"{where}.id: a non-empty id of at most 128 characters without ':'")
+    if valid_to <= valid_from:
+        raise CatalogConfigError(f"{where}.valid_to: must be after valid_from")
+    if (
+        isinstance(capacity, bool)
+        or not isinstance(capacity, int | float)
+        or not math.isfinite(capacity)
+        or capacity <= 0
+    ):
+        raise CatalogConfigError(f"{where}.declared_capacity_kw: must be a positive number of kW")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
+        raise CatalogConfigError(f"{where}.tokens: must be a positive whole number")
+    most = series_max_tokens(float(capacity), valid_from, valid_to)
+    if tokens > most:
+        raise CatalogConfigError(
+            f"{where}.tokens: {tokens} is more than the {most} that {capacity:g} kW over "
+            f"{(valid_to - valid_from).total_seconds() / 3600:g} h backs (1 token = 1 MWh)"
+        )
+    try:
+        price = Decimal(str(price_text))
+    except InvalidOperation as exc:
+        raise CatalogConfigError(f"{where}.price_gbp_per_token: {price_text!r} is not a number") from exc
+    if isinstance(price_text, bool) or not price.is_finite() or price < 0 or price != price.quantize(Decimal("0.01")):
+        raise CatalogConfigError(f"{where}.price_gbp_per_token: a non-negative amount in whole pence")
+    return CftSeriesConfig(sid, valid_from, valid_to, float(capacity), tokens, price.quantize(Decimal("0.01")))
+
+
+def _series_list(raw_series: Any, where: str) -> tuple[CftSeriesConfig, ...]:
+    if raw_series is None:
+        return ()
+    if not isinstance(raw_series, list):
+        raise CatalogConfigError(f"{where}.cft_series must be a list")
+    series = tuple(_series(d, f"{where}.cft_series[{k}]") for k, d in enumerate(raw_series))
+    ids = [s.id for s in series]
+    if len(set(ids)) != len(ids):
+        raise CatalogConfigError(f"{where}.cft_series: series ids must be unique")
+    return series
+
+
 def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
     platforms = data.get("platforms")
     if not isinstance(platforms, list) or not platforms:
@@ -141,7 +217,14 @@ def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
             if agent is not None:
                 _check_agent(agent, site_ids, f"{pw}.agent")
             providers.append(
-                ProviderConfig(id=pr["id"], name=pr.get("name", pr["id"]), sites=sites, offers=offers, agent=agent)
+                ProviderConfig(
+                    id=pr["id"],
+                    name=pr.get("name", pr["id"]),
+                    sites=sites,
+                    offers=offers,
+                    agent=agent,
+                    cft_series=_series_list(pr.get("cft_series"), pw),
+                )
             )
         try:
             out.append(
@@ -158,6 +241,9 @@ def parse_config(data: dict[str, Any]) -> list[PlatformConfig]:
             raise CatalogConfigError(f"{where}: missing {exc.args[0]!r}") from exc
         if out[-1].slug in RESERVED_SLUGS:
             raise CatalogConfigError(f"{where}.slug: {out[-1].slug!r} is reserved (the BPP's /{out[-1].slug}/… API)")
+    series_ids = [s.id for p in out for pr in p.providers for s in pr.cft_series]
+    if len(set(series_ids)) != len(series_ids):  # the ledger's series ids are one namespace
+        raise CatalogConfigError("cft_series: a series id is used by more than one provider")
     return out
 
 
@@ -360,6 +446,8 @@ def example_config(
             },
         ]
         provider: dict[str, Any] = {"id": pid, "name": name, "sites": [site], "offers": offers}
+        if not agents:
+            provider["cft_series"] = [example_series(pid, offers[0])]
         if agents:
             provider["offers"] = []
             provider["agent"] = example_agent(site["id"], float(site["baseline_kw"]), seed=i)
@@ -380,10 +468,31 @@ def network_config(n_providers: int, *, platforms: int = 1, city_code: str = "GB
     first = config["platforms"][0]["providers"][0]
     site = first["sites"][0]
     first["offers"] = []
+    first.pop("cft_series", None)  # a series is declared beside static offers (example_series)
     first["agent"] = example_agent(site["id"], float(site["baseline_kw"]), seed=0, n_jobs=150)
     first["agent"]["sites"][0]["battery"] = dict(EXAMPLE_BATTERY)
     config["platforms"][n_providers % platforms]["providers"].append(example_storage_provider(city_code))
     return config
+
+
+def example_series(provider_id: str, evening: dict[str, Any]) -> dict[str, Any]:
+    """One token series over the provider's evening-peak offer window: its available kW declared, as many tokens
+    as that backs over the window (floor(kW × h / 1000)), at 90% of the offer's price per MWh."""
+    valid_from, valid_to = (
+        datetime.fromisoformat(evening["window_start"]),
+        datetime.fromisoformat(evening["window_end"]),
+    )
+    capacity_kw = float(evening["available_kw"])
+    return {
+        "id": f"{provider_id}-cft-{valid_from:%Y%m%d}-evening",
+        "valid_from": evening["window_start"],
+        "valid_to": evening["window_end"],
+        "declared_capacity_kw": capacity_kw,
+        "tokens": series_max_tokens(capacity_kw, valid_from, valid_to),
+        "price_gbp_per_token": str(
+            (Decimal(str(evening["price_gbp_per_mwh"])) * Decimal("0.9")).quantize(Decimal("0.01"))
+        ),
+    }
 
 
 #: the example sites' battery: 2 MWh, 1 MW each way, 90% round trip, £8/MWh wear, kept 10–90% full
@@ -453,6 +562,7 @@ def example_agent(site_id: str, baseline_kw: float, seed: int = 0, n_jobs: int =
 
 __all__ = [
     "CatalogConfigError",
+    "CftSeriesConfig",
     "Commitment",
     "CommitmentError",
     "PlatformConfig",
@@ -461,10 +571,12 @@ __all__ = [
     "check_capacity",
     "check_order_fits_offer",
     "example_config",
+    "example_series",
     "example_storage_agent",
     "load_config",
     "matching_offers",
     "network_config",
     "parse_config",
+    "series_max_tokens",
     "slot_starts",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import structlog
 from fastapi import FastAPI
 
 from beckn.errors import Role
@@ -14,11 +15,14 @@ from beckn.pipeline import BecknPipeline
 from beckn.registry_client import RegistryClient
 from beckn.tasks import send_processing
 from beckn.webapp import create_base_app
-from bpp import admin, service
+from bpp import admin, cft_market, service
 from bpp.catalog import PlatformConfig, example_config, load_config
 from bpp.router import router
+from kernel.celery_app import celery_app
 from kernel.config import get_settings
 from kernel.db import session_scope
+
+log = structlog.get_logger(__name__)
 
 
 def platform_identity(platform: PlatformConfig, base_url: str) -> Identity:
@@ -57,6 +61,11 @@ def create_app() -> FastAPI:
         with session_scope("bpp") as s:
             for p in platforms:  # with the providers that joined through the admin API and have not left
                 service.sync_platform(s, admin.hosted(s, p))
+        if any(pr.cft_series for p in platforms for pr in p.providers):
+            try:  # the token series are created and minted on the ledger by a worker (bpp/cft_market.py)
+                celery_app.send_task("bpp.publish_cft")
+            except Exception:
+                log.warning("could not enqueue bpp.publish_cft; beat publishes the token series")
 
     app = create_base_app(
         "bpp",
@@ -76,7 +85,7 @@ def create_app() -> FastAPI:
         participant="bpp",
         role=Role.BPP,
         schema="bpp",
-        handlers=service.HANDLERS,
+        handlers=cft_market.HANDLERS,  # token orders, then bpp/service.py
         registry=RegistryClient(settings.registry_url, settings.registry_cache_ttl_s),
         clock_skew_s=settings.clock_skew_s,
         enqueue_processing=send_processing,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -16,11 +17,14 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -90,7 +94,19 @@ class Order(BppBase):
 
     __tablename__ = "orders"
     __table_args__ = (
-        UniqueConstraint("bpp_id", "bap_id", "transaction_id", "provider_id", name="orders_one_per_provider_per_tx"),
+        # A buyer may hold several orders with one provider in a transaction (bpp/service.py _order_named), but
+        # at most one draft (CREATED) per item: an init finds it, a later init after it was confirmed starts anew.
+        Index(
+            "orders_one_draft_per_item",
+            "bpp_id",
+            "bap_id",
+            "transaction_id",
+            "provider_id",
+            "item_id",
+            unique=True,
+            postgresql_where=text("state = 'CREATED'"),
+        ),
+        Index("orders_transaction", "bpp_id", "bap_id", "transaction_id", "provider_id"),
         Index("orders_offer", "bpp_id", "provider_id", "item_id", "state"),
     )
 
@@ -161,6 +177,46 @@ class Decision(BppBase):
     decided_at_utc: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rationale: Mapped[str] = mapped_column(Text)
     record: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class CftSeries(BppBase):
+    """A provider's Compute Flex Token series as created and minted on the ledger (bpp/cft_market.py); the
+    catalog publishes it once `minted` > 0, with `minted` − the tokens sold (cft_sales) available."""
+
+    __tablename__ = "cft_series"
+
+    bpp_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    series_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    valid_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_to: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    declared_capacity_kw: Mapped[float] = mapped_column(Float)
+    price_gbp_per_token: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    minted: Mapped[int] = mapped_column(Integer)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CftSale(BppBase):
+    """A token purchase as a Beckn order: CREATED (on_init) → SOLD (the ledger settled it delivery versus
+    payment at confirm) | REFUSED (the ledger or the BPP said why, in `reason`). Kept out of `orders`, whose
+    columns are a load reduction's."""
+
+    __tablename__ = "cft_sales"
+    __table_args__ = (Index("cft_sales_series", "bpp_id", "provider_id", "series_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: str(uuid.uuid4()))
+    bpp_id: Mapped[str] = mapped_column(String(255))
+    bap_id: Mapped[str] = mapped_column(String(255))
+    transaction_id: Mapped[str] = mapped_column(String(255))
+    provider_id: Mapped[str] = mapped_column(String(255))
+    series_id: Mapped[str] = mapped_column(String(128))
+    tokens: Mapped[int] = mapped_column(Integer)
+    price_gbp_per_token: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ledger_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 # Every table of schema `bpp`: these and the Beckn inbox/outbox.

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, select
+from sqlalchemy import Select, case, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -143,15 +143,12 @@ def _offer_for(session: Session, bpp_id: str, spec: OrderSpec) -> Offer:
     return offer
 
 
-def _order_for_tx(session: Session, msg: Inbound, provider_id: str) -> Order | None:
-    return session.scalars(
-        select(Order).where(
-            Order.bpp_id == msg.receiver.subscriber_id,
-            Order.bap_id == msg.context.bap_id,
-            Order.transaction_id == msg.context.transaction_id,
-            Order.provider_id == provider_id,
-        )
-    ).first()
+def _order_for_tx(session: Session, msg: Inbound, spec: OrderSpec) -> Order | None:
+    ctx = {"bap_id": msg.context.bap_id, "transaction_id": msg.context.transaction_id}
+    named = _order_named(
+        msg.receiver.subscriber_id, ctx, provider_id=spec.provider_id, item_id=spec.item_id, order_id=spec.order_id
+    )
+    return session.scalars(named).first()
 
 
 def _order_by_id(session: Session, msg: Inbound, order_id: str) -> Order:
@@ -177,7 +174,7 @@ def accept_order(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         raise _flex_error(exc) from exc
     _offer_for(session, msg.receiver.subscriber_id, spec)
     if msg.action == "confirm":
-        order = _order_for_tx(session, msg, spec.provider_id)
+        order = _order_for_tx(session, msg, spec)
         if order is None:
             raise BecknError(
                 "order_not_found",
@@ -393,7 +390,7 @@ def _process(
     if action == "init":
         return [_callback(session, bpp_id, ctx, on, message=_view(_init(session, bpp_id, ctx, spec)))]
     if action == "confirm":
-        order = session.scalars(_order_for_update(bpp_id, ctx, spec.provider_id)).one()
+        order = session.scalars(_order_for_update(bpp_id, ctx, spec)).one()
         if order.state == "CREATED":
             offer = _locked_offer(session, bpp_id, order.provider_id, order.item_id)
             assert offer is not None
@@ -437,15 +434,16 @@ def _error_message(
     order_id = message.get("order_id") or (message.get("order") or {}).get("id")
     order = session.get(Order, order_id) if order_id else None
     if order is None and action in ("confirm", "init"):
-        provider = ((payload.get("message") or {}).get("order") or {}).get("provider", {}).get("id")
-        order = session.scalars(
-            select(Order).where(
-                Order.bpp_id == bpp_id,
-                Order.bap_id == ctx["bap_id"],
-                Order.transaction_id == ctx["transaction_id"],
-                Order.provider_id == provider,
-            )
-        ).first()
+        sent = (payload.get("message") or {}).get("order") or {}
+        items = sent.get("items") or [{}]
+        named = _order_named(
+            bpp_id,
+            ctx,
+            provider_id=str((sent.get("provider") or {}).get("id") or ""),
+            item_id=str((items[0] if isinstance(items[0], dict) else {}).get("id") or ""),
+            order_id=sent.get("id") if isinstance(sent.get("id"), str) else None,
+        )
+        order = session.scalars(named).first()
     if order is not None:
         return _view(order)
     # No order exists yet (a refused select): echo the buyer's order so it can tell which one failed.
@@ -453,27 +451,40 @@ def _error_message(
     return {"order": echo} if isinstance(echo, dict) else None
 
 
-def _order_for_update(bpp_id: str, ctx: dict[str, Any], provider_id: str) -> Select[Any]:
-    """The buyer's order with this provider in this transaction, locked for the change being made."""
-    return (
-        select(Order)
-        .where(
-            Order.bpp_id == bpp_id,
-            Order.bap_id == ctx["bap_id"],
-            Order.transaction_id == ctx["transaction_id"],
-            Order.provider_id == provider_id,
-        )
-        .with_for_update()
+def _order_named(
+    bpp_id: str, ctx: dict[str, Any], *, provider_id: str, item_id: str, order_id: str | None
+) -> Select[Any]:
+    """The buyer's order a select/init/confirm names. A buyer may hold several orders with one provider in one
+    transaction (different items, or a re-purchase after a cancellation), so the order id the BPP assigned at
+    init names it when the message carries one; otherwise the item's open draft (CREATED, at most one: a partial
+    unique index) or else the item's latest order."""
+    q = select(Order).where(
+        Order.bpp_id == bpp_id,
+        Order.bap_id == ctx["bap_id"],
+        Order.transaction_id == ctx["transaction_id"],
+        Order.provider_id == provider_id,
     )
+    if order_id:
+        return q.where(Order.id == order_id)
+    draft_first = case((Order.state == "CREATED", 0), else_=1)
+    return q.where(Order.item_id == item_id).order_by(draft_first, Order.created_at.desc()).limit(1)
+
+
+def _order_for_update(bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -> Select[Any]:
+    """The order _order_named finds, locked for the change being made."""
+    named = _order_named(bpp_id, ctx, provider_id=spec.provider_id, item_id=spec.item_id, order_id=spec.order_id)
+    return named.with_for_update()
 
 
 def _init(session: Session, bpp_id: str, ctx: dict[str, Any], spec: OrderSpec) -> Order:
     offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
     assert offer is not None
     check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
-    order = session.scalars(_order_for_update(bpp_id, ctx, spec.provider_id)).first()
-    if order is not None and order.state != "CREATED":
+    order = session.scalars(_order_for_update(bpp_id, ctx, spec)).first()
+    if order is not None and order.state != "CREATED" and spec.order_id:
         raise CommitmentError("invalid_request", f"order {order.id} is already {order.state}")
+    if order is not None and order.state != "CREATED":
+        order = None  # the item's earlier order is past its draft: this init starts a new order (a re-purchase)
     previous = order.state if order is not None else None
     if order is None:
         order = Order(
@@ -633,6 +644,9 @@ def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any)
         items = [item for spec, item in offers if id(spec) in matched]
         if items:
             providers.append({**skeleton, "items": items})
+    from bpp import cft_market  # token series beside the offers (it imports this module)
+
+    cft_market.add_series(session, bpp_id, req, providers, {r[0]: _provider_entry(*r[:3])[1] for r in rows}.get)
     ident = load_identity(get_settings().home, bpp_id)
     catalog = {"descriptor": Descriptor(name=ident.extra.get("name") or bpp_id).dump(), "providers": providers}
     outbox.defer(
@@ -664,12 +678,23 @@ def advance_orders(session: Session, now: datetime | None = None) -> list[int]:
 
 def announce_status(session: Session, order: Order) -> int:
     """Queue an unsolicited on_status telling the buyer the order as it now stands; its outbox id."""
+    return _announce(session, order, "on_status")
+
+
+def announce_cancellation(session: Session, order: Order) -> int:
+    """Queue an unsolicited on_cancel telling the buyer that the provider cancelled the order (bpp/admin.py);
+    the buyer treats it as any on_cancel: the order is CANCELLED, and its ledger registration is cancelled."""
+    assert order.state == "CANCELLED", order.state
+    return _announce(session, order, "on_cancel")
+
+
+def _announce(session: Session, order: Order, action: str) -> int:
     ctx = envelope.context(
-        "on_status",
+        action,
         bap_id=order.bap_id,
         bap_uri=order.bap_uri,
         transaction_id=order.transaction_id,
         city_code=order.city_code,
         country_code=order.country_code,
     )
-    return _callback(session, order.bpp_id, ctx, "on_status", message=_view(order))
+    return _callback(session, order.bpp_id, ctx, action, message=_view(order))

@@ -10,7 +10,7 @@ import httpx
 
 from beckn import processing
 from beckn.tasks import deliver_now
-from bpp import outcomes, replan, service
+from bpp import cft_market, outcomes, replan, service
 from bpp.catalog import PlatformConfig, load_config
 from bpp.signal_providers import SignalUpdate
 from kernel import clock
@@ -18,7 +18,8 @@ from kernel.celery_app import celery_app
 from kernel.config import get_settings
 from kernel.db import session_scope
 
-processing.register("bpp", service.process, on_failure=service.processing_failed)
+# Token orders (bpp/cft_market.py) first; every other request in bpp/service.py.
+processing.register("bpp", cft_market.process, on_failure=service.processing_failed)
 
 
 @celery_app.task(name="bpp.advance_orders")
@@ -67,3 +68,18 @@ def signal_update(update: dict[str, Any]) -> int:
     now = clock.now()
     results = [r for p in hosted_platforms() for r in replan.replan_platform(p, now=now, trigger=trigger)]
     return sum(r.skipped is None for r in results)
+
+
+# Retried when the ledger is not answering yet (the BPP may start before it); beat runs it again in any case.
+@celery_app.task(name="bpp.publish_cft", autoretry_for=(RuntimeError,), retry_backoff=2, max_retries=6)
+def publish_cft() -> int:
+    """Create and mint every hosted provider's token series on the ledger and publish the minted ones in the
+    catalog (bpp/cft_market.py; at BPP start and beat `bpp-publish-cft`); the number published."""
+    platforms = [p for p in hosted_platforms() if any(pr.cft_series for pr in p.providers)]
+    if not platforms:
+        return 0
+    with cft_market.ledger() as source:
+        if source is None:
+            return 0  # no ledger: no tokens
+        with session_scope("bpp") as s:
+            return cft_market.publish(s, platforms, source, clock.now())

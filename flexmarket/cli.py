@@ -167,6 +167,36 @@ def beat() -> None:
 
 
 @app.command()
+def ven() -> None:
+    """Run the OpenADR 2.0b VEN (one per deployment): hears FLEXMARKET_OPENADR_VTN_URL's events and hands
+    them to the BAP's procurement API (FLEXMARKET_VEN_BAP_URL, key FLEXMARKET_VEN_API_KEY)."""
+    from kernel.config import get_settings
+    from kernel.logging import configure_logging
+
+    settings = get_settings()
+    if not settings.openadr_vtn_url:
+        console.print("[red]FLEXMARKET_OPENADR_VTN_URL is not set[/]: there is no VTN to register with")
+        raise typer.Exit(2)
+    if not settings.ven_api_key:
+        console.print("[red]FLEXMARKET_VEN_API_KEY is not set[/]: the VEN needs a BAP client API key")
+        raise typer.Exit(2)
+    from bap.ven import HttpProcurementSink, run_ven
+    from flexmarket.lifeline import watch_parent
+
+    watch_parent()  # under `flexmarket up`: end with it, even if it is killed
+    configure_logging()
+    sink = HttpProcurementSink(settings.ven_bap_url, settings.ven_api_key)
+    # `flexmarket up` reads readiness from this line (flexmarket/runner.py `_worker_ready`)
+    console.print(f"VEN {settings.openadr_ven_name} for {settings.openadr_vtn_url} ready.")
+    try:
+        run_ven(settings, sink)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sink.close()
+
+
+@app.command()
 def up(
     providers: Annotated[int, typer.Option(help="number of data-centre providers the BPP hosts")] = 3,
     base_port: Annotated[int, typer.Option(help="registry on P, gateway P+1, BAP P+2, BPP P+3, ledger P+4")] = 8000,

@@ -183,8 +183,9 @@ def _settle(view: dict[str, Any], sites: dict[str, Any], out: Path) -> Any:
 
 
 def _await_registration(order_ids: list[str], timeout_s: float = 60.0) -> None:
-    """Wait until the ledger holds every order: the BAP registers what it confirms, with the signed confirm
-    and on_confirm (bap/service.py `ledger_process`), so the demo settles exactly what both parties signed."""
+    """Wait until the ledger holds every order: the BAP registers what it confirms, with the signed confirm and
+    on_confirm (bap/ledger_registration.py `ledger_process`), so the demo settles exactly what both parties
+    signed."""
     deadline = time.monotonic() + timeout_s
     while True:
         with ledger_db.connection() as conn:

@@ -372,6 +372,11 @@ def prepare_network(
         # Workers re-plan the BPP's platforms (beat `bpp.replan`, bpp/replan.py): they read its providers file too.
         env = {**common, "FLEXMARKET_PARTICIPANT": wname, "FLEXMARKET_PROVIDERS_FILE": str(providers_file)}
         net.processes[wname] = Process(wname, argv, env, logs / f"{wname}.log", None)
+    # The OpenADR VEN (bap/ven.py), exactly one per deployment, when a utility's VTN is configured: it hands
+    # events to the BAP's grid-events endpoint with the operator key.
+    if settings.openadr_vtn_url:
+        env = {**common, "FLEXMARKET_VEN_BAP_URL": base["bap"], "FLEXMARKET_VEN_API_KEY": bap_keys["operator"]}
+        net.processes["ven"] = Process("ven", [py, "-m", "flexmarket", "ven"], env, logs / "ven.log", None)
     net.manifest = {
         "home": str(home),
         "database_url": os.environ["DATABASE_URL"],

@@ -45,6 +45,17 @@ BEAT_SCHEDULE = {
         "task": "bpp.replan",
         "schedule": market_interval(timedelta(seconds=get_settings().replan_interval_s)),
     },
+    # BPP providers' Compute Flex Token series created, minted and published (bpp/cft_market.py; idempotent).
+    "bpp-publish-cft": {"task": "bpp.publish_cft", "schedule": market_interval(timedelta(minutes=5))},
+    # The grid orchestrator's procurements take a step (transport time: collecting ends on the message TTL).
+    "bap-procurements": {"task": "bap.procurements_tick", "schedule": timedelta(seconds=1)},
+    # The orchestrator buys the Compute Flex Tokens its policy finds cheap (bap/token_policy.py).
+    "bap-tokens": {"task": "bap.consider_tokens", "schedule": market_interval(timedelta(minutes=5))},
+    # The orchestrator's grid signals (carbon, prices) from FLEXMARKET_GRID_SIGNAL_SOURCE.
+    "bap-signals": {
+        "task": "bap.poll_signals",
+        "schedule": market_interval(timedelta(seconds=get_settings().grid_signal_poll_s)),
+    },
     # Compare every order across the BAP's, the BPP's and the ledger's books; alert on each difference.
     "bap-reconcile": {"task": "bap.reconcile", "schedule": market_interval(timedelta(days=1))},
 }

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +103,29 @@ class Settings(BaseSettings):
     clock_anchor: AwareDatetime | None = Field(default=None, alias="FLEXMARKET_CLOCK_ANCHOR")
     # How far ahead of the market clock a search or order window may start (schemas/limits.py).
     max_window_ahead_days: float = Field(default=90.0, gt=0, alias="FLEXMARKET_MAX_WINDOW_AHEAD_DAYS")
+
+    # OpenADR 2.0b VEN (`flexmarket ven`, bap/ven.py). Unset VTN URL → no VEN runs. The VEN registers under
+    # this name, hands events to the BAP's procurement API at FLEXMARKET_VEN_BAP_URL with FLEXMARKET_VEN_API_KEY,
+    # and asks for each open event's final state every FLEXMARKET_OPENADR_STATUS_POLL_S (wall) seconds.
+    openadr_vtn_url: str | None = Field(default=None, alias="FLEXMARKET_OPENADR_VTN_URL")
+    openadr_ven_name: str = Field(default="flexmarket-orchestrator", alias="FLEXMARKET_OPENADR_VEN_NAME")
+    openadr_status_poll_s: float = Field(default=5.0, gt=0, alias="FLEXMARKET_OPENADR_STATUS_POLL_S")
+    ven_bap_url: str = Field(default="http://127.0.0.1:8002", alias="FLEXMARKET_VEN_BAP_URL")
+    ven_api_key: str | None = Field(default=None, alias="FLEXMARKET_VEN_API_KEY")
+    # Grid signals the orchestrator hears (bap/signals.py): none, replay (the recorded GB files at market time)
+    # or http (the NESO Carbon Intensity and Elexon system-price APIs at the URLs below).
+    grid_signal_source: Literal["none", "replay", "http"] = Field(default="none", alias="FLEXMARKET_GRID_SIGNAL_SOURCE")
+    carbon_feed_url: str = Field(
+        default="https://api.carbonintensity.org.uk/intensity/{from}/{to}", alias="FLEXMARKET_CARBON_FEED_URL"
+    )
+    price_feed_url: str = Field(
+        default="https://data.elexon.co.uk/bmrs/api/v1/balancing/settlement/system-prices/{date}",
+        alias="FLEXMARKET_PRICE_FEED_URL",
+    )
+    # The shared secret grid operators without an API key sign `POST /api/v1/grid-events` bodies with
+    # (HMAC-SHA256, `X-Flexmarket-Signature: sha256=<hex>`); unset: only API keys are accepted.
+    grid_webhook_secret: str | None = Field(default=None, alias="FLEXMARKET_GRID_WEBHOOK_SECRET")
+    grid_signal_poll_s: float = Field(default=300.0, gt=0, alias="FLEXMARKET_GRID_SIGNAL_POLL_S")
 
     @property
     def keys_dir(self) -> Path:

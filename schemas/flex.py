@@ -453,3 +453,197 @@ def order_state(order: Order | None) -> str | None:
 def quote_gbp(power_kw: float, window_start: datetime, window_end: datetime, price_gbp_per_mwh: float) -> float:
     hours = (window_end - window_start).total_seconds() / 3600
     return power_kw * hours / 1000 * price_gbp_per_mwh
+
+
+# -- Compute Flex Token series and token orders (issue 12 "Compute Flex Tokens in the market") -----
+# A series is a catalog item whose id is the ledger's series id, `time.range` its validity window,
+# `price` the price per token (GBP), `quantity.available.count` the tokens the provider still sells, and
+# a TagGroup `cft_series` carrying the same terms by name. A token order names the series as its one
+# item, the tokens in `items[0].quantity.selected.count` and, from on_select on, the total in
+# `quote.price` (GBP) — the terms the ledger checks the buyer's signed confirm against (`/cft/sell`).
+SERIES_TAG = "cft_series"
+TOKEN_PRICE_UNIT = "GBP/token"  # one token = 1 MWh of callable load reduction within the window
+
+
+@dataclass(frozen=True)
+class TokenSeriesSpec:
+    series_id: str
+    provider_id: str
+    valid_from: datetime
+    valid_to: datetime
+    price_gbp_per_token: Decimal
+    tokens_available: int
+
+
+def is_series_item(item: Item) -> bool:
+    """Whether a catalog item is a token series (tag group `cft_series`) rather than a flexibility offer."""
+    return _find_tags(item.tags, SERIES_TAG) is not None
+
+
+def _pence(value: Decimal, path: str) -> Decimal:
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")) or value > MAX_SAFE_INTEGER:
+        raise FlexFormatError(path, f"{value} is not a non-negative amount in whole pence")
+    return value.quantize(Decimal("0.01"))
+
+
+def _money(text: str | None, path: str) -> Decimal:
+    if text is None:
+        raise FlexFormatError(path, "is required")
+    try:
+        return _pence(Decimal(text), path)
+    except InvalidOperation as exc:
+        raise FlexFormatError(path, f"{text!r} is not a number") from exc
+
+
+def series_to_item(s: TokenSeriesSpec) -> Item:
+    if s.tokens_available < 0:
+        raise ValueError(f"series {s.series_id}: tokens_available must not be negative")
+    price = str(_pence(s.price_gbp_per_token, "price_gbp_per_token"))
+    return Item(
+        id=s.series_id,
+        descriptor=Descriptor(name=f"Compute Flex Tokens {s.series_id}", code="cft"),
+        price=Price(currency="GBP", value=price),
+        quantity=ItemQuantity(available=QuantityValue(count=s.tokens_available)),
+        time=_window(s.valid_from, s.valid_to),
+        tags=[
+            _tags(
+                SERIES_TAG,
+                {
+                    "series_id": s.series_id,
+                    "provider_id": s.provider_id,
+                    "valid_from": s.valid_from.isoformat(),
+                    "valid_to": s.valid_to.isoformat(),
+                    "price_gbp_per_token": price,
+                    "tokens_available": s.tokens_available,
+                    "price_unit": TOKEN_PRICE_UNIT,
+                },
+            )
+        ],
+    )
+
+
+def item_to_series(item: Item, provider_id: str, path: str = "item") -> TokenSeriesSpec:
+    """Parse a catalog series item (the BAP reading on_search); the tag group is the authority, and it must
+    agree with the item's id, window and price."""
+    tags = _find_tags(item.tags, SERIES_TAG)
+    if tags is None:
+        raise FlexFormatError(f"{path}.tags", f"a token series needs the tag group {SERIES_TAG!r}")
+    where = f"{path}.tags.{SERIES_TAG}"
+    series_id = tags.get("series_id")
+    if not series_id or series_id != item.id:
+        raise FlexFormatError(f"{where}.series_id", f"{series_id!r} must be the item id {item.id!r}")
+    if tags.get("provider_id") not in (None, provider_id):
+        raise FlexFormatError(f"{where}.provider_id", f"{tags.get('provider_id')!r} is not provider {provider_id!r}")
+    start, end = _range(
+        _window(
+            _instant(tags.get("valid_from"), f"{where}.valid_from"), _instant(tags.get("valid_to"), f"{where}.valid_to")
+        ),
+        where,
+    )
+    price = _money(tags.get("price_gbp_per_token"), f"{where}.price_gbp_per_token")
+    available = _num(tags.get("tokens_available"), f"{where}.tokens_available")
+    if available < 0 or available != int(available):
+        raise FlexFormatError(f"{where}.tokens_available", "must be a whole number of tokens, not negative")
+    if (
+        item.price is not None
+        and item.price.value is not None
+        and _money(item.price.value, f"{path}.price.value") != price
+    ):
+        raise FlexFormatError(f"{path}.price.value", "must equal the tag group's price_gbp_per_token")
+    return TokenSeriesSpec(series_id, provider_id, start, end, price, int(available))
+
+
+def _instant(text: str | None, path: str) -> datetime:
+    if text is None:
+        raise FlexFormatError(path, "is required")
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise FlexFormatError(path, f"{text!r} is not an ISO 8601 time") from exc
+    if ts.tzinfo is None:
+        raise FlexFormatError(path, "must carry a UTC offset")
+    return ts
+
+
+@dataclass(frozen=True)
+class TokenOrderSpec:
+    """A purchase of `tokens` of one series from its provider; `price_gbp_per_token` once quoted."""
+
+    provider_id: str
+    series_id: str
+    tokens: int
+    price_gbp_per_token: Decimal | None = None
+    order_id: str | None = None
+    state: str | None = None  # CREATED (on_init), ACCEPTED (on_confirm: sold on the ledger)
+
+    @property
+    def total_gbp(self) -> Decimal | None:
+        if self.price_gbp_per_token is None:
+            return None
+        return (self.price_gbp_per_token * self.tokens).quantize(Decimal("0.01"))
+
+
+def token_order_to_order(t: TokenOrderSpec) -> Order:
+    if t.tokens <= 0:
+        raise ValueError("a token order needs a positive number of tokens")
+    item = Item(id=t.series_id, quantity=ItemQuantity(selected=QuantityValue(count=t.tokens)))
+    order = Order(id=t.order_id, provider=Provider(id=t.provider_id), items=[item])
+    total = t.total_gbp
+    if t.price_gbp_per_token is not None and total is not None:
+        item.price = Price(currency="GBP", value=str(_pence(t.price_gbp_per_token, "price_gbp_per_token")))
+        order.quote = Quotation(
+            price=Price(currency="GBP", value=str(total)),
+            breakup=[
+                QuoteBreakup(
+                    item=Item(id=t.series_id),
+                    title=f"{t.tokens} CFT @ {item.price.value} GBP/token",
+                    price=Price(currency="GBP", value=str(total)),
+                )
+            ],
+            ttl="PT15M",
+        )
+    if t.state is not None:
+        order.status = ORDER_STATUS_FOR_STATE[t.state]  # type: ignore[assignment]
+        order.tags = [_tags(SERIES_TAG, {"state": t.state})]
+    return order
+
+
+def order_to_token_spec(order: Order | None, path: str = "message.order") -> TokenOrderSpec:
+    """A token order's terms; the quoted price, when there is one, is the total over the tokens."""
+    if order is None:
+        raise FlexFormatError(path, "is required")
+    if not order.provider or not order.provider.id:
+        raise FlexFormatError(f"{path}.provider.id", "is required")
+    if not order.items or len(order.items) != 1 or not order.items[0].id:
+        raise FlexFormatError(f"{path}.items", "exactly one item, the token series")
+    item = order.items[0]
+    count = item.quantity.selected.count if item.quantity and item.quantity.selected else None
+    if count is None or count <= 0 or count > MAX_SAFE_INTEGER:
+        raise FlexFormatError(f"{path}.items[0].quantity.selected.count", "a positive whole number of tokens")
+    price = None
+    if order.quote is not None and order.quote.price is not None:
+        total = _money(order.quote.price.value, f"{path}.quote.price.value")
+        if (order.quote.price.currency or "GBP") != "GBP":
+            raise FlexFormatError(f"{path}.quote.price.currency", "must be GBP")
+        price = total / count
+        if price != price.quantize(Decimal("0.01")):
+            raise FlexFormatError(f"{path}.quote.price.value", f"{total} is not {count} × a whole-pence price")
+        price = price.quantize(Decimal("0.01"))
+    state_tags = _find_tags(order.tags, SERIES_TAG)
+    return TokenOrderSpec(
+        provider_id=order.provider.id,
+        series_id=item.id or "",
+        tokens=count,
+        price_gbp_per_token=price,
+        order_id=order.id,
+        state=state_tags.get("state") if state_tags else None,
+    )
+
+
+def whole_tokens(power_kw: float, window_start: datetime, window_end: datetime) -> int | None:
+    """The tokens (MWh) an order of `power_kw` over the window redeems, or None when that energy is not a
+    whole number of MWh (to 1 Wh)."""
+    energy_wh = Decimal(str(power_kw)) * Decimal(int((window_end - window_start).total_seconds())) / 3600 * 1000
+    if energy_wh <= 0 or energy_wh % 1_000_000 != 0:
+        return None
+    return int(energy_wh // 1_000_000)

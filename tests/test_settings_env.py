@@ -28,6 +28,7 @@ _VALUES = {
     "city_code": "GB-LEAK",
     "country_code": "LEK",
     "providers_file": "/leaked/providers.json",
+    "grid_signal_source": "replay",
     "auto_subscribe": "true",
     "example_providers": "7",
     "registry_operator_token": "leak-token",

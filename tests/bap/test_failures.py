@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import bap.tasks  # noqa: F401  (registers the BAP's processor and failure handlers)
-from bap import failures
+from bap import failures, orders
 from bap.models import BapOrder, Transaction
 from beckn import envelope, processing
 from kernel.config import reset_settings
@@ -78,11 +78,11 @@ def test_a_ledger_registration_that_fails_for_good_shows_on_the_order(unreachabl
     for _ in range(processing.MAX_ATTEMPTS - 1):
         processing.process("bap", inbox_id)
     with session_scope("bap") as s:
-        o = s.get(BapOrder, ("tx-1", "bpp.test", "dc-01"))
+        o = orders.open_order(s, "tx-1", "bpp.test", "dc-01")
         assert o is not None and o.last_error is None  # still being retried
     processing.process("bap", inbox_id)
     with session_scope("bap") as s:
-        o = s.get(BapOrder, ("tx-1", "bpp.test", "dc-01"))
+        o = orders.open_order(s, "tx-1", "bpp.test", "dc-01")
         assert o is not None and o.state == "ACCEPTED"
         assert o.last_error and "ledger step of on_confirm failed" in o.last_error and "unreachable" in o.last_error
         (failure,) = failures.failures(s, "tx-1")

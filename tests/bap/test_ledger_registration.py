@@ -1,4 +1,4 @@
-"""bap/service.py `ledger_process`: the BAP registers an accepted order with the ledger by presenting the
+"""bap/ledger_registration.py `ledger_process`: the BAP registers an accepted order with the ledger by presenting the
 exact signed bytes — the confirm it sent (outbox body + the Authorization header it signed) and the
 on_confirm it received (inbox body + header) — and amends it with the signed on_update; never a JSON
 summary of terms the ledger would have to take on trust."""
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import bap.tasks  # noqa: F401  (registers the BAP's processor)
-from bap import service
+from bap import ledger_registration
 from bap.models import CatalogOffer, Transaction
 from beckn import envelope, http, processing
 from kernel.config import reset_settings
@@ -38,7 +38,7 @@ def ledger_calls(isolated_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         calls.append((url, json.loads(body)))
         return http.HttpResult(url, 201, b"{}")
 
-    monkeypatch.setattr(service.http, "post_sync", post_sync)
+    monkeypatch.setattr(ledger_registration.http, "post_sync", post_sync)
     yield calls
     reset_settings()
 

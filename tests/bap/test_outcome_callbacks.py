@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from bap import service
+from bap import orders, service
 from bap.models import BapOrder, Transaction
 from beckn.errors import BecknError, Role
 from beckn.identity import Identity
@@ -73,7 +73,7 @@ def _receive(msg: Inbound) -> tuple[str, str | None, float | None, int | None]:
     with session_scope("bap") as s:
         service.on_order(s, msg, 0)
     with session_scope("bap") as s:
-        o = s.get(BapOrder, (msg.context.transaction_id, BPP, "p"))
+        o = orders.open_order(s, str(msg.context.transaction_id), BPP, "p")
         assert o is not None
         return o.state, o.settlement_run, o.delivered_energy_kwh, o.settled_amount_pence
 

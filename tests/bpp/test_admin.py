@@ -1,20 +1,28 @@
 """The admin API's use cases (bpp/admin.py) on real PostgreSQL: a provider joins a platform (persisted, hosted
 again at start-up), a bad file or a providers-file id is refused with nothing written, and leaving withdraws
-its offers while its orders stay. The HTTP side runs on real processes in tests/e2e/test_provider_join.py."""
+its offers while its orders stay; a provider cancels an order (CANCELLED with its reason, an unsolicited
+on_cancel queued for the buyer) only while it is cancellable and before its window opens. The HTTP side runs on
+real processes in tests/e2e/test_provider_join.py and tests/e2e/test_procurement_failures.py."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from beckn.errors import Role
+from beckn.identity import load_or_create_identity
+from beckn.models import outbox
 from bpp import admin, service
 from bpp.catalog import PlatformConfig, example_config, parse_config
-from bpp.models import JoinedProvider, Offer, Order, Provider
+from bpp.models import JoinedProvider, Offer, Order, OrderEvent, Provider
 from bpp.provider_file import provider_template
+from kernel.config import reset_settings
 from kernel.db import session_scope
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -144,3 +152,122 @@ def test_leaving_withdraws_offers_and_keeps_orders(platform: PlatformConfig) -> 
         with pytest.raises(admin.AdminRefused) as file_owned:
             admin.leave(s, platform, "dc-01", NOW)
         assert file_owned.value.status == 409
+
+
+# -- a provider cancels an order ---------------------------------------------------------------------------
+CANCEL_AT = NOW + timedelta(hours=24)  # the order's window opens here
+
+
+@pytest.fixture()
+def signing_platform(platform: PlatformConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformConfig:
+    """The platform with a signing identity under the test's home, so its on_cancel can be queued."""
+    monkeypatch.setenv("FLEXMARKET_HOME", str(tmp_path))
+    reset_settings()
+    load_or_create_identity(tmp_path, platform.subscriber_id, Role.BPP, "http://127.0.0.1:9/dc-platform")
+    return platform
+
+
+def an_order(bpp_id: str, state: str) -> str:
+    with session_scope("bpp") as s:
+        order = Order(
+            id=str(uuid.uuid4()),
+            bpp_id=bpp_id,
+            bap_id="bap.test",
+            bap_uri="http://127.0.0.1:9/beckn",
+            transaction_id=str(uuid.uuid4()),
+            provider_id="dc-01",
+            item_id="dc-01-evening-peak",
+            power_kw=200,
+            window_start=CANCEL_AT,
+            window_end=CANCEL_AT + timedelta(hours=1),
+            meter_id="MTR-0001",
+            settlement_method="P415",
+            price_gbp_per_mwh=150,
+            state=state,
+            city_code="GB-R13",
+            country_code="GBR",
+        )
+        s.add(order)
+        return order.id
+
+
+def on_cancels() -> list[tuple[str, dict[str, Any]]]:
+    with session_scope("bpp") as s:
+        sent = s.execute(select(outbox.c.receiver_url, outbox.c.body).where(outbox.c.action == "on_cancel")).all()
+    return [(url, json.loads(bytes(body))) for url, body in sent]
+
+
+def test_a_provider_cancels_an_accepted_order_and_the_buyer_is_told(signing_platform: PlatformConfig) -> None:
+    order_id = an_order(signing_platform.subscriber_id, "ACCEPTED")
+    with session_scope("bpp") as s:
+        done = admin.cancel_order(
+            s, signing_platform, order_id, "cooling plant failure", CANCEL_AT - timedelta(seconds=1)
+        )
+    assert (done.order_id, done.reason) == (order_id, "cooling plant failure")
+    with session_scope("bpp") as s:
+        order = s.get(Order, order_id)
+        assert order is not None and order.state == "CANCELLED"
+        assert order.cancellation_reason == "cooling plant failure"
+        events = s.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id)).all()
+        assert [(e.from_state, e.to_state) for e in events] == [("ACCEPTED", "CANCELLED")]
+        assert "cooling plant failure" in (events[0].reason or "")
+    [(url, body)] = on_cancels()
+    assert url == "http://127.0.0.1:9/beckn/on_cancel"  # unsolicited: to the buyer's own URI
+    assert body["context"]["action"] == "on_cancel" and body["context"]["bpp_id"] == signing_platform.subscriber_id
+    sent = body["message"]["order"]
+    assert sent["id"] == order_id and sent["fulfillments"][0]["state"]["descriptor"]["code"] == "CANCELLED"
+    assert sent["cancellation"]["reason"]["descriptor"]["name"] == "cooling plant failure"
+
+
+@pytest.mark.parametrize("state", ["CREATED", "ACCEPTED", "IN-PROGRESS", "COMPLETED", "CANCELLED", "SETTLED"])
+@pytest.mark.parametrize("before_window", [True, False])
+def test_only_a_cancellable_order_before_its_window_can_be_cancelled(
+    signing_platform: PlatformConfig, state: str, before_window: bool
+) -> None:
+    order_id = an_order(signing_platform.subscriber_id, state)
+    now = CANCEL_AT - timedelta(minutes=1) if before_window else CANCEL_AT
+    allowed = state in service.CANCELLABLE_STATES and before_window
+    with session_scope("bpp") as s:
+        if allowed:
+            admin.cancel_order(s, signing_platform, order_id, "maintenance", now)
+        else:
+            with pytest.raises(admin.AdminRefused) as refused:
+                admin.cancel_order(s, signing_platform, order_id, "maintenance", now)
+            assert refused.value.status == 409 and str(refused.value).startswith("order_id")
+    with session_scope("bpp") as s:
+        order = s.get(Order, order_id)
+        assert order is not None and order.state == ("CANCELLED" if allowed else state)
+    assert len(on_cancels()) == (1 if allowed else 0)  # a refusal writes nothing
+
+
+def test_an_order_the_platform_does_not_hold_is_not_found(signing_platform: PlatformConfig) -> None:
+    elsewhere = an_order("other-platform.bpp.flexmarket.local", "ACCEPTED")
+    for order_id in (elsewhere, str(uuid.uuid4())):
+        with session_scope("bpp") as s, pytest.raises(admin.AdminRefused) as refused:
+            admin.cancel_order(s, signing_platform, order_id, "maintenance", NOW)
+        assert refused.value.status == 404
+    with session_scope("bpp") as s:
+        kept = s.get(Order, elsewhere)
+        assert kept is not None and kept.state == "ACCEPTED"
+    assert on_cancels() == []
+
+
+@pytest.mark.parametrize(
+    ("data", "ok"),
+    [
+        ({"reason": "maintenance"}, True),
+        ({"reason": "  maintenance  "}, True),
+        ({}, False),
+        ({"reason": ""}, False),
+        ({"reason": "   "}, False),
+        ({"reason": 5}, False),
+        ({"reason": "x" * (admin.MAX_REASON_CHARS + 1)}, False),
+    ],
+)
+def test_a_cancellation_needs_a_reason(data: dict[str, Any], ok: bool) -> None:
+    if ok:
+        assert admin.cancellation_reason(data) == "maintenance"
+    else:
+        with pytest.raises(admin.AdminRefused) as refused:
+            admin.cancellation_reason(data)
+        assert refused.value.status == 400 and str(refused.value).startswith("reason")

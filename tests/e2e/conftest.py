@@ -29,8 +29,10 @@ def two_city_config() -> dict[str, Any]:
     north = example_config(1, city_code=OTHER_CITY)["platforms"][0]
     north.update(subscriber_id="north-platform.bpp.flexmarket.local", slug="north-platform", name="North platform")
     north["providers"][0]["id"] = "dc-north-scotland"
-    for o in north["providers"][0]["offers"]:
+    for o in north["providers"][0]["offers"] + north["providers"][0].get("cft_series", []):
         o["id"] = o["id"].replace("dc-01", "dc-north-scotland")
+    for site in north["providers"][0]["sites"]:  # its own meter: the ledger binds a meter to one provider
+        site["meter_id"] = site["meter_id"].replace("MTR-", "MTR-N")
     london["platforms"].append(north)
     return london
 

@@ -58,7 +58,9 @@ def test_every_emitted_message_conforms(spec: dict[str, Any], flow: dict, db_url
 
 def test_validator_catches_a_nonconforming_message(spec: dict[str, Any], flow: dict, db_url: str) -> None:
     """The check above could fail: corrupt one emitted message in two spec-visible ways."""
-    body = rows(db_url, "select body from bap.outbox where action = 'confirm' limit 1")[0][0]
+    body = rows(
+        db_url, "select body from bap.outbox where action = 'confirm' and transaction_id = %s limit 1", flow["tx"]
+    )[0][0]
     doc = json.loads(bytes(body))
     doc["message"]["order"]["items"][0]["quantity"]["selected"]["measure"]["value"] = "lots"
     doc["message"]["order"]["payments"][0]["type"] = "WHENEVER"

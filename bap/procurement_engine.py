@@ -1,0 +1,533 @@
+"""Moving a procurement on (bap/procurement.py has its life): search and collect, choose exactly, wait for
+approval, order, re-procure what fails, report what cannot be covered.
+
+`advance(id)` runs one step under a row lock and is idempotent: the Celery task `bap.advance_procurement`
+runs it when something happened, and the beat entry `bap-procurements` every second for every procurement
+still moving, so a lost trigger only delays it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bap import carbon_log, governance, market_log, procurement_offers, procurement_tokens
+from bap import procurement_choice as pc
+from bap.models import BapOrder, CatalogOffer, Procurement, Transaction
+from bap.policy import needs_approval
+from bap.procurement import ACTIVE, get, is_live, orders_of, slots_of
+from bap.service import ClientError, OrderRequest, cancellation_reason, order_action, search
+from beckn.identity import Identity, load_identity
+from beckn.models import inbox
+from kernel import clock
+from kernel.config import get_settings
+from kernel.db import session_scope
+from schemas.flex import FlexRequest
+
+log = structlog.get_logger(__name__)
+
+MAX_ROUNDS = 4  # choices per procurement: the first and up to three re-procurements
+MAX_SEARCHES = 2  # a re-procurement with no offer left searches the network once more
+CONTRACTED = ("ACCEPTED", "IN-PROGRESS", "COMPLETED")
+WAITING = ("SELECTING", "QUOTED", "CREATED")
+
+
+@dataclass
+class Step:
+    """What one advance did: outbox rows to deliver once committed."""
+
+    outbox_ids: list[int]
+
+
+MAX_STEP_ERRORS = 5  # consecutive failed steps before a procurement is failed, visibly, with the error
+
+
+def step_failed(procurement_id: str, error: BaseException) -> None:
+    """A step raised: count it; after MAX_STEP_ERRORS in a row the procurement fails with the error as its
+    reason (accepted means done or visibly failed, never stuck)."""
+    with session_scope("bap") as s:
+        p = get(s, procurement_id, lock=True)
+        if p.status in ("failed", "cancelled", "halted", "settled"):
+            return
+        st = _state(p)
+        st["step_errors"] = int(st.get("step_errors", 0)) + 1
+        p.choice = st
+        if st["step_errors"] >= MAX_STEP_ERRORS:
+            _finish(s, p, "failed", f"the orchestrator could not move it on: {type(error).__name__}: {error}"[:500])
+
+
+def advance(procurement_id: str) -> Step:
+    step = Step([])
+    with session_scope("bap") as s:
+        p = get(s, procurement_id, lock=True)
+        me = load_identity(get_settings().home, p.request["bap_id"])
+        cancel = (p.choice or {}).get("cancel_requested")
+        if cancel and p.status not in ("cancelled", "settled"):
+            st = _state(p)
+            _stop(s, p, me, step, st, status="cancelled", reason=cancel)
+            p.choice = st
+        else:
+            _STEPS.get(p.status, _after)(s, p, me, step)
+        if (p.choice or {}).get("step_errors"):
+            p.choice = {**(p.choice or {}), "step_errors": 0}
+        p.updated_at = clock.now()
+    return step
+
+
+# -- collecting -----------------------------------------------------------------------------------------
+def _collecting(s: Session, p: Procurement, me: Identity, step: Step) -> None:
+    if governance.is_halted(s):
+        _finish(s, p, "halted", "the kill switch is on")
+        return
+    if not p.transaction_ids:
+        _search(s, p, me, step)
+        return
+    assert p.collect_until is not None
+    if clock.wall_now() < p.collect_until and not _all_answered(s, p):
+        return
+    _choose(s, p, me, step)
+
+
+def _search(s: Session, p: Procurement, me: Identity, step: Step) -> None:
+    grid = slots_of(p)
+    req = FlexRequest(
+        grid[0].start,
+        grid[-1].end,
+        max(t.target_kw for t in grid),
+        p.request["price_cap_gbp_per_mwh"],
+    )
+    sent = search(
+        s,
+        me,
+        req,
+        gateway_url=p.request["gateway_url"],
+        city_code=p.request["city_code"],
+        country_code=p.request["country_code"],
+        aggregator_id=p.aggregator_id,
+    )
+    t = s.get(Transaction, sent.transaction_id)
+    assert t is not None
+    t.request = {**t.request, "procurement_id": p.id}  # its on_search answers move the procurement on
+    p.transaction_ids = [*p.transaction_ids, sent.transaction_id]
+    p.collect_until = clock.wall_now() + timedelta(seconds=get_settings().message_ttl_s)
+    p.status = "collecting"
+    step.outbox_ids.append(sent.outbox_id)
+    market_log.record(
+        s,
+        "search",
+        f"searched the network (transaction {sent.transaction_id}); collecting offers for up to "
+        f"{get_settings().message_ttl_s} s or until the {len(p.request['expected_bpps'])} BPPs fanned out to answer",
+        procurement_id=p.id,
+        policy_version=p.policy_version,
+    )
+
+
+def _all_answered(s: Session, p: Procurement) -> bool:
+    expected = set(p.request["expected_bpps"])
+    if not expected:
+        return False
+    answered = s.scalar(
+        select(func.count(func.distinct(inbox.c.sender_id))).where(
+            inbox.c.transaction_id == p.transaction_ids[-1],
+            inbox.c.action == "on_search",
+            inbox.c.sender_id.in_(expected),
+        )
+    )
+    return int(answered or 0) >= len(expected)
+
+
+# -- choosing -------------------------------------------------------------------------------------------
+
+
+def _gap(s: Session, p: Procurement) -> list[float]:
+    """Target minus what live (not failed) orders cover, per slot."""
+    abandoned = set(_state(p)["abandoned"])
+    grid = slots_of(p)
+    covered = [0.0] * len(grid)
+    for o in orders_of(s, p):
+        if is_live(o, abandoned):
+            for i, t in enumerate(grid):
+                if o.window_start <= t.start and t.end <= o.window_end:
+                    covered[i] += o.power_kw
+    return [max(0.0, t.target_kw - c) for t, c in zip(grid, covered, strict=True)]
+
+
+def _state(p: Procurement) -> dict[str, Any]:
+    base: dict[str, Any] = {"rounds": 0, "searches": 0, "used": [], "abandoned": {}, "sent": {}, "pending": []}
+    # A deep copy: the column is plain JSON (no mutation tracking), so a change must be a new value that
+    # differs from the loaded one — nested dicts changed in place would compare equal and never be written.
+    return copy.deepcopy({**base, **(p.choice or {})})
+
+
+def _choose(s: Session, p: Procurement, me: Identity, step: Step) -> None:
+    st = _state(p)
+    policy = governance.version(s, p.policy_version).body
+    first_round = st["rounds"] == 0
+    gap = _gap(s, p)
+    portfolio, by_key, holdings = procurement_offers.portfolio(
+        s, p, policy, gap=gap, used=set(st["used"]), log_offers=first_round
+    )
+    grid = slots_of(p)
+    for offer_id, why in portfolio.excluded:
+        market_log.record(
+            s,
+            "offer_excluded",
+            f"offer {offer_id} left out: {why}",
+            procurement_id=p.id,
+            policy_version=p.policy_version,
+            offer=offer_id,
+        )
+    pending = []
+    for order, why in zip(portfolio.orders, portfolio.reasons, strict=True):
+        c = by_key[order.offer_id]
+        method, power_kw = _payment(order, c, holdings)
+        pending.append(
+            {
+                "offer": procurement_offers.offer_key(c),
+                "transaction_id": c.transaction_id,
+                "bpp_id": c.bpp_id,
+                "provider_id": c.provider_id,
+                "item_id": c.item_id,
+                "power_kw": power_kw,
+                "settlement_method": method,
+                "start": grid[order.first_slot].start.isoformat(),
+                "end": grid[order.last_slot].end.isoformat(),
+            }
+        )
+        paid = "paid with tokens" if method == "CFT" else "paid spot"
+        market_log.record(
+            s,
+            "chosen",
+            f"chose {power_kw:g} kW ({paid}) from {c.provider_id} ({c.item_id}), "
+            f"{grid[order.first_slot].start.isoformat()}–{grid[order.last_slot].end.isoformat()}: {why}",
+            procurement_id=p.id,
+            policy_version=p.policy_version,
+            provider_id=c.provider_id,
+            offer=order.offer_id,
+        )
+    st.update(
+        rounds=st["rounds"] + 1,
+        searches=max(st["searches"], len(p.transaction_ids)),
+        used=[*st["used"], *(x["offer"] for x in pending)],
+        pending=pending,
+        expected_cost_gbp=round((st.get("expected_cost_gbp") or 0.0) + portfolio.cost_gbp, 2),
+        expected_carbon_kg=round((st.get("expected_carbon_kg") or 0.0) + portfolio.carbon_kg, 3),
+        best_bound=portfolio.best_bound,
+        mip_gap=portfolio.mip_gap,
+    )
+    p.choice = st
+    short = max(portfolio.shortfall_kw) if portfolio.shortfall_kw else 0.0
+    market_log.record(
+        s,
+        "choice" if first_round else "reprocure",
+        f"{'choice' if first_round else 're-procurement'} {st['rounds']}: {len(pending)} orders, expected "
+        f"£{portfolio.cost_gbp:,.2f}, {portfolio.carbon_kg:,.1f} kg CO2, shortfall {short:g} kW "
+        f"(MIP gap {portfolio.mip_gap:.2g})",
+        procurement_id=p.id,
+        policy_version=p.policy_version,
+    )
+    if first_round:
+        _shadow(s, p, gap)
+        asked = needs_approval(policy, peak_power_kw=max(portfolio.covered_kw or (0.0,)), cost_gbp=portfolio.cost_gbp)
+        if asked is not None and pending:
+            p.status, p.status_reason = "pending_approval", asked
+            p.explanation = {
+                "why": asked,
+                "asked_wall": clock.wall_now().isoformat(),
+                "offers_considered": len(by_key),
+                "choice": pending,
+                "expected_cost_gbp": st["expected_cost_gbp"],
+                "expected_carbon_kg": st["expected_carbon_kg"],
+                "if_rejected": f"no order is placed; up to {max(gap):g} kW of the target stays uncovered",
+            }
+            market_log.record(
+                s,
+                "approval_asked",
+                f"waiting for approval: {asked}",
+                procurement_id=p.id,
+                policy_version=p.policy_version,
+            )
+            return
+    p.status = "ordering"
+    _ordering(s, p, me, step)
+
+
+def _payment(order: pc.ChosenOrder, c: CatalogOffer, holdings: procurement_tokens.Held) -> tuple[str, float]:
+    """How a chosen order is paid and at what kW: a redemption in whole tokens (kW set to whole MWh over its
+    window), else spot at the chosen kW (also when no whole number of tokens fits the offer)."""
+    series = procurement_tokens.series_of(order.offer_id)
+    if series is None:
+        return "P415", order.power_kw
+    kw = procurement_tokens.whole_token_kw(
+        order.power_kw,
+        order.n_slots * 0.5,
+        min_kw=float(c.spec.get("min_kw") or 0.0),
+        max_kw=float(c.spec.get("max_kw") or c.available_kw),
+        budget=holdings[series][3],
+    )
+    return ("CFT", kw) if kw is not None else ("P415", order.power_kw)
+
+
+def _shadow(s: Session, p: Procurement, gap: list[float]) -> None:
+    """What the shadow policy would have bought on the same offers: recorded, never ordered."""
+    sh = governance.shadow(s)
+    if sh is None or sh.version == p.policy_version:
+        return
+    portfolio, _, _ = procurement_offers.portfolio(s, p, sh.body, gap=gap, used=set(), log_offers=False)
+    p.shadow = {
+        "policy_version": sh.version,
+        "orders": [
+            {
+                "offer": o.offer_id,
+                "provider_id": o.provider_id,
+                "power_kw": o.power_kw,
+                "first_slot": o.first_slot,
+                "last_slot": o.last_slot,
+            }
+            for o in portfolio.orders
+        ],
+        "expected_cost_gbp": round(portfolio.cost_gbp, 2),
+        "expected_carbon_kg": round(portfolio.carbon_kg, 3),
+        "shortfall_kw": max(portfolio.shortfall_kw or (0.0,)),
+    }
+    market_log.record(
+        s,
+        "shadow_choice",
+        f"shadow policy v{sh.version} would buy {len(portfolio.orders)} orders "
+        f"for £{portfolio.cost_gbp:,.2f} (no order placed)",
+        procurement_id=p.id,
+        policy_version=sh.version,
+    )
+
+
+# -- ordering -------------------------------------------------------------------------------------------
+def _send(s: Session, p: Procurement, me: Identity, step: Step, action: str, r: OrderRequest) -> None:
+    try:
+        step.outbox_ids.append(order_action(s, me, action, r).outbox_id)
+    except ClientError as exc:
+        market_log.record(
+            s,
+            "order_refused",
+            f"{action} to {r.provider_id} not sent: {exc}",
+            procurement_id=p.id,
+            provider_id=r.provider_id,
+        )
+
+
+def _place(s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, Any]) -> None:
+    for x in st["pending"]:
+        r = OrderRequest(
+            transaction_id=x["transaction_id"],
+            bpp_id=x["bpp_id"],
+            provider_id=x["provider_id"],
+            item_id=x["item_id"],
+            power_kw=x["power_kw"],
+            settlement_method=x.get("settlement_method", "P415"),
+            window_start=datetime.fromisoformat(x["start"]),
+            window_end=datetime.fromisoformat(x["end"]),
+            procurement_id=p.id,
+        )
+        _send(s, p, me, step, "select", r)
+    s.flush()
+    for o in orders_of(s, p):
+        if o.state == "SELECTING" and o.id not in st["sent"]:
+            st["sent"][o.id] = {"action": "select", "wall": clock.wall_now().isoformat()}
+    st["pending"] = []
+
+
+def _fail(s: Session, p: Procurement, st: dict[str, Any], o: BapOrder, why: str) -> None:
+    st["abandoned"][o.id] = why
+    market_log.record(
+        s,
+        "order_failed",
+        f"order with {o.provider_id} ({o.item_id}) failed: {why}; its gap is re-procured",
+        procurement_id=p.id,
+        provider_id=o.provider_id,
+        order_ref=o.id,
+    )
+
+
+def _drive(s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, Any]) -> None:
+    ttl = timedelta(seconds=get_settings().message_ttl_s)
+    for o in orders_of(s, p):
+        if o.id in st["abandoned"]:
+            continue
+        sent = st["sent"].get(o.id, {"action": "select", "wall": clock.wall_now().isoformat()})
+        if o.state == "CANCELLED":
+            _fail(
+                s, p, st, o, f"cancelled by the provider: {cancellation_reason(o) or o.last_error or 'no reason given'}"
+            )
+        elif o.state in WAITING and o.last_error:
+            _fail(s, p, st, o, o.last_error)
+        elif o.state == "QUOTED" and sent["action"] == "select":
+            _next(s, p, me, step, st, o, "init")
+        elif o.state == "CREATED" and sent["action"] != "confirm":
+            _next(s, p, me, step, st, o, "confirm")
+        elif o.state in WAITING and clock.wall_now() - datetime.fromisoformat(sent["wall"]) > ttl:
+            _fail(s, p, st, o, f"no answer to {sent['action']} within the message TTL ({ttl.total_seconds():g} s)")
+
+
+def _next(s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, Any], o: BapOrder, action: str) -> None:
+    r = OrderRequest(transaction_id=o.transaction_id, bpp_id=o.bpp_id, provider_id=o.provider_id, item_id=o.item_id)
+    _send(s, p, me, step, action, r)
+    st["sent"][o.id] = {"action": action, "wall": clock.wall_now().isoformat()}
+
+
+def _ordering(s: Session, p: Procurement, me: Identity, step: Step) -> None:
+    st = _state(p)
+    if governance.is_halted(s):
+        _halt(s, p, me, step, st)
+        p.choice = st
+        return
+    if st["pending"]:
+        _place(s, p, me, step, st)
+    _drive(s, p, me, step, st)
+    carbon_log.log_expected_carbon(s, p, st)
+    p.choice = st
+    live = [o for o in orders_of(s, p) if o.id not in st["abandoned"]]
+    if any(o.state in WAITING for o in live):
+        return
+    gap = _gap(s, p)
+    if max(gap, default=0.0) > 0.05 and st["rounds"] < MAX_ROUNDS:
+        if _has_unused_offers(s, p, st):
+            _choose(s, p, me, step)
+            return
+        if len(p.transaction_ids) < MAX_SEARCHES and st["abandoned"]:
+            _search(s, p, me, step)  # back to collecting: a fresh search for the gap
+            return
+    _settle_status(s, p, gap)
+
+
+def _has_unused_offers(s: Session, p: Procurement, st: dict[str, Any]) -> bool:
+    failed_providers = {o.provider_id for o in orders_of(s, p) if o.id in st["abandoned"]}
+    return any(
+        procurement_offers.offer_key(c) not in st["used"] and c.provider_id not in failed_providers
+        for c in procurement_offers.offer_rows(s, p)
+    )
+
+
+def _settle_status(s: Session, p: Procurement, gap: list[float]) -> None:
+    grid = slots_of(p)
+    wanted = sum(t.target_kw for t in grid)
+    missing = sum(gap)
+    status = "covered" if missing <= 0.05 * len(grid) else ("partially_covered" if missing < wanted else "failed")
+    reason = "every slot covered" if status == "covered" else f"shortfall up to {max(gap):g} kW"
+    p.covered_wall = clock.wall_now() if status != "failed" else None
+    _finish(s, p, status, reason)
+
+
+def _finish(s: Session, p: Procurement, status: str, reason: str) -> None:
+    p.status, p.status_reason = status, reason
+    market_log.record(
+        s, status, f"procurement {status}: {reason}", procurement_id=p.id, policy_version=p.policy_version
+    )
+
+
+def _halt(s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, Any]) -> None:
+    """The kill switch: orders not yet started are cancelled (drafts abandoned), the procurement halts."""
+    _stop(s, p, me, step, st, status="halted", reason="the kill switch is on")
+
+
+def _stop(
+    s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, Any], *, status: str, reason: str
+) -> None:
+    """Orders not yet started are cancelled at their BPPs (drafts abandoned); the procurement ends."""
+    now = clock.now()
+    for o in orders_of(s, p):
+        if o.id in st["abandoned"] or o.window_start <= now:
+            continue
+        if o.order_id and o.state in ("CREATED", "ACCEPTED"):
+            r = OrderRequest(
+                transaction_id=o.transaction_id,
+                bpp_id=o.bpp_id,
+                provider_id=o.provider_id,
+                item_id=o.item_id,
+                reason=reason[:200],
+            )
+            _send(s, p, me, step, "cancel", r)
+        st["abandoned"][o.id] = status
+    st["pending"] = []
+    _finish(s, p, status, reason)
+
+
+# -- after the choice -----------------------------------------------------------------------------------
+def _after(s: Session, p: Procurement, me: Identity, step: Step) -> None:
+    """covered / partially_covered: a provider that cancels before its window is replaced; once the window
+    has begun the procurement is delivering, and settled once every contracted order has a settlement run."""
+    if p.status in ("covered", "partially_covered", "delivering"):
+        st = _state(p)
+        now = clock.now()
+        if governance.is_halted(s) and any(
+            o.window_start > now and o.state in CONTRACTED and o.id not in st["abandoned"] for o in orders_of(s, p)
+        ):
+            _halt(s, p, me, step, st)  # the kill switch cancels every order not yet started
+            p.choice = st
+            return
+        for o in orders_of(s, p):
+            if o.id not in st["abandoned"] and o.state == "CANCELLED" and o.window_start > now:
+                p.status = "ordering"
+                p.choice = st
+                _ordering(s, p, me, step)
+                return
+        grid = slots_of(p)
+        contracted = [
+            o for o in orders_of(s, p) if o.id not in st["abandoned"] and o.state in (*CONTRACTED, "CANCELLED")
+        ]
+        settled = [o for o in contracted if o.state != "CANCELLED"]
+        if settled and all(o.settlement_run for o in settled):
+            carbon_log.record_settlement(s, p, st, settled)
+            p.choice = st
+            _finish(s, p, "settled", "every order has a settlement run")
+        elif now >= grid[0].start and p.status != "delivering":
+            p.status = "delivering"
+
+
+def _pending_approval(s: Session, p: Procurement, me: Identity, step: Step) -> None:
+    if clock.now() >= slots_of(p)[0].start:
+        _finish(s, p, "cancelled", "gate closure passed without an approval")
+
+
+def _nothing(s: Session, p: Procurement, me: Identity, step: Step) -> None:
+    return None
+
+
+_STEPS = {
+    "collecting": _collecting,
+    "pending_approval": _pending_approval,
+    "ordering": _ordering,
+    "failed": _nothing,
+    "cancelled": _nothing,
+    "halted": _nothing,
+    "settled": _nothing,
+}
+
+
+def open_ids(s: Session) -> list[str]:
+    """Every procurement not yet final: what the kill switch reaches."""
+    q = select(Procurement.id).where(Procurement.status.in_((*ACTIVE, "covered", "partially_covered", "delivering")))
+    return list(s.scalars(q))
+
+
+AFTER_CHOICE_EVERY = timedelta(seconds=30)  # market time between ticks of a procurement past its choice
+
+
+def moving(s: Session) -> list[str]:
+    """Procurements a tick advances: those still moving, every tick; and, every AFTER_CHOICE_EVERY, covered
+    ones whose orders may yet change or settle (a callback of theirs kicks them at once: bap/kicks.py)."""
+    due = clock.now() - AFTER_CHOICE_EVERY
+    q = (
+        select(Procurement.id)
+        .where(
+            Procurement.status.in_(ACTIVE)
+            | (Procurement.status.in_(("covered", "partially_covered", "delivering")) & (Procurement.updated_at < due))
+        )
+        .order_by(Procurement.updated_at)
+        .limit(200)
+    )
+    return list(s.scalars(q))
