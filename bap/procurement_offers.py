@@ -46,10 +46,35 @@ def reliabilities(s: Session, policy: PolicyBody, providers: set[str]) -> dict[s
     return out
 
 
+LIVE = ("SELECTING", "QUOTED", "CREATED", "ACCEPTED", "IN-PROGRESS")
+
+
+def own_orders_kw(s: Session, p: Procurement, grid: list[SlotTarget]) -> dict[tuple[str, str, str], float]:
+    """kW this BAP's own live orders of other procurements (or by hand) already hold on each item during the
+    grid's slots (the most in any slot): a catalog states an offer's whole capacity, and buying it twice is
+    refused at confirm."""
+    rows = s.scalars(
+        select(BapOrder).where(
+            BapOrder.state.in_(LIVE),
+            BapOrder.window_start < grid[-1].end,
+            BapOrder.window_end > grid[0].start,
+            (BapOrder.procurement_id.is_(None)) | (BapOrder.procurement_id != p.id),
+        )
+    ).all()
+    per_slot: dict[tuple[str, str, str], list[float]] = {}
+    for o in rows:
+        load = per_slot.setdefault((o.bpp_id, o.provider_id, o.item_id), [0.0] * len(grid))
+        for i, t in enumerate(grid):
+            if o.window_start < t.end and t.start < o.window_end:
+                load[i] += o.power_kw
+    return {key: max(load) for key, load in per_slot.items()}
+
+
 def to_choice_offer(
-    c: CatalogOffer, grid: list[SlotTarget], now: datetime, rel: float
+    c: CatalogOffer, grid: list[SlotTarget], now: datetime, rel: float, *, held_kw: float = 0.0
 ) -> tuple[pc.Offer | None, str | None]:
-    """The offer on the procurement's slot grid, or why it cannot take part."""
+    """The offer on the procurement's slot grid, less what this BAP's other orders already hold of it, or why it
+    cannot take part."""
     ready = now + timedelta(seconds=int(c.spec.get("response_time_s") or 0))
     usable = [i for i, t in enumerate(grid) if c.window_start <= t.start and t.end <= c.window_end and t.start >= ready]
     if not usable:
@@ -60,14 +85,18 @@ def to_choice_offer(
             else "its window does not overlap the procurement's slots"
         )
     first, last = usable[0], usable[-1]
+    max_kw = float(c.spec.get("max_kw") or c.available_kw) - held_kw
+    min_kw = float(c.spec.get("min_kw") or 0.0)
+    if max_kw < max(min_kw, 0.1):
+        return None, f"this BAP's other orders already hold {held_kw:g} kW of it in these slots"
     return (
         pc.Offer(
             offer_id=offer_key(c),
             provider_id=c.provider_id,
             first_slot=first,
             last_slot=last,
-            min_kw=float(c.spec.get("min_kw") or 0.0),
-            max_kw=float(c.spec.get("max_kw") or c.available_kw),
+            min_kw=min_kw,
+            max_kw=max_kw,
             min_duration_slots=max(1, math.ceil(int(c.spec.get("min_duration_min") or 30) / 30)),
             max_duration_slots=max(1, int(c.spec.get("max_duration_min") or 240) // 30),
             price_gbp_per_mwh=c.price_gbp_per_mwh,
@@ -92,12 +121,19 @@ def portfolio(
     grid = slots_of(p)
     rows = offer_rows(s, p)
     rels = reliabilities(s, policy, {c.provider_id for c in rows})
-    holdings = procurement_tokens.held(s) if rows else {}
+    holdings = (
+        procurement_tokens.held(s, providers={c.provider_id for c in rows}, window=(grid[0].start, grid[-1].end))
+        if rows
+        else {}
+    )
+    ours = own_orders_kw(s, p, grid)
     now = clock.now()
     offers, by_key = [], {}
     for c in rows:
         key = offer_key(c)
-        o, why = to_choice_offer(c, grid, now, rels[c.provider_id])
+        o, why = to_choice_offer(
+            c, grid, now, rels[c.provider_id], held_kw=ours.get((c.bpp_id, c.provider_id, c.item_id), 0.0)
+        )
         if log_offers:
             market_log.record(
                 s,

@@ -27,10 +27,13 @@ Held = dict[str, tuple[str, datetime, datetime, int]]  # series → (provider, v
 CFT_MARK = "|cft:"
 
 
-def held(session: Session) -> Held:
-    """The tokens this BAP holds, as the ledger states them; none when the ledger cannot say (logged)."""
+def held(
+    session: Session, *, providers: set[str] | None = None, window: tuple[datetime, datetime] | None = None
+) -> Held:
+    """The tokens this BAP holds (of `providers`' series valid during `window`, when given), as the ledger states
+    them; none when the ledger cannot say (logged)."""
     try:
-        return tokens.holdings(session)
+        return tokens.holdings(session, providers=providers, window=window)
     except Exception as exc:  # no ledger configured or reachable: spot only this time
         log.warning("token holdings unavailable; choosing spot only", error=str(exc))
         return {}

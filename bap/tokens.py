@@ -320,15 +320,25 @@ def _ledger_call(method: str, path: str, body: dict[str, Any] | None = None) -> 
     return r.status_code, (r.json() if r.content else {})
 
 
-def holdings(session: Session) -> dict[str, Holding]:
-    """Series id → (provider id, valid from, valid to, tokens this BAP holds), for every series it has seen in a
-    catalog and holds tokens of, as the ledger states them now. Plain data out (for the orchestrator)."""
+def holdings(
+    session: Session, *, providers: set[str] | None = None, window: tuple[datetime, datetime] | None = None
+) -> dict[str, Holding]:
+    """Series id → (provider id, valid from, valid to, tokens this BAP holds), as the ledger states them now,
+    for the series this BAP bought (a purchase ACCEPTED; it gets tokens no other way) — only those of
+    `providers` and valid during `window` when given, so that a procurement asks the ledger about the few series
+    it could redeem, not every series ever seen. Plain data out (for the orchestrator)."""
     me = my_id()
-    known = session.execute(
-        select(TokenOffer.series_id, TokenOffer.provider_id, TokenOffer.valid_from, TokenOffer.valid_to).distinct()
-    ).all()
+    q = (
+        select(TokenOffer.series_id, TokenOffer.provider_id, TokenOffer.valid_from, TokenOffer.valid_to)
+        .where(TokenOffer.series_id.in_(select(TokenOrder.series_id).where(TokenOrder.state == "ACCEPTED")))
+        .distinct()
+    )
+    if providers is not None:
+        q = q.where(TokenOffer.provider_id.in_(providers))
+    if window is not None:
+        q = q.where(TokenOffer.valid_from < window[1], TokenOffer.valid_to > window[0])
     out: dict[str, Holding] = {}
-    for series_id, provider_id, valid_from, valid_to in known:
+    for series_id, provider_id, valid_from, valid_to in session.execute(q).all():
         if series_id in out:
             continue
         status, body = _ledger_call("GET", f"/cft/series/{series_id}")

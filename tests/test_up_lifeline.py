@@ -45,7 +45,10 @@ def _alive(pid: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing holds the port: a new server could listen on it. SO_REUSEADDR, as every server sets it (uvicorn
+    does), so that connections the killed services left in TIME_WAIT do not count as a holder."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
