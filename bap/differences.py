@@ -63,6 +63,9 @@ class LedgerOrder:
     price_gbp_per_mwh: float
     cancelled: bool
     outcome: LedgerOutcome | None = None
+    # Paid with Compute Flex Tokens: the ledger holds the redemption's obligation (`cft-<order id>`) at no
+    # money price (the utilisation was prepaid with the tokens), so its price is not compared with the offer's.
+    paid_with_tokens: bool = False
 
     @property
     def state(self) -> str:
@@ -175,11 +178,15 @@ def _equal(a: object | None, b: object | None) -> bool:
 
 
 def _terms(order_id: str, bap: PartyOrder, bpp: PartyOrder, ledger: LedgerOrder | None) -> list[Difference | None]:
-    def of(pick: Callable[[PartyOrder | LedgerOrder], object | None]) -> list[tuple[str, object | None]]:
+    def of(
+        pick: Callable[[PartyOrder | LedgerOrder], object | None], *, ledger_too: bool = True
+    ) -> list[tuple[str, object | None]]:
         books: list[tuple[str, PartyOrder | LedgerOrder]] = [("bap", bap), ("bpp", bpp)]
-        if ledger is not None:
+        if ledger is not None and ledger_too:
             books.append(("ledger", ledger))
         return [(who, pick(book)) for who, book in books]
+
+    money_price = ledger is None or not ledger.paid_with_tokens
 
     return [
         _differ(order_id, Kind.POWER_KW, of(lambda o: o.power_kw), _close(KW_TOLERANCE), _number),
@@ -187,7 +194,7 @@ def _terms(order_id: str, bap: PartyOrder, bpp: PartyOrder, ledger: LedgerOrder 
         _differ(
             order_id,
             Kind.PRICE,
-            of(lambda o: o.price_gbp_per_mwh),
+            of(lambda o: o.price_gbp_per_mwh, ledger_too=money_price),
             _close(PRICE_TOLERANCE_GBP_PER_MWH),
             _number,
         ),

@@ -180,6 +180,9 @@ class BppBooks:
                 return found
 
 
+CFT_OBLIGATION_PREFIX = "cft-"  # a token-paid order's obligation on the ledger (ledger/tokens.py `redeem`)
+
+
 class LedgerBook:
     """Reads the ledger's copy of this BAP's orders with its ledger key."""
 
@@ -187,6 +190,16 @@ class LedgerBook:
         self.client = client
         self.api = f"{base_url.rstrip('/')}/api/v1"
         self.headers = {"Authorization": f"Bearer {api_key}"}
+
+    def exists(self, order_id: str) -> bool:
+        """Whether the ledger holds the order (404: it does not; anything else unexpected: unreadable)."""
+        try:
+            r = self.client.get(f"{self.api}/orders/{order_id}", headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise BookUnreadable(f"{self.api}: {exc}") from exc
+        if r.status_code not in (200, 404):
+            raise BookUnreadable(f"{self.api} answered {r.status_code} for /orders/{order_id}: {r.text[:200]}")
+        return r.status_code == 200
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         try:
@@ -225,17 +238,36 @@ class LedgerBook:
             float(Decimal(s["price_millipence_per_mwh"]) / MILLIPENCE_PER_GBP),
             s.get("cancelled_at") is not None,
             outcome,
+            paid_with_tokens=s.get("settlement_method") == "CFT",
         )
         return ledger_order, str(s["transaction_id"])
 
 
 # -- a run ---------------------------------------------------------------------------------------------------
 def _ledger_book(
-    ledger: LedgerBook, me: Identity, transaction_id: str | None, places: dict[str, OrderPlace]
+    ledger: LedgerBook,
+    me: Identity,
+    transaction_id: str | None,
+    places: dict[str, OrderPlace],
+    token_paid: set[str],
 ) -> dict[str, LedgerOrder]:
+    """The ledger's copy of this BAP's orders (of one transaction, when given). A token-paid order is the
+    ledger's redemption obligation `cft-<order id>`, registered under a transaction of its own: within one
+    transaction it is read by id for each of the BAP's token-paid orders."""
     book: dict[str, LedgerOrder] = {}
-    for order_id in ledger.order_ids(me.subscriber_id, transaction_id):
-        book[order_id], tx = ledger.order(order_id)
+    ids = ledger.order_ids(me.subscriber_id, transaction_id)
+    if transaction_id is not None:
+        listed = set(ids)
+        ids += [
+            f"{CFT_OBLIGATION_PREFIX}{oid}"
+            for oid in sorted(token_paid)
+            if f"{CFT_OBLIGATION_PREFIX}{oid}" not in listed and ledger.exists(f"{CFT_OBLIGATION_PREFIX}{oid}")
+        ]
+    for ledger_id in ids:
+        order, tx = ledger.order(ledger_id)
+        # a token-paid order is the ledger's redemption obligation `cft-<Beckn order id>` (ledger/tokens.py)
+        order_id = ledger_id.removeprefix(CFT_OBLIGATION_PREFIX) if order.paid_with_tokens else ledger_id
+        book[order_id] = order
         places.setdefault(order_id, OrderPlace(tx, None))
     return book
 
@@ -247,11 +279,15 @@ def reconcile(
     book could not be read), or EVERYTHING when the ledger (None: not configured) could not be read."""
     with session_scope("bap") as s:
         bap, places = bap_book(s, transaction_id)
+        paid = select(BapOrder.order_id).where(BapOrder.settlement_method == "CFT", BapOrder.order_id.is_not(None))
+        if transaction_id is not None:
+            paid = paid.where(BapOrder.transaction_id == transaction_id)
+        token_paid = {str(oid) for oid in s.scalars(paid)}
     report = Report(0, [], places=places)
     try:
         if ledger is None:
             raise BookUnreadable("not configured (FLEXMARKET_LEDGER_URL, FLEXMARKET_LEDGER_API_KEY)")
-        ledger_book = _ledger_book(ledger, me, transaction_id, places)
+        ledger_book = _ledger_book(ledger, me, transaction_id, places, token_paid)
     except BookUnreadable as exc:
         report.unreadable.append(f"ledger: {exc}")
         return report, EVERYTHING

@@ -126,3 +126,16 @@ def test_the_comparison_is_symmetric_between_bap_and_bpp(state: str, with_ledger
     one = compare("o", a, b, led)
     other = compare("o", b, a, led)
     assert [(d.kind, d.bap, d.bpp) for d in one] == [(d.kind, d.bpp, d.bap) for d in other]
+
+
+def test_a_token_paid_order_is_not_compared_on_its_money_price() -> None:
+    """The ledger holds a token-paid order as the redemption's obligation at no money price (the tokens prepaid
+    it): that is not a difference; the buyer and the provider still must agree on the price, and kW, window and
+    state are compared with the ledger as ever."""
+    tokens = ledger(price_gbp_per_mwh=0.0, paid_with_tokens=True)
+    assert compare("o", party(), party(), tokens) == []
+    assert compare("o", party(), party(), ledger(price_gbp_per_mwh=0.0)) == [
+        Difference("o", Kind.PRICE, "150", "150", "0")
+    ]
+    assert [d.kind for d in compare("o", party(), party(price_gbp_per_mwh=160.0), tokens)] == [Kind.PRICE]
+    assert [d.kind for d in compare("o", party(), party(), replace(tokens, power_kw=90.0))] == [Kind.POWER_KW]

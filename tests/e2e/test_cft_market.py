@@ -12,6 +12,7 @@ asserts the obligation's registered terms instead.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -179,3 +180,12 @@ def test_a_procurement_redeems_held_tokens_where_that_is_cheaper(network: Networ
     assert _ledger(network, f"/orders/{order_id}")[0] == 404
     info = _ledger(network, f"/cft/series/{series_id}")[1]
     assert info["provider_invariant"]["redeemed"] == 2 and info["holdings"].get(BAP_ID, 0) == 0, info
+    # the three books agree on it: the ledger's obligation `cft-<id>` is the order (bap/reconcile.py)
+    report = httpx.post(
+        f"{network.url('bap')}/api/v1/reconciliation/run",
+        json={"transaction_id": view["transaction_ids"][0]},
+        headers=operator,
+        timeout=60,
+    ).json()
+    assert report.get("unreadable") in (None, [], {}), report
+    assert [d for d in report["differences"] if d["order_id"] == order_id] == [], json.dumps(report["differences"])
