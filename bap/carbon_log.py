@@ -11,9 +11,7 @@ from sqlalchemy.orm import Session
 
 from bap import market_log, signals
 from bap.models import BapOrder, Procurement
-from bap.procurement import SLOT, orders_of, slots_of
-
-CONTRACTED = ("ACCEPTED", "IN-PROGRESS", "COMPLETED")
+from bap.procurement import CONTRACTED, SLOT, orders_of, slots_of
 
 
 def carbon_kg(s: Session, start: datetime, end: datetime, energy_kwh_per_slot: float) -> tuple[float, int]:

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
@@ -19,11 +18,10 @@ from bap import governance, market_log, procurement, procurement_engine, signals
 from bap.auth_route import GuardedRoute, principal_of, run_audited
 from bap.permissions import Role
 from bap.policy import PolicyBody
-from bap.router import _KEY_SCHEMES, fan_out_of
+from bap.router import _KEY_SCHEMES, aware, error_response, fan_out_of, run_in_session
 from bap.service import ClientError
 from beckn.webapp import CLIENT_API_RESPONSES
 from kernel.celery_app import celery_app
-from kernel.db import session_scope
 from schemas import limits
 
 orchestrator = APIRouter(
@@ -34,25 +32,6 @@ orchestrator = APIRouter(
     dependencies=_KEY_SCHEMES,
 )
 T = TypeVar("T")
-
-
-def _aware(v: datetime | None) -> datetime | None:
-    if v is not None and v.tzinfo is None:
-        raise ValueError("times must carry a UTC offset, e.g. 2026-11-24T17:00:00Z")
-    return v
-
-
-def _error(exc: Exception, status: int = 400) -> JSONResponse:
-    code = getattr(exc, "code", None) or ("invalid_request" if status < 500 else "error")
-    return JSONResponse({"error": {"code": code, "message": str(exc)}}, status_code=status)
-
-
-async def _run(fn: Callable[[Session], T]) -> T:
-    def work() -> T:
-        with session_scope("bap") as s:
-            return fn(s)
-
-    return await run_in_threadpool(work)
 
 
 def _kick(procurement_id: str) -> None:
@@ -66,7 +45,7 @@ class SlotIn(BaseModel):
     end: datetime
     target_kw: float = Field(ge=0, le=limits.MAX_KW, allow_inf_nan=False)
 
-    _tz = field_validator("start", "end")(_aware)
+    _tz = field_validator("start", "end")(aware)
 
 
 class ProcurementIn(BaseModel):
@@ -80,7 +59,7 @@ class ProcurementIn(BaseModel):
     objective: Literal["cost", "carbon", "cost_plus_carbon"] | None = Field(default=None, description="default: policy")
     national: bool = Field(default=True, description="search every BPP in the country (False: the BAP's city)")
 
-    _tz = field_validator("window_start", "window_end")(_aware)
+    _tz = field_validator("window_start", "window_end")(aware)
 
     @model_validator(mode="after")
     def _one_form(self) -> ProcurementIn:
@@ -132,7 +111,7 @@ async def _create(request: Request, body_targets: Any, new_fields: dict[str, Any
 
         pid, status, created = await run_audited(request, make, status_code=202)
     except ClientError as exc:
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
     if created:
         _kick(pid)
     return JSONResponse({"procurement_id": pid, "status": status, "created": created}, status_code=202)
@@ -154,7 +133,9 @@ async def list_procurements(
     who = principal_of(request)
     mine = who.aggregator_id if who.role is Role.AGGREGATOR else None
     return JSONResponse(
-        await _run(lambda s: procurement.listing(s, status=status, source=source, aggregator_id=mine, limit=limit))
+        await run_in_session(
+            lambda s: procurement.listing(s, status=status, source=source, aggregator_id=mine, limit=limit)
+        )
     )
 
 
@@ -169,9 +150,9 @@ def _visible(s: Session, request: Request, procurement_id: str) -> procurement.P
 @orchestrator.get("/procurements/{procurement_id}", summary="A procurement: slots, orders, costs, its market log")
 async def get_procurement(procurement_id: limits.Identifier, request: Request) -> JSONResponse:
     try:
-        return JSONResponse(await _run(lambda s: procurement.view(s, _visible(s, request, procurement_id))))
+        return JSONResponse(await run_in_session(lambda s: procurement.view(s, _visible(s, request, procurement_id))))
     except ClientError as exc:
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
 
 
 class DecisionIn(BaseModel):
@@ -193,7 +174,7 @@ def _decision(approve: bool) -> Callable[..., Any]:
                 status_code=200,
             )
         except ClientError as exc:
-            return _error(exc, exc.status)
+            return error_response(exc, exc.status)
         _kick(procurement_id)
         return JSONResponse({"procurement_id": procurement_id, "status": status})
 
@@ -233,7 +214,7 @@ async def grid_event(body: GridEventIn, request: Request) -> JSONResponse:
 
     default_kw = 0.0
     if body.kind in ("PRICE_SPIKE", "CARBON_PEAK"):  # kW from the policy where the event names none
-        default_kw = (await _run(governance.active)).body.signal_events_kw.get(body.kind, 0.0)
+        default_kw = (await run_in_session(governance.active)).body.signal_events_kw.get(body.kind, 0.0)
 
     def targets() -> tuple[procurement.SlotTarget, ...]:
         return tuple(procurement.SlotTarget(s.start, s.end, s.target_kw or default_kw) for s in body.intervals)
@@ -281,7 +262,7 @@ class HaltIn(BaseModel):
 
 @orchestrator.get("/halt", summary="Whether the kill switch is on, since when, who and why")
 async def halt_state(request: Request) -> JSONResponse:
-    return JSONResponse(await _run(governance.halt_state))
+    return JSONResponse(await run_in_session(governance.halt_state))
 
 
 def _switch(halted: bool) -> Callable[..., Any]:
@@ -293,7 +274,7 @@ def _switch(halted: bool) -> Callable[..., Any]:
             status_code=200,
         )
         if halted:  # every procurement still moving halts now (its orders not yet started are cancelled)
-            for pid in await _run(procurement_engine.open_ids):
+            for pid in await run_in_session(procurement_engine.open_ids):
                 _kick(pid)
         return JSONResponse(state)
 
@@ -317,7 +298,7 @@ class ActivateIn(BaseModel):
 
 @orchestrator.get("/policies", summary="Every policy version; which is active and which runs in shadow")
 async def list_policies(request: Request) -> JSONResponse:
-    return JSONResponse(await _run(governance.listing))
+    return JSONResponse(await run_in_session(governance.listing))
 
 
 @orchestrator.get("/policies/active", summary="The active policy")
@@ -326,7 +307,7 @@ async def active_policy(request: Request) -> JSONResponse:
         v = governance.active(s)
         return {"version": v.version, **v.body.model_dump(mode="json")}
 
-    return JSONResponse(await _run(read))
+    return JSONResponse(await run_in_session(read))
 
 
 @orchestrator.post("/policies", summary="A new policy version (not active until activated)", status_code=201)
@@ -350,8 +331,8 @@ async def activate_policy(
             status_code=200,
         )
     except governance.GovernanceError as exc:
-        return _error(exc, exc.status)
-    return JSONResponse(await _run(governance.listing))
+        return error_response(exc, exc.status)
+    return JSONResponse(await run_in_session(governance.listing))
 
 
 @orchestrator.post("/policies/shadow/end", summary="End shadow mode")
@@ -360,12 +341,12 @@ async def end_shadow(body: ActivateIn, request: Request) -> JSONResponse:
     await run_audited(
         request, lambda s: governance.end_shadow(s, key_id=who.key_id, reason=body.reason), status_code=200
     )
-    return JSONResponse(await _run(governance.listing))
+    return JSONResponse(await run_in_session(governance.listing))
 
 
 @orchestrator.get("/signals", summary="Grid signals heard: source, latest observations, staleness")
 async def signal_status(request: Request) -> JSONResponse:
-    return JSONResponse(await _run(signals.status))
+    return JSONResponse(await run_in_session(signals.status))
 
 
 # -- logs -------------------------------------------------------------------------------------------------------
@@ -381,8 +362,8 @@ def _log_endpoint(name: str) -> Callable[..., Any]:
     ) -> Any:
         for label, t in (("since", since), ("until", until)):
             if t is not None and t.tzinfo is None:
-                return _error(ValueError(f"{label}: times must carry a UTC offset"))
-        rows = await _run(
+                return error_response(ValueError(f"{label}: times must carry a UTC offset"))
+        rows = await run_in_session(
             lambda s: market_log.query(
                 s,
                 log_name=name,

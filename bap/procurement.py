@@ -203,6 +203,7 @@ def orders_of(session: Session, p: Procurement) -> list[BapOrder]:
 
 
 LIVE_STATES = ("SELECTING", "QUOTED", "CREATED", "ACCEPTED", "IN-PROGRESS", "COMPLETED")
+CONTRACTED = ("ACCEPTED", "IN-PROGRESS", "COMPLETED")  # the provider accepted: the order's kW is contracted
 
 
 def is_live(o: BapOrder, abandoned: set[str]) -> bool:
@@ -215,7 +216,7 @@ def covered_kw(session: Session, p: Procurement, *, contracted_only: bool) -> li
     grid = slots_of(p)
     out = [0.0] * len(grid)
     for o in orders_of(session, p):
-        ok = o.state in ("ACCEPTED", "IN-PROGRESS", "COMPLETED") if contracted_only else is_live(o, abandoned)
+        ok = o.state in CONTRACTED if contracted_only else is_live(o, abandoned)
         if not ok:
             continue
         for i, s in enumerate(grid):

@@ -21,7 +21,7 @@ from bap import carbon_log, governance, market_log, procurement_offers, procurem
 from bap import procurement_choice as pc
 from bap.models import BapOrder, CatalogOffer, Procurement, Transaction
 from bap.policy import needs_approval
-from bap.procurement import ACTIVE, get, is_live, orders_of, slots_of
+from bap.procurement import ACTIVE, CONTRACTED, covered_kw, get, orders_of, slots_of
 from bap.service import ClientError, OrderRequest, cancellation_reason, order_action, search
 from beckn.identity import Identity, load_identity
 from beckn.models import inbox
@@ -34,7 +34,6 @@ log = structlog.get_logger(__name__)
 
 MAX_ROUNDS = 4  # choices per procurement: the first and up to three re-procurements
 MAX_SEARCHES = 2  # a re-procurement with no offer left searches the network once more
-CONTRACTED = ("ACCEPTED", "IN-PROGRESS", "COMPLETED")
 WAITING = ("SELECTING", "QUOTED", "CREATED")
 
 
@@ -147,15 +146,8 @@ def _all_answered(s: Session, p: Procurement) -> bool:
 
 def _gap(s: Session, p: Procurement) -> list[float]:
     """Target minus what live (not failed) orders cover, per slot."""
-    abandoned = set(_state(p)["abandoned"])
-    grid = slots_of(p)
-    covered = [0.0] * len(grid)
-    for o in orders_of(s, p):
-        if is_live(o, abandoned):
-            for i, t in enumerate(grid):
-                if o.window_start <= t.start and t.end <= o.window_end:
-                    covered[i] += o.power_kw
-    return [max(0.0, t.target_kw - c) for t, c in zip(grid, covered, strict=True)]
+    covered = covered_kw(s, p, contracted_only=False)
+    return [max(0.0, t.target_kw - c) for t, c in zip(slots_of(p), covered, strict=True)]
 
 
 def _state(p: Procurement) -> dict[str, Any]:

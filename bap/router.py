@@ -58,7 +58,7 @@ async def beckn_callback(action: str, request: Request) -> JSONResponse:
     return await request.app.state.pipeline.handle(request, action, request.app.state.identity)
 
 
-def _aware(v: datetime | None) -> datetime | None:
+def aware(v: datetime | None) -> datetime | None:
     if v is not None and v.tzinfo is None:
         raise ValueError("times must carry a UTC offset, e.g. 2026-11-24T17:00:00Z")
     return v
@@ -100,7 +100,7 @@ class SearchIn(BaseModel):
         default=False, description="search the whole country (no city): every BPP subscribed in it answers"
     )
 
-    _tz = field_validator("window_start", "window_end")(_aware)
+    _tz = field_validator("window_start", "window_end")(aware)
 
     @model_validator(mode="after")
     def _in_reach(self) -> SearchIn:
@@ -124,7 +124,7 @@ class OrderIn(BaseModel):
     settlement_method: Literal["P415", "CFT"] | None = None
     reason: limits.FreeText | None = Field(default=None, description="cancel only: why")
 
-    _tz = field_validator("window_start", "window_end")(_aware)
+    _tz = field_validator("window_start", "window_end")(aware)
 
 
 class PlanIn(BaseModel):
@@ -134,10 +134,10 @@ class PlanIn(BaseModel):
     window_start: datetime | None = Field(default=None, description="default: the searched window")
     window_end: datetime | None = None
 
-    _tz = field_validator("window_start", "window_end")(_aware)
+    _tz = field_validator("window_start", "window_end")(aware)
 
 
-def _error(exc: Exception, status: int = 400) -> JSONResponse:
+def error_response(exc: Exception, status: int = 400) -> JSONResponse:
     code = getattr(exc, "code", None) or ("invalid_request" if status < 500 else "error")
     return JSONResponse({"error": {"code": code, "message": str(exc)}}, status_code=status)
 
@@ -156,7 +156,7 @@ def _visible(session: Session, who: Principal, transaction_id: str) -> None:
         raise NotYourTransaction(transaction_id)
 
 
-async def _run(fn: Callable[[Session], T]) -> T:
+async def run_in_session(fn: Callable[[Session], T]) -> T:
     def work() -> T:
         with session_scope("bap") as s:
             return fn(s)
@@ -227,7 +227,7 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
         )
     except service.ClientError as exc:
         SEARCHES.release()
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
     except BaseException:
         SEARCHES.release()
         raise
@@ -244,7 +244,7 @@ def _order_endpoint(action: str) -> Callable[..., Any]:
         me = request.app.state.identity
         refused = _window_refusal(body.window_start, body.window_end) if action in _BOOKING else None
         if refused:
-            return _error(ValueError(refused), 400)
+            return error_response(ValueError(refused), 400)
         r = service.OrderRequest(**body.model_dump())
         who = principal_of(request)
 
@@ -255,7 +255,7 @@ def _order_endpoint(action: str) -> Callable[..., Any]:
         try:
             sent = await run_audited(request, act, status_code=202)
         except service.ClientError as exc:
-            return _error(exc, exc.status)
+            return error_response(exc, exc.status)
         _deliver_soon(sent.outbox_id)
         return JSONResponse({"transaction_id": sent.transaction_id, "message_id": sent.message_id}, status_code=202)
 
@@ -283,9 +283,9 @@ async def transaction(transaction_id: limits.Identifier, request: Request) -> JS
         return service.transaction_view(s, transaction_id)
 
     try:
-        return JSONResponse(await _run(view))
+        return JSONResponse(await run_in_session(view))
     except service.ClientError as exc:
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
 
 
 @api.post("/plan", summary="Cheapest / lowest-carbon set of received offers meeting a kW target")
@@ -306,9 +306,9 @@ async def plan(body: PlanIn, request: Request) -> JSONResponse:
     try:
         choices = await run_audited(request, choose, status_code=200)
     except service.ClientError as exc:
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
     except SelectionError as exc:
-        return _error(exc, 422)
+        return error_response(exc, 422)
     return JSONResponse(
         {
             "transaction_id": body.transaction_id,
@@ -337,15 +337,15 @@ async def failures(request: Request, transaction_id: limits.Identifier | None = 
         return failure_log.failures(s, transaction_id, aggregator_id=_only_own(who))
 
     try:
-        return JSONResponse(await _run(listed))
+        return JSONResponse(await run_in_session(listed))
     except service.ClientError as exc:
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
 
 
 @api.get("/deliveries/failed", summary="Outbound messages that could not be delivered within their TTL")
 async def failed_deliveries(request: Request) -> JSONResponse:
     who = principal_of(request)
-    return JSONResponse(await _run(lambda s: failure_log.delivery_failures(s, aggregator_id=_only_own(who))))
+    return JSONResponse(await run_in_session(lambda s: failure_log.delivery_failures(s, aggregator_id=_only_own(who))))
 
 
 def _only_own(who: Principal) -> str | None:
@@ -364,9 +364,9 @@ async def audit_log(
 ) -> JSONResponse:
     for name, t in (("since", since), ("until", until)):
         if t is not None and t.tzinfo is None:
-            return _error(ValueError(f"{name}: times must carry a UTC offset, e.g. 2026-11-24T17:00:00Z"))
+            return error_response(ValueError(f"{name}: times must carry a UTC offset, e.g. 2026-11-24T17:00:00Z"))
     q = audit.AuditQuery(key_id, outcome, since, until, before_id, limit)
-    return JSONResponse(await _run(lambda s: audit.page(s, q)))
+    return JSONResponse(await run_in_session(lambda s: audit.page(s, q)))
 
 
 # -- reconciliation of the three books (bap/reconcile.py) -----------------------------------------------------
@@ -394,7 +394,7 @@ async def reconciliation_alerts(
     limit: Annotated[int, Query(ge=1, le=limits.MAX_PAGE_SIZE)] = 100,
 ) -> JSONResponse:
     return JSONResponse(
-        await _run(
+        await run_in_session(
             lambda s: reconcile.list_alerts(s, status=status, transaction_id=transaction_id, after=after, limit=limit)
         )
     )
@@ -423,14 +423,14 @@ async def buy_tokens(body: TokenBuyIn, request: Request) -> JSONResponse:
     try:
         return JSONResponse(await run_audited(request, act, status_code=202), status_code=202)
     except (service.ClientError, tokens.TokenClientError) as exc:
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
 
 
 @api.get("/tokens", summary="The Compute Flex Tokens this BAP holds, per series, as the ledger states them")
 async def held_tokens(request: Request) -> JSONResponse:
     try:
-        return JSONResponse({"holdings": await _run(tokens.holdings_view)})
+        return JSONResponse({"holdings": await run_in_session(tokens.holdings_view)})
     except tokens.TokenClientError as exc:
-        return _error(exc, exc.status)
+        return error_response(exc, exc.status)
     except RuntimeError as exc:
-        return _error(exc, 502)
+        return error_response(exc, 502)
