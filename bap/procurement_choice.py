@@ -14,7 +14,8 @@ offer ``i`` and every admissible sub-window ``w`` a binary ``z_iw`` and the kW a
 ``s_t ≥ 0`` per slot with ``Σ_{(i,w) ∋ t} reliability_i·kW_iw + s_t ≥ target_kw[t]``; per token series
 ``Σ energy_mwh ≤ budget``. Minimise Σ objective per MWh × energy + penalty × shortfall energy. With 8 slots
 an offer has at most 36 sub-windows. Solved exactly (to ``mip_rel_gap``) by :func:`_solve_exactly`: LP
-relaxation, a restricted MILP for a first solution, reduced-cost fixing, then HiGHS on what is left.
+relaxation, a dive from it for a first solution (often already within the gap of the LP bound), reduced-cost
+fixing, then HiGHS on what is left.
 
 Orders are sized in 0.1 kW steps (up where the offer's maximum allows, so coverage is kept); coverage,
 shortfall, cost and carbon are recomputed from the rounded orders (:func:`account`), which the baselines in
@@ -308,6 +309,11 @@ def _series_of(pool: Sequence[Eligible]) -> list[str]:
 
 
 def _solve_milp(pool: Sequence[Eligible], cand: _Candidates, request: ProcurementRequest) -> _Solved:
+    return _solve_exactly(_model_of(pool, cand, request), request)
+
+
+def _model_of(pool: Sequence[Eligible], cand: _Candidates, request: ProcurementRequest) -> _Model:
+    """The MILP of the module doc as HiGHS's arrays."""
     n, m, n_t = len(pool), cand.size, request.n_slots
     offer = cand.offer_index
     length = cand.last - cand.first + 1
@@ -354,7 +360,7 @@ def _solve_milp(pool: Sequence[Eligible], cand: _Candidates, request: Procuremen
     row_hi = np.concatenate([row_hi, [request.token_budgets_mwh[s] for s in series]])
     a.sum_duplicates()
     a.sort_indices()
-    return _solve_exactly(_Model(a, cost, col_lo, col_hi, row_lo, row_hi, m, lo, offer, n), request)
+    return _Model(a, cost, col_lo, col_hi, row_lo, row_hi, m, lo, offer, n, r_one[offer])
 
 
 def _slot_cover(cand: _Candidates) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -393,6 +399,7 @@ class _Model:
     min_kw: FloatArray  # per candidate
     offer_index: npt.NDArray[np.int64]  # per candidate
     n_offers: int
+    group_index: npt.NDArray[np.int64]  # per candidate: its item's Σz ≤ 1 row (alternatives share it)
 
 
 @dataclass(frozen=True)
@@ -404,16 +411,15 @@ class _Run:
     reduced_cost: FloatArray | None  # LPs solved to optimality only
 
 
-def _highs(
+def _loaded(
     model: _Model,
     *,
     integer: bool,
     time_limit_s: float,
     mip_rel_gap: float,
-    bounds: tuple[FloatArray, FloatArray] | None = None,
-    start: FloatArray | None = None,
-) -> _Run:
-    """One HiGHS run: the MILP (``integer``) or its LP relaxation, with the given column bounds and start."""
+    bounds: tuple[FloatArray, FloatArray] | None,
+) -> highspy.Highs:
+    """A HiGHS instance holding the MILP (``integer``) or its LP relaxation, with the given column bounds."""
     col_lo, col_hi = bounds if bounds is not None else (model.col_lo, model.col_hi)
     h = highspy.Highs()  # type: ignore[no-untyped-call]  # highspy leaves its __init__ unannotated
     h.setOptionValue("output_flag", False)
@@ -441,11 +447,11 @@ def _highs(
         a.data.astype(float),
         integrality,
     )
-    if start is not None:
-        given = highspy.HighsSolution()
-        given.col_value = start.tolist()
-        h.setSolution(given)
-    h.run()
+    return h
+
+
+def _result(h: highspy.Highs, *, integer: bool) -> _Run:
+    """What the last ``h.run()`` found."""
     ms, info, sol = h.getModelStatus(), h.getInfo(), h.getSolution()
     status = "optimal" if ms == highspy.HighsModelStatus.kOptimal else h.modelStatusToString(ms).lower()
     if info.primal_solution_status != highspy.SolutionStatus.kSolutionStatusFeasible:
@@ -454,6 +460,25 @@ def _highs(
     bound = float(info.mip_dual_bound) if integer else objective
     rc = np.array(sol.col_dual) if not integer and status == "optimal" and sol.dual_valid else None
     return _Run(status, np.array(sol.col_value), objective, bound, rc)
+
+
+def _highs(
+    model: _Model,
+    *,
+    integer: bool,
+    time_limit_s: float,
+    mip_rel_gap: float,
+    bounds: tuple[FloatArray, FloatArray] | None = None,
+    start: FloatArray | None = None,
+) -> _Run:
+    """One HiGHS run: the MILP (``integer``) or its LP relaxation, with the given column bounds and start."""
+    h = _loaded(model, integer=integer, time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap, bounds=bounds)
+    if start is not None:
+        given = highspy.HighsSolution()
+        given.col_value = start.tolist()
+        h.setSolution(given)
+    h.run()
+    return _result(h, integer=integer)
 
 
 #: HiGHS's dual feasibility tolerance, allowed for when a reduced cost excludes a column
@@ -489,24 +514,24 @@ def _solve_exactly(model: _Model, request: ProcurementRequest) -> _Solved:
     """The MILP to ``request.mip_rel_gap``, via its (tight) LP relaxation and reduced-cost fixing.
 
     1. The LP relaxation gives the bound ``z_LP`` and reduced costs; integral → optimal.
-    2. The MILP restricted to the sub-windows the LP uses (:func:`_rounded`) gives a solution ``UB_h``;
-       within the gap of ``z_LP`` → done, certified.
+    2. Diving from the LP (:func:`_dive`, in the same HiGHS instance, warm) gives a solution ``UB_h``;
+       within the gap of ``z_LP`` → done, certified by the LP bound alone.
     3. Else every solution better than ``UB_h`` lies in the model :func:`_tightened` derives for
        ``δ = UB_h − z_LP``; HiGHS solves that from ``UB_h``, and its optimum is the global one (its bound,
        capped at ``UB_h`` and never below ``z_LP``, is global too).
-    Without an optimal LP (time limit, numerical trouble) HiGHS gets the whole MILP."""
+    Without an optimal LP (time limit, numerical trouble) or a dive's solution, HiGHS gets the whole MILP."""
     t_end = time.perf_counter() + request.time_limit_s
     m, gap = model.n_binary, request.mip_rel_gap
-    lp = _highs(model, integer=False, time_limit_s=request.time_limit_s, mip_rel_gap=gap)
+    h = _loaded(model, integer=False, time_limit_s=request.time_limit_s, mip_rel_gap=gap, bounds=None)
+    h.run()
+    lp = _result(h, integer=False)
     if lp.x is None or lp.reduced_cost is None:
-        full = _highs(model, integer=True, time_limit_s=t_end - time.perf_counter(), mip_rel_gap=gap)
-        return _solved(full, model, full.bound)
+        return _whole(model, gap=gap, t_end=t_end)
     if np.all(np.abs(lp.x[:m] - np.rint(lp.x[:m])) <= 1e-9):
         return _solved(lp, model, lp.objective)
-    heuristic = _rounded(model, lp, time_limit_s=t_end - time.perf_counter())
+    heuristic = _dive(h, model, lp, t_end=t_end)
     if heuristic.x is None:
-        full = _highs(model, integer=True, time_limit_s=t_end - time.perf_counter(), mip_rel_gap=gap)
-        return _solved(full, model, full.bound)
+        return _whole(model, gap=gap, t_end=t_end)
     if heuristic.objective - lp.objective <= gap * max(abs(heuristic.objective), 1e-12):
         return _solved(heuristic, model, lp.objective)
     r = _highs(
@@ -523,13 +548,53 @@ def _solve_exactly(model: _Model, request: ProcurementRequest) -> _Solved:
     return _solved(r, model, bound)
 
 
-def _rounded(model: _Model, lp: _Run, *, time_limit_s: float) -> _Run:
-    """A feasible point near the LP optimum: the MILP restricted to the sub-windows the LP uses (to 0.1 %)."""
+def _whole(model: _Model, *, gap: float, t_end: float) -> _Solved:
+    full = _highs(model, integer=True, time_limit_s=t_end - time.perf_counter(), mip_rel_gap=gap)
+    return _solved(full, model, full.bound)
+
+
+def _dive(h: highspy.Highs, model: _Model, lp: _Run, *, t_end: float) -> _Run:
+    """A feasible point near the LP optimum, by diving. Every item the LP splits (some z strictly between 0
+    and 1) is fixed to its candidate of largest z (that z to 1, the item's other candidates to 0), and the LP
+    is solved again (``h`` holds it: a warm start) until no z is fractional. When those fixings leave no
+    feasible LP (a token budget below the minima fixed), the round fixes the same items to nothing instead,
+    which is always feasible (the shortfall takes up coverage). Each round settles at least one item for
+    good, so there are at most as many rounds as items; the kW above the minima stay free, so the point is
+    the best one for the windows it fixes. None (``x``) when the time runs out or an LP fails."""
     assert lp.x is not None
-    m = model.n_binary
-    col_hi = model.col_hi.copy()
-    col_hi[:m] = np.where(lp.x[:m] > 1e-9, 1.0, 0.0)
-    return _highs(model, integer=True, time_limit_s=time_limit_s, mip_rel_gap=1e-3, bounds=(model.col_lo, col_hi))
+    m, group = model.n_binary, model.group_index
+    z_lo, z_hi = model.col_lo[:m].copy(), model.col_hi[:m].copy()
+    every_z = np.arange(m, dtype=np.int32)
+    run = lp
+    while run.x is not None and time.perf_counter() < t_end:
+        z = run.x[:m]
+        split = (z > 1e-9) & (z < 1.0 - 1e-9)
+        if not split.any():
+            return run
+        in_play = np.flatnonzero(np.isin(group, group[split]))
+        by_group = in_play[np.lexsort((-z[in_play], group[in_play]))]
+        best = by_group[np.r_[True, group[by_group][1:] != group[by_group][:-1]]]
+        z_hi[in_play] = 0.0
+        z_lo[best] = z_hi[best] = 1.0
+        run = _resolve(h, z_lo, z_hi, every_z, t_end)
+        if run.status.endswith("infeasible"):
+            z_lo[best] = z_hi[best] = 0.0
+            run = _resolve(h, z_lo, z_hi, every_z, t_end)
+        if run.status != "optimal":
+            break
+    return _Run("no_solution: dive", None, math.nan, math.nan, None)
+
+
+def _resolve(
+    h: highspy.Highs, z_lo: FloatArray, z_hi: FloatArray, every_z: npt.NDArray[np.int32], t_end: float
+) -> _Run:
+    h.changeColsBounds(len(every_z), every_z, z_lo, z_hi)
+    h.setOptionValue("time_limit", max(t_end - time.perf_counter(), 0.01))
+    h.run()
+    ms = h.getModelStatus()
+    if ms in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+        return _Run("infeasible", None, math.nan, math.nan, None)
+    return _result(h, integer=False)
 
 
 def _solved(run: _Run, model: _Model, bound: float) -> _Solved:

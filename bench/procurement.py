@@ -2,9 +2,12 @@
 (the MILP half also alone to ``bench/results/procurement_milp.json``).
 
     DATABASE_URL=… REDIS_URL=… .venv/bin/python bench/procurement.py [--sizes 50,500,2000] [--repeats 3]
-        [--providers 10,50] [--events 20] [--ttl 10] [--concurrency 1] [--skip-milp | --skip-e2e] [--quick]
+        [--providers 10,50] [--events 20] [--ttl 10] [--concurrency 1] [--skip-milp | --skip-e2e | --milp-only]
+        [--quick]
 
 ``--quick`` is a smoke run (MILP 50 offers once; 10 providers, 5 events) and writes no file unless ``--out``.
+``--milp-only`` runs the MILP half alone: it writes ``bench/results/procurement_milp.json`` and replaces only the
+``milp`` section of ``bench/results/procurement.json``, keeping its end-to-end results (and their machine).
 
 **milp**: the exact choice of :func:`bap.procurement_choice.choose` for 50, 500 and 2,000 offers
 over a 4-hour event (8 half-hour slots, 2023-01-12 16:00–20:00 UTC, a winter evening peak). Offers are
@@ -13,7 +16,8 @@ market-index prices (``grid.signals.load_gb`` on ``../shared/data/grid/``; a fla
 absent), windows anywhere in the event, minimum and maximum kW and durations, a delivery record
 (reliability 0.7–1.0), carbon stated or not, one offer in twenty paid with Compute Flex Tokens of one
 series. The target follows the evening peak and asks for about a third of what the offers could cover.
-Per size: the median solve time of ``--repeats`` runs (model building included), our cost and objective
+Solved to ``mip_rel_gap`` 1e-3, production's gap (``bap/procurement_offers.py``) and the issue's "proven within
+0.1 %". Per size: the median solve time of ``--repeats`` runs (model building included), our cost and objective
 against HiGHS's proven bound (the gap of the rounded portfolio, in %), and against the in-merit stack
 (price order, as NESO's DFS) and first-come-first-served (arrival order) as ratios, both accounted the
 same way. Goals (issue 12): 500 offers solved in < 1 s; cost proven within 0.1 % of optimal.
@@ -62,7 +66,7 @@ EVENT_START = datetime(2023, 1, 12, 16, 0, tzinfo=UTC)
 N_SLOTS = 8
 SERIES = "cft-bench"
 TOKEN_VALUE_GBP_PER_MWH = 120.0
-MIP_REL_GAP = 1e-4
+MIP_REL_GAP = 1e-3  # production's (bap/procurement_offers.py); the issue's goal is "proven within 0.1 %"
 SEED = 12
 
 
@@ -549,6 +553,37 @@ def _machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
     }
 
 
+def _write_milp(result: dict[str, Any], load_before: tuple[float, float, float], t0: float) -> dict[str, Any]:
+    milp_only = {
+        "benchmark": "procurement: the exact choice (MILP) vs HiGHS's bound, in-merit stack and FCFS",
+        "generated_utc": result["generated_utc"],
+        "command": result["command"],
+        "milp": result["milp"],
+        "machine": _machine(load_before),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    MILP_OUT.write_text(json.dumps(milp_only, indent=2) + "\n", encoding="utf-8")
+    return milp_only
+
+
+def _milp_only(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The MILP half alone; ``procurement.json`` keeps its e2e half, and says when its MILP half was redone."""
+    load_before, t0 = os.getloadavg(), time.perf_counter()
+    result: dict[str, Any] = {
+        "generated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "milp": run_milp([int(n) for n in args.sizes.split(",")], args.repeats),
+    }
+    milp_only = _write_milp(result, load_before, t0)
+    if OUT.exists():
+        both = json.loads(OUT.read_text(encoding="utf-8"))
+        both["milp"] = result["milp"]
+        both["milp_regenerated"] = {k: milp_only[k] for k in ("generated_utc", "command", "machine", "wall_s")}
+        OUT.write_text(json.dumps(both, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(milp_only, indent=2))
+    return milp_only
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--sizes", default="50,500,2000", help="MILP: comma-separated offer counts")
@@ -560,9 +595,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--providers-per-platform", type=int, default=10, help="e2e: providers per BPP platform")
     ap.add_argument("--skip-milp", action="store_true")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument(
+        "--milp-only",
+        action="store_true",
+        help=f"the MILP half alone: writes {MILP_OUT.name} and the milp section of {OUT.name}, keeping its e2e",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 50 offers once; 10 providers, 5 events")
     ap.add_argument("--out", default=None, help=f"default {OUT.relative_to(ROOT)} (--quick: no file)")
     args = ap.parse_args(argv)
+    if args.milp_only:
+        return _milp_only(args, " ".join(sys.argv if argv is None else ["bench/procurement.py", *argv]))
     if args.quick:
         args.sizes, args.repeats, args.providers, args.events = "50", 1, "10", 5
     args.providers = [int(n) for n in str(args.providers).split(",")]
@@ -577,15 +619,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_milp:
         result["milp"] = run_milp([int(n) for n in args.sizes.split(",")], args.repeats)
         if not args.quick:  # the MILP half alone, as it was written before the e2e half existed
-            milp_only = {
-                "benchmark": "procurement: the exact choice (MILP) vs HiGHS's bound, in-merit stack and FCFS",
-                "generated_utc": result["generated_utc"],
-                "command": result["command"],
-                "milp": result["milp"],
-                "machine": _machine(load_before),
-                "wall_s": round(time.perf_counter() - t0, 1),
-            }
-            MILP_OUT.write_text(json.dumps(milp_only, indent=2) + "\n", encoding="utf-8")
+            _write_milp(result, load_before, t0)
     result["e2e"] = "skipped (--skip-e2e)" if args.skip_e2e else run_e2e(args)
     result["machine"] = _machine(load_before)
     result["wall_s"] = round(time.perf_counter() - t0, 1)

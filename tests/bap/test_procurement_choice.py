@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
+import bap.procurement_choice as pc
 from bap.procurement_baselines import first_come_first_served, in_merit_stack
 from bap.procurement_choice import (
     SLOT_HOURS,
@@ -349,3 +351,118 @@ def test_alternatives_of_one_item_are_ordered_once_at_most() -> None:
         assert len(portfolio.orders) == 1
         assert portfolio.shortfall_kw == pytest.approx((50.0, 50.0))
     assert _chosen(choose([spot, redeem], req)) == {"item|cft"}  # the cheaper way to pay
+
+
+# -- the dive and the certificate of _solve_exactly ----------------------------------------------------
+
+
+def _model(offers: Sequence[Offer], req: ProcurementRequest) -> pc._Model:
+    pool, _ = pc.screen(offers, req)
+    return pc._model_of(pool, pc._Candidates.of(pool), req)
+
+
+def _feasible(model: pc._Model, x: np.ndarray) -> bool:
+    """x within its column bounds, binaries integral, every row within its bounds (to 1e-6)."""
+    m, tol = model.n_binary, 1e-6
+    row = model.a @ x
+    return bool(
+        np.all(x >= model.col_lo - tol)
+        and np.all(x <= model.col_hi + tol)
+        and np.all(np.abs(x[:m] - np.rint(x[:m])) <= 1e-9)
+        and np.all(row >= model.row_lo - tol * np.maximum(1.0, np.abs(model.row_lo)))
+        and np.all(row <= model.row_hi + tol * np.maximum(1.0, np.abs(model.row_hi)))
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(instances(max_slots=8, max_offers=12))
+def test_dive_finds_a_feasible_point_no_better_than_the_lp(case: tuple[list[Offer], ProcurementRequest]) -> None:
+    offers, req = case
+    model = _model(offers, req)
+    if model.n_binary == 0:
+        return
+    h = pc._loaded(model, integer=False, time_limit_s=10.0, mip_rel_gap=1e-3, bounds=None)
+    h.run()
+    lp = pc._result(h, integer=False)
+    assert lp.x is not None
+    dived = pc._dive(h, model, lp, t_end=time.perf_counter() + 10.0)
+    assert dived.x is not None and dived.status == "optimal"
+    assert _feasible(model, dived.x)
+    assert dived.objective == pytest.approx(float(model.cost @ dived.x), rel=1e-7, abs=1e-7)
+    assert dived.objective >= lp.objective - 1e-7 * max(1.0, abs(lp.objective))
+
+
+def test_dive_settles_an_offer_the_lp_splits() -> None:
+    """1 kW wanted in slot 0 and 1 kW in slot 1: the LP splits offer a (min 2 kW, one slot) half and half
+    between its two windows; the dive must settle a on one window and leave the other slot to b."""
+    offers = [
+        _offer("a", "p", 0, 1, 10.0, min_kw=2.0, max_kw=2.0, max_duration_slots=1),
+        _offer("b", "q", 0, 1, 500.0, max_kw=5.0, max_duration_slots=1),
+    ]
+    req = ProcurementRequest((1.0, 1.0))
+    model = _model(offers, req)
+    h = pc._loaded(model, integer=False, time_limit_s=10.0, mip_rel_gap=1e-3, bounds=None)
+    h.run()
+    lp = pc._result(h, integer=False)
+    assert lp.x is not None
+    z_lp = lp.x[: model.n_binary]
+    assert np.any((z_lp > 1e-6) & (z_lp < 1 - 1e-6)), "the LP should split offer a"
+    dived = pc._dive(h, model, lp, t_end=time.perf_counter() + 10.0)
+    assert dived.x is not None and _feasible(model, dived.x)
+    z = np.rint(dived.x[: model.n_binary])
+    assert z[model.offer_index == 0].sum() == 1  # a, on one of its windows
+    assert dived.objective > lp.objective
+    assert choose(offers, req).solver_objective_value == pytest.approx(dived.objective)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(max_slots=4, max_offers=4))
+def test_within_production_gap_of_brute_force(case: tuple[list[Offer], ProcurementRequest]) -> None:
+    """At production's gap (1e-3) the objective is within it of the optimum and the bound is a true bound."""
+    offers, req = case
+    req = replace(req, mip_rel_gap=1e-3)
+    p = choose(offers, req)
+    expected = brute_force(offers, req)
+    tol = 1e-6 * max(1.0, abs(expected))
+    assert p.status == "optimal"
+    assert expected - tol <= p.solver_objective_value <= expected + 1e-3 * abs(p.solver_objective_value) + tol
+    assert p.best_bound <= expected + tol
+    assert p.mip_gap <= 1e-3 + 1e-12
+
+
+def test_bench_instance_within_gap_of_highs_alone() -> None:
+    """A seeded 150-offer instance of the benchmark: our objective within 0.1 % of HiGHS's own optimum of the
+    whole MILP (solved alone to 1e-6), and our bound no higher than that optimum."""
+    from bench.procurement import evening_prices, instance
+
+    offers, req = instance(150, evening_prices()[0])
+    req = replace(req, mip_rel_gap=1e-3)
+    p = choose(offers, req)
+    model = _model(offers, req)
+    alone = pc._highs(model, integer=True, time_limit_s=60.0, mip_rel_gap=1e-6)
+    assert alone.status == "optimal"
+    assert p.status == "optimal" and p.mip_gap <= 1e-3
+    assert alone.objective - 1e-6 * alone.objective <= p.solver_objective_value <= alone.objective * (1 + 1e-3)
+    assert p.best_bound <= alone.objective * (1 + 1e-6)
+
+
+def test_dive_backs_off_when_a_fixing_overdraws_the_token_budget() -> None:
+    """Token offer t (min = max 4 kW, one slot) is cheap but the budget holds 2 kW for one slot: the LP takes
+    half of t; fixing t whole overdraws the budget (an infeasible LP), so the dive orders t not at all."""
+    offers = [
+        _offer("t", "p", 0, 0, 0.0, min_kw=4.0, max_kw=4.0, payment=TokenRedemption(SERIES)),
+        _offer("s", "q", 0, 0, 200.0, max_kw=10.0),
+    ]
+    req = ProcurementRequest(
+        (4.0,), token_budgets_mwh={SERIES: 0.001}, token_value_gbp_per_mwh={SERIES: 10.0}, mip_rel_gap=1e-3
+    )
+    model = _model(offers, req)
+    h = pc._loaded(model, integer=False, time_limit_s=10.0, mip_rel_gap=1e-3, bounds=None)
+    h.run()
+    lp = pc._result(h, integer=False)
+    assert lp.x is not None and 0.4 < lp.x[0] < 0.6  # t's only candidate comes first
+    dived = pc._dive(h, model, lp, t_end=time.perf_counter() + 10.0)
+    assert dived.x is not None and _feasible(model, dived.x)
+    assert dived.x[0] == 0.0
+    p = choose(offers, req)
+    assert _chosen(p) == {"s"} and p.shortfall_mwh == 0.0
