@@ -67,8 +67,11 @@ def ledger_process(session: Session, row: Any) -> list[int]:
     # The worker's pooled HTTP client (beckn/http.py): a fresh httpx client per call built a TLS context
     # each time, about 20 ms of CPU holding the GIL, and slowed every other task in the worker.
     if row.action == "on_cancel":
+        # a token-paid order is the ledger's redemption obligation `cft-<order id>`: cancelling it before its
+        # window returns the tokens (ledger/orders.py)
+        ledger_id = f"cft-{spec.order_id}" if spec.settlement_method == "CFT" else spec.order_id
         r = http.post_sync(
-            f"{base}/{spec.order_id}/cancel", json.dumps({"reason": "cancelled on the Beckn network"}).encode(), headers
+            f"{base}/{ledger_id}/cancel", json.dumps({"reason": "cancelled on the Beckn network"}).encode(), headers
         )
         if r.status == 404:
             return []  # never registered (cancelled before acceptance): nothing to undo

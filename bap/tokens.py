@@ -9,7 +9,8 @@ holding them on the ledger, and paying a flexibility order with them.
   before it debits its cash), FAILED with the reason when anyone refused (the refusing callback also shows in
   GET /api/v1/failures). One call, because nothing in between is the buyer's to decide: the quote is the
   catalog's price × tokens, and a quote that differs from the catalog's ends the order instead of confirming.
-- Holdings are the ledger's (`holdings`): each known series' `/cft/series/{id}` read with this BAP's key.
+- Holdings are the ledger's (`holdings`): this BAP's holding accounts read with its own key, whether the tokens
+  were bought through Beckn, on the ledger's secondary market (/cft/listings) or given to it.
 - A flexibility order with `settlement_method` CFT is paid with tokens: at on_confirm the ledger step redeems
   (`redeem`: `/cft/redeem` with the Beckn order id, tokens = the order's whole MWh) instead of registering the
   order; the ledger's obligation `cft-<order id>` is then settled like any order.
@@ -323,33 +324,63 @@ def _ledger_call(method: str, path: str, body: dict[str, Any] | None = None) -> 
 def holdings(
     session: Session, *, providers: set[str] | None = None, window: tuple[datetime, datetime] | None = None
 ) -> dict[str, Holding]:
-    """Series id → (provider id, valid from, valid to, tokens this BAP holds), as the ledger states them now,
-    for the series this BAP bought (a purchase ACCEPTED; it gets tokens no other way) — only those of
-    `providers` and valid during `window` when given, so that a procurement asks the ledger about the few series
-    it could redeem, not every series ever seen. Plain data out (for the orchestrator)."""
-    me = my_id()
-    q = (
-        select(TokenOffer.series_id, TokenOffer.provider_id, TokenOffer.valid_from, TokenOffer.valid_to)
-        .where(TokenOffer.series_id.in_(select(TokenOrder.series_id).where(TokenOrder.state == "ACCEPTED")))
-        .distinct()
-    )
-    if providers is not None:
-        q = q.where(TokenOffer.provider_id.in_(providers))
-    if window is not None:
-        q = q.where(TokenOffer.valid_from < window[1], TokenOffer.valid_to > window[0])
+    """Series id → (provider id, valid from, valid to, tokens this BAP holds), as the ledger states them now, for
+    every series it holds tokens of however they came: bought through Beckn, bought on the ledger's secondary
+    market, given with /cft/transfer, or back from a cancelled listing (tokens it has listed are in the
+    listing's escrow, not held). One ledger read lists its holding accounts (`holding:<me>:<series>`); the
+    series' provider and validity come from the catalogs seen, or from the ledger for a series never seen in
+    one. Only those of `providers` and valid during `window` when given. Plain data out (for the orchestrator)."""
+    held = _held_tokens(my_id())
     out: dict[str, Holding] = {}
-    for series_id, provider_id, valid_from, valid_to in session.execute(q).all():
-        if series_id in out:
+    for series_id, (provider_id, valid_from, valid_to) in _series_terms(session, set(held)).items():
+        if providers is not None and provider_id not in providers:
             continue
+        if window is not None and not (valid_from < window[1] and valid_to > window[0]):
+            continue
+        out[series_id] = (provider_id, valid_from, valid_to, held[series_id])
+    return out
+
+
+def _held_tokens(me: str) -> dict[str, int]:
+    """Series id → tokens, for this BAP's holding accounts with tokens in them (paged through GET /accounts)."""
+    prefix = f"holding:{me}:"
+    held: dict[str, int] = {}
+    after: str | None = None
+    while True:
+        query = httpx.QueryParams({"prefix": prefix, "limit": 1000, **({"after": after} if after else {})})
+        status, body = _ledger_call("GET", f"/accounts?{query}")
+        if status != 200:
+            raise RuntimeError(f"ledger answered {status} for this BAP's token holdings: {str(body)[:200]}")
+        for account in body.get("accounts") or []:
+            if int(account["balance"]) > 0:
+                held[str(account["name"]).removeprefix(prefix)] = int(account["balance"])
+        after = body.get("next_after")
+        if not after:
+            return held
+
+
+def _series_terms(session: Session, series_ids: set[str]) -> dict[str, tuple[str, datetime, datetime]]:
+    """Series id → (provider id, valid from, valid to): from the catalogs this BAP stored, else the ledger's."""
+    if not series_ids:
+        return {}
+    terms = {
+        row[0]: (row[1], row[2], row[3])
+        for row in session.execute(
+            select(TokenOffer.series_id, TokenOffer.provider_id, TokenOffer.valid_from, TokenOffer.valid_to)
+            .where(TokenOffer.series_id.in_(series_ids))
+            .distinct()
+        ).all()
+    }
+    for series_id in sorted(series_ids - set(terms)):
         status, body = _ledger_call("GET", f"/cft/series/{series_id}")
-        if status == 404:
-            continue  # never created on the ledger: nothing to hold
         if status != 200:
             raise RuntimeError(f"ledger answered {status} for series {series_id}: {str(body)[:200]}")
-        held = int((body.get("holdings") or {}).get(me, 0))
-        if held > 0:
-            out[series_id] = (provider_id, valid_from, valid_to, held)
-    return out
+        terms[series_id] = (
+            str(body["provider_id"]),
+            datetime.fromisoformat(body["valid_from"]),
+            datetime.fromisoformat(body["valid_to"]),
+        )
+    return terms
 
 
 def holdings_view(session: Session) -> list[dict[str, Any]]:

@@ -14,6 +14,9 @@
 | (tokens,      | holding:<participant>:<series>   | debits must not exceed credits       | participant      |
 |  1 = 1 MWh)   | redeemed:<provider>:<series>     | debits must not exceed credits       | provider         |
 |               | expired:<provider>:<series>      | debits must not exceed credits       | provider         |
+|               | listing:<listing>:<series>       | debits must not exceed credits       | (finance; the    |
+|               |                                  | (escrow of a secondary-market        |  listing's       |
+|               |                                  | listing: its tokens still for sale)  |  seller acts)    |
 
 Deviation from DESIGN.md, with reason: CFT accounts carry the series as a suffix and every series is
 its own ledger `CFT:<series>`. A token is a right against one provider within one validity window,
@@ -87,6 +90,11 @@ def expired(provider_id: str, series_id: str) -> str:
     return f"expired:{check_id(provider_id, 'provider_id')}:{check_id(series_id, 'series_id')}"
 
 
+def listing(listing_id: str, series_id: str) -> str:
+    """The escrow of one secondary-market listing (ledger/listings.py): the tokens still for sale."""
+    return f"listing:{check_id(listing_id, 'listing_id')}:{check_id(series_id, 'series_id')}"
+
+
 @dataclass(frozen=True)
 class AccountSpec:
     name: str
@@ -125,12 +133,16 @@ def describe(name: str) -> AccountSpec:
             flags = 0 if parts[0] == "issuance" else FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS
             kind = "participant" if parts[0] == "holding" else "provider"
             return AccountSpec(name, f"CFT:{series}", flags, kind, owner)
+        if len(parts) == 3 and parts[0] == "listing":
+            check_id(parts[1], "listing_id")
+            series = check_id(parts[2], "series_id")
+            return AccountSpec(name, f"CFT:{series}", FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS, None, None)
     except AccountNameError as exc:
         raise AccountNameError(f"account {name!r}: {exc}") from exc
     raise AccountNameError(
         f"account {name!r} is not in the chart of accounts (bap:<id>:cash, provider:<id>:revenue, "
         "provider:<id>:penalties, supplier:<id>:compensation, pot:supplier-compensation, escrow:<order>, "
-        "issuance|holding|redeemed|expired:<participant>:<series>)"
+        "issuance|holding|redeemed|expired:<participant>:<series>, listing:<listing>:<series>)"
     )
 
 

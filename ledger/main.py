@@ -46,6 +46,11 @@ Example payloads (amounts in the units their names carry):
          quote.price {"currency": "GBP", "value": "1200.00"})
   POST /api/v1/cft/redeem {"id": "r1", "series_id": "dcn-2026w49", "holder_id": "grid-orch", "tokens": 2,
         "period_start": "…", "period_end": "…", "meter_id": "MTR-001", "supplier_id": "supplier-a"}
+  POST /api/v1/cft/listings  (grid-orch's key)  {"id": "l1", "series_id": "dcn-2026w49", "tokens": 2,
+        "price_gbp_per_token": "320.00"}
+  POST /api/v1/cft/listings/l1/buy  (another BAP's key)  {"id": "b1", "tokens": 1, "confirm": {…}}
+        (its signed confirm: provider.id grid-orch, one item dcn-2026w49 with count 1, quote.price "320.00")
+  POST /api/v1/cft/listings/l1/cancel  (grid-orch's key)
 """
 
 from __future__ import annotations

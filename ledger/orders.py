@@ -254,7 +254,8 @@ def register_order(
 
 
 def cancel_order(conn: psycopg.Connection, order_id: str, now: datetime, reason: str = "") -> dict[str, Any]:
-    """Cancel before the window opens (../shared/DESIGN.md order states); releases the reserve."""
+    """Cancel before the window opens (../shared/DESIGN.md order states); releases the reserve, and gives a token
+    redemption's burned tokens back to their holder."""
     terms, _ = load_order(conn, order_id)
     row = conn.execute(
         "SELECT cancelled_at FROM ledger.order_cancellations WHERE order_id = %s", (order_id,)
@@ -286,7 +287,43 @@ def cancel_order(conn: psycopg.Connection, order_id: str, now: datetime, reason:
             ],
             rule_now_us=us(now),
         )
-    return {"status": "cancelled", "order_id": order_id, "cancelled_at": iso(now)}
+    returned = _return_redeemed_tokens(conn, order_id, now)
+    return {
+        "status": "cancelled",
+        "order_id": order_id,
+        "cancelled_at": iso(now),
+        **({"tokens_returned": returned} if returned else {}),
+    }
+
+
+def _return_redeemed_tokens(conn: psycopg.Connection, order_id: str, now: datetime) -> int:
+    """A token redemption's order (ledger/tokens.py `redeem`) cancelled before its window: the tokens it burned
+    go back to the holder (redeemed:<provider>:<series> → holding:<holder>:<series>), in the cancel's
+    transaction. The window lies inside the series' validity, so the tokens are still valid. Returns how many."""
+    row = conn.execute(
+        "SELECT r.redemption_id, r.series_id, r.holder_id, r.tokens, s.provider_id FROM ledger.cft_redemptions r "
+        "JOIN ledger.cft_series s ON s.series_id = r.series_id WHERE r.order_id = %s",
+        (order_id,),
+    ).fetchone()
+    if row is None:
+        return 0
+    redemption_id, series_id, holder_id, tokens, provider_id = row
+    append_one(
+        conn,
+        [
+            TransferSpec(
+                f"cft:{redemption_id}:unburn",
+                "single",
+                acct.cft_ledger(series_id),
+                acct.redeemed(provider_id, series_id),
+                acct.holding(holder_id, series_id),
+                tokens,
+                memo=f"order {order_id} cancelled: {tokens} CFT back to {holder_id}",
+            )
+        ],
+        rule_now_us=us(now),
+    )
+    return int(tokens)
 
 
 _UNRESOLVED_PENDING_SQL = (

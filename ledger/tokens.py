@@ -30,7 +30,7 @@ from ledger.transfers import TransferError, TransferSpec
 from ledger.transfers_db import transfer_result_json
 
 
-def _series(conn: psycopg.Connection, series_id: str) -> cftrules.Series:
+def load_series(conn: psycopg.Connection, series_id: str) -> cftrules.Series:
     row = conn.execute(
         "SELECT series_id, provider_id, valid_from, valid_to, declared_capacity_w, max_tokens "
         "FROM ledger.cft_series WHERE series_id = %s",
@@ -99,9 +99,11 @@ def create_series(
     return {"status": "created", **out}
 
 
-def _cft_append(
+def append_tokens(
     conn: psycopg.Connection, specs: list[TransferSpec], now: datetime, series: cftrules.Series, what: str
 ) -> RequestResult:
+    """Append a token request; a mint beyond capacity and tokens a holder (or a listing's escrow) does not have
+    become 409s naming the reason (token transfer ids end in `:tokens` or `:burn`)."""
     try:
         return append_one(conn, specs, rule_now_us=us(now))
     except TransferError as exc:
@@ -124,9 +126,9 @@ def _cft_append(
 
 
 def mint(conn: psycopg.Connection, op_id: str, series_id: str, tokens: int, now: datetime) -> dict[str, Any]:
-    series = _series(conn, series_id)
+    series = load_series(conn, series_id)
     cftrules.check_tradable(series, now)
-    res = _cft_append(
+    res = append_tokens(
         conn,
         [
             TransferSpec(
@@ -159,12 +161,13 @@ def trade(
     payer_account: str | None = None,
     payee_account: str | None = None,
     agreement: bytes | None = None,
+    token_source: str | None = None,
 ) -> dict[str, Any]:
     """Sell (seller = the series' provider) or transfer on a secondary market: tokens and payment in
     one linked batch — delivery versus payment, both or neither. Who may ask is the caller's rule: the
     buyer's cash moves only with its signed consent (`sell_with_consent`), whose `agreement` hash the
-    entries' memos carry."""
-    series = _series(conn, series_id)
+    entries' memos carry. The tokens leave the seller's holding, or `token_source` (a listing's escrow)."""
+    series = load_series(conn, series_id)
     cftrules.check_tradable(series, now)
     try:
         acct.check_id(buyer_id, "buyer_id")
@@ -185,7 +188,7 @@ def trade(
             f"cft:{op_id}:tokens",
             "single",
             acct.cft_ledger(series_id),
-            acct.holding(seller_id, series_id),
+            token_source or acct.holding(seller_id, series_id),
             acct.holding(buyer_id, series_id),
             tokens,
             memo=with_agreement(f"{tokens} CFT of {series_id} from {seller_id} to {buyer_id}", agreement),
@@ -212,15 +215,22 @@ def trade(
         )
     # Accounts for the sender must already exist: a holder that never received tokens cannot send any.
     ensure_accounts(conn, names)
-    return transfer_result_json(_cft_append(conn, specs, now, series, "transfer"))
+    return transfer_result_json(append_tokens(conn, specs, now, series, "transfer"))
 
 
 def sell_with_consent(
-    conn: psycopg.Connection, op_id: str, sale: TokenSale, consent: Verified, now: datetime
+    conn: psycopg.Connection,
+    op_id: str,
+    sale: TokenSale,
+    consent: Verified,
+    now: datetime,
+    *,
+    token_source: str | None = None,
 ) -> dict[str, Any]:
     """A trade the buyer consented to with its signed confirm (checked by ledger/agreements.py
     `check_token_consent`); the confirm is stored (ledger.agreements, kind token_sale) and backs this
-    trade only. Idempotent by `op_id` with the same confirm; another confirm for the same id is a 409."""
+    trade only. Idempotent by `op_id` with the same confirm; another confirm for the same id is a 409.
+    The tokens come from the seller's holding, or from `token_source` (a listing's escrow)."""
     digest = agreement_sha256(consent.sha256)
     stored = agreements_db.existing_hash(conn, "token_sale", op_id)
     if stored is not None and stored != digest:
@@ -237,6 +247,7 @@ def sell_with_consent(
         price_pence=sale.price_pence,
         now=now,
         agreement=digest,
+        token_source=token_source,
     )
     if stored is None and result["status"] == "created":
         agreements_db.record(
@@ -269,7 +280,7 @@ def redeem(
 ) -> dict[str, Any]:
     """Burn `tokens` and oblige the provider to reduce load by the matching power in the period;
     the obligation is an order (settlement_method CFT, utilisation prepaid) settled like any other."""
-    series = _series(conn, series_id)
+    series = load_series(conn, series_id)
     try:
         acct.check_id(op_id, "redemption id")
         acct.check_id(holder_id, "holder_id")
@@ -327,7 +338,7 @@ def redeem(
         "redeemed_at) VALUES (%s, %s, %s, %s, %s, %s)",
         (op_id, series_id, holder_id, tokens, order_id, now),
     )
-    res = _cft_append(
+    res = append_tokens(
         conn,
         [
             TransferSpec(
@@ -355,7 +366,8 @@ def redeem(
 
 
 def expire_due(conn: psycopg.Connection, now: datetime) -> dict[str, int]:
-    """Expire remaining tokens of ended series and pending transfers past their timeout."""
+    """Expire remaining tokens of ended series (holdings and listing escrows) and pending transfers past their
+    timeout."""
     now_us_ = us(now)
     requests: list[list[TransferSpec]] = []
     for series_id, provider_id in conn.execute(
@@ -364,15 +376,17 @@ def expire_due(conn: psycopg.Connection, now: datetime) -> dict[str, int]:
         ledger = acct.cft_ledger(series_id)
         for name, credits, debits, debits_pending in conn.execute(
             "SELECT b.account, b.credits_posted, b.debits_posted, b.debits_pending FROM ledger.balances b "
-            "JOIN ledger.accounts a ON a.name = b.account WHERE a.ledger = %s AND a.name LIKE 'holding:%%' "
+            "JOIN ledger.accounts a ON a.name = b.account WHERE a.ledger = %s "
+            "AND (a.name LIKE 'holding:%%' OR a.name LIKE 'listing:%%') "
             "AND b.credits_posted - b.debits_posted - b.debits_pending > 0",
             (ledger,),
         ).fetchall():
-            holder = name.split(":")[1]
+            kind, owner = name.split(":")[:2]  # a holder's tokens, or a listing's escrow
+            expire_id = cftrules.expire_listing_transfer_id if kind == "listing" else cftrules.expire_transfer_id
             requests.append(
                 [
                     TransferSpec(
-                        cftrules.expire_transfer_id(series_id, holder, credits),
+                        expire_id(series_id, owner, credits),
                         "single",
                         ledger,
                         name,
@@ -423,7 +437,7 @@ def provider_tokens(conn: psycopg.Connection, provider_id: str | None = None) ->
 
 
 def series_info(conn: psycopg.Connection, series_id: str) -> dict[str, Any]:
-    s = _series(conn, series_id)
+    s = load_series(conn, series_id)
     tokens = provider_tokens(conn, s.provider_id)
     ledger = acct.cft_ledger(series_id)
     holdings = {
@@ -431,6 +445,15 @@ def series_info(conn: psycopg.Connection, series_id: str) -> dict[str, Any]:
         for r in conn.execute(
             "SELECT b.account, b.credits_posted - b.debits_posted FROM ledger.balances b JOIN ledger.accounts a "
             "ON a.name = b.account WHERE a.ledger = %s AND a.name LIKE 'holding:%%' ORDER BY 1",
+            (ledger,),
+        )
+    }
+    listed = {
+        r[0].split(":")[1]: r[1]
+        for r in conn.execute(
+            "SELECT b.account, b.credits_posted - b.debits_posted FROM ledger.balances b JOIN ledger.accounts a "
+            "ON a.name = b.account WHERE a.ledger = %s AND a.name LIKE 'listing:%%' "
+            "AND b.credits_posted - b.debits_posted > 0 ORDER BY 1",
             (ledger,),
         )
     }
@@ -443,6 +466,7 @@ def series_info(conn: psycopg.Connection, series_id: str) -> dict[str, Any]:
         "declared_capacity_w": s.declared_capacity_w,
         "max_tokens": s.max_tokens,
         "holdings": holdings,
+        "listed": listed,  # listing id → tokens in its escrow (for sale; ledger/listings.py)
         "provider_invariant": None
         if pt is None
         else {

@@ -53,6 +53,10 @@ Endpoints (examples in the module docstring of ledger/main.py):
   POST /api/v1/cft/series | mint | sell | transfer | redeem ; GET /api/v1/cft/series/{id}
                                               (sell: with the buyer's signed "confirm"; transfer: the holder's
                                               own key, and the receiver's signed "confirm" when it has a price)
+  POST /api/v1/cft/listings                   the key's participant lists tokens at a price per token (escrowed)
+  GET  /api/v1/cft/listings?series_id=&seller_id=&state=open|all ; GET /api/v1/cft/listings/{id}
+  POST /api/v1/cft/listings/{id}/buy          a BAP buys: {"id", "tokens", "confirm"} — tokens and cash in one
+                                              append, with its signed confirm; POST …/{id}/cancel (the seller)
   GET  /api/v1/statements/{account}?from=&to=&format=json|csv
   GET  /api/v1/checkpoints/latest | /{height} | /public-key ; POST /api/v1/checkpoints
   GET  /api/v1/chain/head ; GET /api/v1/verify
@@ -70,6 +74,7 @@ from ledger.api import (
     api_keys,
     checkpoints,
     health,
+    listings,
     metering,
     orders,
     policies,
@@ -94,6 +99,7 @@ for _area in (
     transfers,
     accounts,
     tokens,
+    listings,
     statements,
     checkpoints,
     verify,

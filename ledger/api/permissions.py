@@ -36,6 +36,7 @@ BUYER = frozenset({"admin", "bap"})  # then: only the order's own BAP
 PROVIDER = frozenset({"admin", "provider"})  # then: only for its own meters and series
 METER_OPERATOR = frozenset({"admin", "meter_operator"})
 HOLDER = frozenset({"bap", "provider"})  # then: only the holder itself (not even an admin moves its tokens)
+BAP_ONLY = frozenset({"bap"})  # a buyer's own key: it pays from its cash, with its signed consent
 
 PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/accounts"): ADMIN,
@@ -73,11 +74,16 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/cft/sell"): PROVIDER,  # and the buyer's signed confirm
     ("POST", "/cft/transfer"): HOLDER,
     ("POST", "/cft/redeem"): HOLDER | ADMIN,
+    ("POST", "/cft/listings"): HOLDER,  # the key's participant is the seller; its tokens go into escrow
+    ("GET", "/cft/listings"): EVERY_ROLE,
+    ("GET", "/cft/listings/{listing_id}"): EVERY_ROLE,
+    ("POST", "/cft/listings/{listing_id}/buy"): BAP_ONLY,  # and the buyer's signed confirm
+    ("POST", "/cft/listings/{listing_id}/cancel"): HOLDER,  # then: only the listing's seller
     ("POST", "/transfers"): FINANCE,
     ("POST", "/transfers/batch"): FINANCE,
     ("GET", "/transfers/{transfer_id}"): EVERY_ROLE,  # then: only a transfer touching the key's accounts
     ("GET", "/transfers/{transfer_id}/proof"): EVERY_ROLE,
-    ("GET", "/verify"): FINANCE,
+    ("GET", "/verify"): frozenset({"admin", "finance", "bap"}),  # a buyer may check the chain it pays through
 }
 
 

@@ -21,8 +21,8 @@ def test_upgrade_downgrade_upgrade(pg_server_url: str) -> None:
     try:
         db.upgrade(url)
         # 0002: 16 tables; 0006: order amendments; 0007: key hand-overs; 0009: agreements;
-        # 0010: meter-data keys and their revocations
-        assert ledger_objects(url) == (21, 1)
+        # 0010: meter-data keys and their revocations; 0016: CFT listings, their purchases and cancellations
+        assert ledger_objects(url) == (24, 1)
         db.downgrade(url, "0009_ledger_agreements")
         assert ledger_objects(url) == (19, 1)
         db.upgrade(url)
