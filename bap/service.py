@@ -7,7 +7,7 @@ import functools
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import structlog
 from psycopg.types.json import Json
@@ -28,6 +28,7 @@ from beckn.pipeline import Accepted, Handler, Inbound
 from kernel import clock
 from kernel.config import get_settings
 from kernel.db import raw
+from schemas.core import CancelledBy
 from schemas.flex import (
     FlexFormatError,
     FlexRequest,
@@ -405,6 +406,7 @@ def order_json(o: BapOrder) -> dict[str, Any]:
         "settlement_method": o.settlement_method,
         "last_error": o.last_error,
         "cancellation_reason": cancellation_reason(o),
+        "cancelled_by": cancelled_by(o),
         "updated_at": o.updated_at.isoformat() if o.updated_at else None,
         # the ledger's outcome as the BPP reported it (schemas/outcome.py): none before its first settlement run
         "settlement_run": o.settlement_run,
@@ -420,6 +422,15 @@ def cancellation_reason(o: BapOrder) -> str | None:
     reason = (o.order.get("cancellation") or {}).get("reason") or {}
     name = (reason.get("descriptor") or {}).get("name") if isinstance(reason, dict) else None
     return str(name)[:500] if name else None
+
+
+def cancelled_by(o: BapOrder) -> CancelledBy | None:
+    """Who cancelled the order (CONSUMER: this BAP; PROVIDER: the provider or its platform), as the BPP's last
+    order object says (`cancellation.cancelled_by`), if it was cancelled and the BPP said."""
+    if o.state != "CANCELLED" or not isinstance(o.order, dict):
+        return None
+    by = (o.order.get("cancellation") or {}).get("cancelled_by")
+    return by if by in get_args(CancelledBy) else None
 
 
 # -- callbacks (synchronous: storing them is all the work there is) --------------------------------

@@ -7,10 +7,10 @@ wrong ones, 403 for every request when the BPP has no admin token configured. A 
 next search. Leaving withdraws its offers (a later select of one is refused: the offer is inactive) and keeps
 its orders, which go on to settle.
 
-A provider's cancellation follows the Beckn cancel's rule (bpp/service.py `CANCELLABLE_STATES`, before the window
-opens; 409 otherwise, 404 for an order the platform does not hold): the order becomes CANCELLED with the
-provider's reason, and the buyer hears it in an unsolicited signed `on_cancel`, on which it cancels the order
-on the ledger too (bap/ledger_registration.py `ledger_process`).
+A provider's cancellation follows the Beckn cancel's rule (bpp/lifecycle.py `CANCELLABLE_STATES`, before the
+window opens; 409 otherwise, 404 for an order the platform does not hold): the order becomes CANCELLED by the
+PROVIDER with its reason, and the buyer hears it in an unsolicited signed `on_cancel` (`cancellation.cancelled_by`
+PROVIDER), on which it cancels the order on the ledger too (bap/ledger_registration.py `ledger_process`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from beckn.tasks import send_delivery
 from beckn.webapp import CLIENT_API_RESPONSES
-from bpp import service
+from bpp import lifecycle, service
 from bpp.catalog import PlatformConfig, ProviderConfig
 from bpp.models import JoinedProvider, Offer, Order
 from bpp.provider_file import ProviderFileError, parse_provider, without_notes
@@ -131,12 +131,13 @@ class ProviderCancellation:
 def cancel_order(
     session: Session, platform: PlatformConfig, order_id: str, reason: str, now: datetime
 ) -> ProviderCancellation:
-    """The provider cancels `order_id`: CANCELLED with `reason`, and an unsolicited on_cancel queued for the buyer.
+    """The provider cancels `order_id`: CANCELLED by the PROVIDER with `reason`, and an unsolicited on_cancel queued
+    for the buyer.
     404 for an order `platform` does not hold; 409 past CREATED/ACCEPTED or once its window has opened."""
     order = session.get(Order, order_id, with_for_update=True)
     if order is None or order.bpp_id != platform.subscriber_id:
         raise AdminRefused(404, "not_found", f"order_id: no order {order_id!r} on this platform")
-    if order.state not in service.CANCELLABLE_STATES:
+    if order.state not in lifecycle.CANCELLABLE_STATES:
         raise AdminRefused(
             409, "conflict", f"order_id: order {order_id} is {order.state}; only CREATED or ACCEPTED can be cancelled"
         )
@@ -144,9 +145,8 @@ def cancel_order(
         raise AdminRefused(
             409, "conflict", f"order_id: order {order_id}'s window opened at {order.window_start.isoformat()}"
         )
-    order.cancellation_reason = reason
-    service.transition(session, order, "CANCELLED", f"cancelled by the provider: {reason}")
-    outbox_id = service.announce_cancellation(session, order)
+    lifecycle.cancel(session, order, by="PROVIDER", reason=reason, now=now)
+    outbox_id = lifecycle.announce_cancellation(session, order)
     log.info("provider cancelled an order", bpp_id=platform.subscriber_id, order_id=order_id, reason=reason)
     return ProviderCancellation(order_id, reason, outbox_id)
 

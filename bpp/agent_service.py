@@ -255,8 +255,14 @@ def _published(o: FlexOfferSpec) -> FlexOfferSpec:
 
 
 def commit(session: Session, order: Order, site_id: str) -> None:
-    """Confirm through the agent: re-plan with the reduction imposed, or refuse (CommitmentError)."""
-    row = session.get(Provider, (order.bpp_id, order.provider_id))
+    """Confirm through the agent: re-plan with the reduction imposed, or refuse (CommitmentError).
+
+    Invariant (a site never over-sells): confirms for one provider are decided one at a time. The provider's row
+    is locked (FOR UPDATE, held to the end of the confirm's transaction), so a concurrent confirm waits and then
+    plans with this one's order among the accepted ones (READ COMMITTED: it sees what committed before its
+    lock). Without the lock two confirms each plan without the other, and both can pass while together they
+    cannot be delivered."""
+    row = session.get(Provider, (order.bpp_id, order.provider_id), with_for_update=True)
     if row is None or row.agent is None:
         return
     agent = build_agent(session, row, exclude_order=order.id)
@@ -275,7 +281,7 @@ def commit(session: Session, order: Order, site_id: str) -> None:
 def check_update(
     session: Session, order: Order, site_id: str, *, power_kw: float, start: datetime, end: datetime
 ) -> None:
-    row = session.get(Provider, (order.bpp_id, order.provider_id))
+    row = session.get(Provider, (order.bpp_id, order.provider_id), with_for_update=True)  # as commit(): one at a time
     if row is None or row.agent is None or order.state != "ACCEPTED":
         return
     agent = build_agent(session, row, exclude_order=order.id)

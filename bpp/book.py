@@ -76,6 +76,7 @@ def order_entry(o: Order) -> dict[str, Any]:
         "transaction_id": o.transaction_id,
         "provider_id": o.provider_id,
         "state": o.state,
+        "cancelled_by": o.cancelled_by,
         "power_kw": o.power_kw,
         "window_start": _iso(o.window_start),
         "window_end": _iso(o.window_end),

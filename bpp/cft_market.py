@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from beckn.errors import BecknError
 from beckn.pipeline import Accepted, Handler, Inbound
 from bpp import outcomes, service
+from bpp.callbacks import callback
 from bpp.catalog import CftSeriesConfig, PlatformConfig, overlaps
 from bpp.models import CftSale, CftSeries
 from kernel import clock
@@ -302,12 +303,8 @@ def process(session: Session, row: Any) -> list[int]:
         if refused is not None and refused.state == "CREATED":
             refused.state, refused.reason, refused.updated_at = "REFUSED", str(exc)[:2000], clock.now()
         echo = {"order": token_order_to_order(spec).dump()}
-        return [
-            service._callback(session, row.receiver_id, ctx, on, error=BecknError(exc.kind, str(exc)), message=echo)
-        ]
-    return [
-        service._callback(session, row.receiver_id, ctx, on, message={"order": token_order_to_order(answer).dump()})
-    ]
+        return [callback(session, row.receiver_id, ctx, on, error=BecknError(exc.kind, str(exc)), message=echo)]
+    return [callback(session, row.receiver_id, ctx, on, message={"order": token_order_to_order(answer).dump()})]
 
 
 def _available(session: Session, series: CftSeries, tokens: int, now: datetime) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from beckn import models as beckn_models
+from schemas.core import CancelledBy
 
 
 class BppBase(DeclarativeBase):
@@ -90,7 +92,7 @@ class JoinedProvider(BppBase):
 
 
 class Order(BppBase):
-    """One load-reduction order. State machine in bpp/service.py (TRANSITIONS)."""
+    """One load-reduction order. State machine in bpp/lifecycle.py (TRANSITIONS)."""
 
     __tablename__ = "orders"
     __table_args__ = (
@@ -108,6 +110,11 @@ class Order(BppBase):
         ),
         Index("orders_transaction", "bpp_id", "bap_id", "transaction_id", "provider_id"),
         Index("orders_offer", "bpp_id", "provider_id", "item_id", "state"),
+        # Who cancelled (bpp/lifecycle.py `cancel`): Beckn 1.1's two parties, set exactly when CANCELLED.
+        CheckConstraint("cancelled_by IN ('CONSUMER', 'PROVIDER')", name="orders_cancelled_by"),
+        CheckConstraint(
+            "(state = 'CANCELLED') = (cancelled_by IS NOT NULL)", name="orders_cancelled_by_when_cancelled"
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: str(uuid.uuid4()))
@@ -125,6 +132,7 @@ class Order(BppBase):
     price_gbp_per_mwh: Mapped[float] = mapped_column(Float)
     state: Mapped[str] = mapped_column(String(32))
     cancellation_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancelled_by: Mapped[CancelledBy | None] = mapped_column(String(16), nullable=True)
     city_code: Mapped[str] = mapped_column(String(64))
     country_code: Mapped[str] = mapped_column(String(8))
     # The outcome the ledger's settlement runs established (schemas/outcome.py; bpp/outcomes.py keeps it).

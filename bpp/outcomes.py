@@ -24,7 +24,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bpp import service
+from bpp import lifecycle
 from bpp.ledger_client import LedgerReader, LedgerReadError
 from bpp.ledger_client import load_provider_keys as load_provider_keys  # bpp/tasks.py reads the keys from here
 from bpp.models import Order, OrderEvent
@@ -118,7 +118,7 @@ def apply_outcome(session: Session, order: Order, outcome: LedgerOutcome) -> boo
         f"{outcome.settled_amount_pence} pence"
     )
     if outcome.state != order.state:
-        service.transition(session, order, outcome.state, reason)
+        lifecycle.transition(session, order, outcome.state, reason)
     else:  # the same state restated by a later run (the event trail records it all the same)
         session.add(OrderEvent(order_id=order.id, from_state=order.state, to_state=order.state, reason=reason))
         order.updated_at = clock.now()
@@ -137,6 +137,6 @@ def sync_outcomes(session: Session, source: OutcomeSource, now: datetime) -> lis
     for order_id, outcome in outcomes.items():
         order = session.scalars(select(Order).where(Order.id == order_id).with_for_update(skip_locked=True)).first()
         if order is not None and apply_outcome(session, order, outcome):
-            ids.append(service.announce_status(session, order))
+            ids.append(lifecycle.announce_status(session, order))
             log.info("order outcome from the ledger", order_id=order_id, state=order.state, run=outcome.settlement_run)
     return ids

@@ -1,11 +1,10 @@
 """BPP use cases: accept Beckn requests (synchronous checks) and process them (Celery) into
-on_search / on_select / on_init / on_confirm / on_status / on_cancel / on_update callbacks.
+on_search / on_select / on_init / on_confirm / on_status / on_cancel / on_update callbacks (bpp/callbacks.py).
 
-Order state machine (../shared/DESIGN.md): CREATED (on_init) → ACCEPTED (on_confirm) → IN-PROGRESS
-(window open) → COMPLETED (window closed) → COMPLETED | PARTIALLY-DELIVERED (the ledger's settlement runs,
-schemas/outcome.py) → SETTLED (its final run); CANCELLED from CREATED or
-ACCEPTED before the window opens. Invariant, checked under a row lock on the offer at confirm and
-update: in every 30-minute slot, Σ kW of ACCEPTED/IN-PROGRESS orders on an offer ≤ its available kW.
+The order's state machine, its cancellation (who cancelled: CONSUMER here, for the buyer's cancel), its Beckn
+form and the unsolicited on_status / on_cancel are bpp/lifecycle.py's. Invariant, checked under a row lock on
+the offer at confirm and update: in every 30-minute slot, Σ kW of ACCEPTED/IN-PROGRESS orders on an offer ≤ its
+available kW.
 """
 
 from __future__ import annotations
@@ -22,12 +21,13 @@ from sqlalchemy import Select, case, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from beckn import envelope, outbox
-from beckn.errors import BecknError, Role, code_for
+from beckn import outbox
+from beckn.errors import BecknError
 from beckn.identity import load_identity
 from beckn.pipeline import Accepted, Handler, Inbound
 from beckn.registry_client import url_of_sync
 from bpp import agent_service, offer_store
+from bpp.callbacks import callback, callback_message
 from bpp.catalog import (
     Commitment,
     CommitmentError,
@@ -37,6 +37,7 @@ from bpp.catalog import (
     check_order_fits_offer,
     matching_offers,
 )
+from bpp.lifecycle import COMMITTED_STATES, cancel, transition, view
 from bpp.models import Offer, Order, OrderEvent, Provider
 from kernel import clock
 from kernel.config import get_settings
@@ -58,23 +59,10 @@ from schemas.flex import (
     quote_gbp,
 )
 from schemas.messages import CancelMessage, OrderMessage, SearchMessage, StatusMessage, UpdateMessage
-from schemas.outcome import held, with_outcome
 
 log = structlog.get_logger(__name__)
 
-COMMITTED_STATES = ("ACCEPTED", "IN-PROGRESS")
-CANCELLABLE_STATES = ("CREATED", "ACCEPTED")
 UPDATE_TARGETS = {"item", "items", "fulfillment", "fulfillments"}
-TRANSITIONS = {
-    None: {"CREATED"},
-    "CREATED": {"CREATED", "ACCEPTED", "CANCELLED"},
-    "ACCEPTED": {"IN-PROGRESS", "CANCELLED"},
-    # The ledger's settlement runs decide the outcome (schemas/outcome.py, bpp/outcomes.py); a later run may
-    # restate COMPLETED as PARTIALLY-DELIVERED or back, and the final run makes it SETTLED.
-    "IN-PROGRESS": {"COMPLETED", "PARTIALLY-DELIVERED", "SETTLED"},
-    "COMPLETED": {"PARTIALLY-DELIVERED", "SETTLED"},
-    "PARTIALLY-DELIVERED": {"COMPLETED", "SETTLED"},
-}
 
 
 # -- catalog sync (web process start-up, providers joining; re-plans: bpp/replan.py) --------------
@@ -228,79 +216,6 @@ HANDLERS: dict[str, Handler] = {
 
 
 # -- asynchronous processing (Celery: beckn.process_inbox → process) -------------------------------
-def _callback(
-    session: Session,
-    bpp_id: str,
-    req_ctx: dict[str, Any],
-    action: str,
-    *,
-    message: dict[str, Any] | None = None,
-    error: BecknError | None = None,
-    to_url: str | None = None,
-) -> int:
-    """Record the callback in the outbox (in the caller's transaction); its outbox id."""
-    return outbox.enqueue_many(
-        session, [_callback_message(bpp_id, req_ctx, action, message=message, error=error, to_url=to_url)]
-    )[0]
-
-
-def _callback_message(
-    bpp_id: str,
-    req_ctx: dict[str, Any],
-    action: str,
-    *,
-    message: dict[str, Any] | None = None,
-    error: BecknError | None = None,
-    to_url: str | None = None,
-) -> outbox.Outbound:
-    ident = load_identity(get_settings().home, bpp_id)
-    ctx = envelope.callback_context(req_ctx, action)
-    ctx["bpp_id"], ctx["bpp_uri"] = ident.subscriber_id, ident.url
-    payload: dict[str, Any] = {"context": ctx}
-    if message is not None:
-        payload["message"] = message
-    if error is not None:
-        code = code_for(Role.BPP, error.kind)
-        payload["error"] = {"code": code.code, "message": error.message}
-    return outbox.outbound(bpp_id, outbox.endpoint(to_url or ctx["bap_uri"], action), action, payload)
-
-
-def _view(order: Order) -> dict[str, Any]:
-    spec = OrderSpec(
-        provider_id=order.provider_id,
-        item_id=order.item_id,
-        power_kw=order.power_kw,
-        window_start=order.window_start,
-        window_end=order.window_end,
-        meter_id=order.meter_id,
-        settlement_method=order.settlement_method,
-        order_id=order.id,
-    )
-    v = OrderView(
-        spec=spec,
-        state=order.state,
-        price_gbp_per_mwh=order.price_gbp_per_mwh,
-        quote_gbp=quote_gbp(order.power_kw, order.window_start, order.window_end, order.price_gbp_per_mwh),
-        updated_at=order.updated_at or clock.now(),
-        cancellation_reason=order.cancellation_reason,
-    )
-    beckn_order = order_view_to_order(v)
-    outcome = held(order.state, order.settlement_run, order.delivered_energy_kwh, order.settled_amount_pence)
-    return {"order": (with_outcome(beckn_order, outcome) if outcome else beckn_order).dump()}
-
-
-def transition(
-    session: Session, order: Order, to_state: str, reason: str | None = None, message_id: str | None = None
-) -> None:
-    if to_state not in TRANSITIONS.get(order.state, set()):
-        raise CommitmentError("invalid_request", f"order {order.id} cannot go from {order.state} to {to_state}")
-    session.add(
-        OrderEvent(order_id=order.id, from_state=order.state, to_state=to_state, reason=reason, message_id=message_id)
-    )
-    order.state = to_state
-    order.updated_at = clock.now()
-
-
 def _committed(session: Session, offer: Offer, exclude: str | None = None) -> list[Commitment]:
     q = select(Order).where(
         Order.bpp_id == offer.bpp_id,
@@ -335,7 +250,7 @@ def process(session: Session, row: Any) -> list[int]:
     except CommitmentError as exc:
         # A well-formed request the BPP cannot honour: the callback carries the error; nothing else changes.
         return [
-            _callback(
+            callback(
                 session,
                 bpp_id,
                 ctx,
@@ -345,7 +260,7 @@ def process(session: Session, row: Any) -> list[int]:
             )
         ]
     except FlexFormatError as exc:
-        return [_callback(session, bpp_id, ctx, on, error=BecknError("invalid_request", str(exc)))]
+        return [callback(session, bpp_id, ctx, on, error=BecknError("invalid_request", str(exc)))]
 
 
 def _process(
@@ -355,20 +270,14 @@ def _process(
     if action in ("status", "cancel"):
         order = session.get(Order, payload["message"]["order_id"])
         assert order is not None  # checked at acceptance; orders are never deleted
-        if action == "cancel":
-            if order.state not in CANCELLABLE_STATES or clock.now() >= order.window_start:
-                raise CommitmentError(
-                    "cancellation_not_possible",
-                    f"order {order.id} is {order.state}; cancellation is possible only before the window opens",
-                )
+        if action == "cancel":  # the buyer's: CONSUMER
             reason = (
                 (payload["message"].get("descriptor") or {}).get("name")
                 or payload["message"].get("cancellation_reason_id")
                 or "cancelled by buyer"
             )
-            order.cancellation_reason = reason
-            transition(session, order, "CANCELLED", reason, ctx["message_id"])
-        return [_callback(session, bpp_id, ctx, on, message=_view(order))]
+            cancel(session, order, by="CONSUMER", reason=reason, now=clock.now(), message_id=ctx["message_id"])
+        return [callback(session, bpp_id, ctx, on, message=view(order))]
     spec = order_to_spec(BecknOrder.model_validate(payload["message"]["order"]), need_window=action == "init")
     if action == "select":
         offer = session.get(Offer, (bpp_id, spec.provider_id, spec.item_id))
@@ -378,7 +287,7 @@ def _process(
             spec = replace(spec, window_start=offer.window_start, window_end=offer.window_end)
             extra["window_source"] = "item"
         check_order_fits_offer(offer_from_row(offer), spec.power_kw, spec.window_start, spec.window_end)
-        view = OrderView(
+        quote = OrderView(
             spec=spec,
             state=None,
             price_gbp_per_mwh=offer.price_gbp_per_mwh,
@@ -386,12 +295,14 @@ def _process(
             updated_at=clock.now(),
             extra_tags=extra,
         )
-        return [_callback(session, bpp_id, ctx, on, message={"order": order_view_to_order(view).dump()})]
+        return [callback(session, bpp_id, ctx, on, message={"order": order_view_to_order(quote).dump()})]
     if action == "init":
-        return [_callback(session, bpp_id, ctx, on, message=_view(_init(session, bpp_id, ctx, spec)))]
+        return [callback(session, bpp_id, ctx, on, message=view(_init(session, bpp_id, ctx, spec)))]
     if action == "confirm":
         order = session.scalars(_order_for_update(bpp_id, ctx, spec)).one()
         if order.state == "CREATED":
+            # the provider row, then the offer: every confirm of a provider waits its turn (agent_service.commit)
+            session.get(Provider, (bpp_id, order.provider_id), with_for_update=True)
             offer = _locked_offer(session, bpp_id, order.provider_id, order.item_id)
             assert offer is not None
             check_capacity(
@@ -403,9 +314,9 @@ def _process(
             transition(session, order, "ACCEPTED", "confirmed", ctx["message_id"])
         elif order.state not in COMMITTED_STATES:
             raise CommitmentError("invalid_request", f"order {order.id} is {order.state}; it cannot be confirmed")
-        return [_callback(session, bpp_id, ctx, on, message=_view(order))]
+        return [callback(session, bpp_id, ctx, on, message=view(order))]
     if action == "update":
-        return [_callback(session, bpp_id, ctx, on, message=_view(_update(session, spec)))]
+        return [callback(session, bpp_id, ctx, on, message=view(_update(session, spec)))]
     raise CommitmentError("action_not_applicable", f"no processor for {action}")
 
 
@@ -423,7 +334,7 @@ def processing_failed(session: Session, row: Any, reason: str) -> list[int]:
         except Exception:  # the registry may be the reason: answer the BAP directly
             to_url = None
     message = None if row.action == "search" else _error_message(session, row.receiver_id, ctx, payload, row.action)
-    return [_callback(session, row.receiver_id, ctx, f"on_{row.action}", error=error, message=message, to_url=to_url)]
+    return [callback(session, row.receiver_id, ctx, f"on_{row.action}", error=error, message=message, to_url=to_url)]
 
 
 def _error_message(
@@ -445,7 +356,7 @@ def _error_message(
         )
         order = session.scalars(named).first()
     if order is not None:
-        return _view(order)
+        return view(order)
     # No order exists yet (a refused select): echo the buyer's order so it can tell which one failed.
     echo = message.get("order")
     return {"order": echo} if isinstance(echo, dict) else None
@@ -632,7 +543,7 @@ def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any)
         req = search_request(payload.get("message") or {}, clock.now())
     except FlexFormatError as exc:
         error = BecknError("invalid_request", str(exc), paths=exc.path)
-        outbox.defer(session, _callback_message(bpp_id, payload["context"], "on_search", error=error, to_url=to_url))
+        outbox.defer(session, callback_message(bpp_id, payload["context"], "on_search", error=error, to_url=to_url))
         return
     providers: list[dict[str, Any]] = []
     rows = raw(session).execute(_CATALOG_SQL, (bpp_id,)).fetchall()
@@ -650,51 +561,5 @@ def _on_search(session: Session, bpp_id: str, payload: dict[str, Any], row: Any)
     ident = load_identity(get_settings().home, bpp_id)
     catalog = {"descriptor": Descriptor(name=ident.extra.get("name") or bpp_id).dump(), "providers": providers}
     outbox.defer(
-        session, _callback_message(bpp_id, payload["context"], "on_search", message={"catalog": catalog}, to_url=to_url)
+        session, callback_message(bpp_id, payload["context"], "on_search", message={"catalog": catalog}, to_url=to_url)
     )
-
-
-# -- time-driven transitions (Celery beat: bpp.advance_orders) ------------------------------------
-def advance_orders(session: Session, now: datetime | None = None) -> list[int]:
-    """ACCEPTED → IN-PROGRESS when the window opens, IN-PROGRESS → COMPLETED when it closes; each
-    transition is announced to the buyer with an unsolicited on_status."""
-    now = now or clock.now()
-    ids = []
-    q = select(Order).where(Order.state.in_(COMMITTED_STATES)).with_for_update(skip_locked=True)
-    for order in session.scalars(q):
-        target = None
-        if order.state == "ACCEPTED" and order.window_start <= now:
-            target = "IN-PROGRESS"
-        if (order.state == "IN-PROGRESS" or target) and order.window_end <= now:
-            if target:
-                transition(session, order, target, "window opened")
-            target = "COMPLETED"
-        if target is None:
-            continue
-        transition(session, order, target, "window opened" if target == "IN-PROGRESS" else "window closed")
-        ids.append(announce_status(session, order))
-    return ids
-
-
-def announce_status(session: Session, order: Order) -> int:
-    """Queue an unsolicited on_status telling the buyer the order as it now stands; its outbox id."""
-    return _announce(session, order, "on_status")
-
-
-def announce_cancellation(session: Session, order: Order) -> int:
-    """Queue an unsolicited on_cancel telling the buyer that the provider cancelled the order (bpp/admin.py);
-    the buyer treats it as any on_cancel: the order is CANCELLED, and its ledger registration is cancelled."""
-    assert order.state == "CANCELLED", order.state
-    return _announce(session, order, "on_cancel")
-
-
-def _announce(session: Session, order: Order, action: str) -> int:
-    ctx = envelope.context(
-        action,
-        bap_id=order.bap_id,
-        bap_uri=order.bap_uri,
-        transaction_id=order.transaction_id,
-        city_code=order.city_code,
-        country_code=order.country_code,
-    )
-    return _callback(session, order.bpp_id, ctx, action, message=_view(order))

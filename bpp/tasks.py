@@ -10,7 +10,7 @@ import httpx
 
 from beckn import processing
 from beckn.tasks import deliver_now
-from bpp import cft_market, outcomes, replan, service
+from bpp import cft_market, lifecycle, outcomes, replan, service
 from bpp.catalog import PlatformConfig, load_config
 from bpp.signal_providers import SignalUpdate
 from kernel import clock
@@ -25,7 +25,7 @@ processing.register("bpp", cft_market.process, on_failure=service.processing_fai
 @celery_app.task(name="bpp.advance_orders")
 def advance_orders() -> int:
     with session_scope("bpp") as s:
-        ids = service.advance_orders(s)
+        ids = lifecycle.advance_orders(s)
     deliver_now("bpp", ids)
     return len(ids)
 

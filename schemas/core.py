@@ -220,9 +220,14 @@ class Catalog(BecknModel):
     ttl: str | None = None
 
 
+# Beckn 1.1 Cancellation.cancelled_by: the two parties the spec names. A cancellation nobody asked for (the
+# platform's own: an expiry, an undeliverable order) is the provider side's: PROVIDER.
+CancelledBy = Literal["CONSUMER", "PROVIDER"]
+
+
 class Cancellation(BecknModel):
     time: datetime | None = None
-    cancelled_by: Literal["CONSUMER", "PROVIDER"] | None = None
+    cancelled_by: CancelledBy | None = None
     reason: dict[str, Any] | None = None
 
 

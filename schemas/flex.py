@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 
 from schemas.core import (
     Cancellation,
+    CancelledBy,
     Descriptor,
     Fulfillment,
     FulfillmentState,
@@ -327,6 +328,14 @@ class OrderSpec:
 
 
 @dataclass(frozen=True)
+class OrderCancellation:
+    """Who cancelled an order (Beckn `order.cancellation.cancelled_by`) and why (`reason.descriptor.name`)."""
+
+    cancelled_by: CancelledBy
+    reason: str
+
+
+@dataclass(frozen=True)
 class OrderView:
     """What the BPP answers in on_select/on_init/on_confirm/on_status/on_cancel/on_update."""
 
@@ -335,8 +344,12 @@ class OrderView:
     price_gbp_per_mwh: float
     quote_gbp: float
     updated_at: datetime
-    cancellation_reason: str | None = None
+    cancellation: OrderCancellation | None = None  # set exactly when state is CANCELLED
     extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.state == "CANCELLED") != (self.cancellation is not None):
+            raise ValueError(f"an order view in state {self.state} with cancellation {self.cancellation}")
 
 
 def order_spec_to_order(o: OrderSpec) -> Order:
@@ -434,9 +447,9 @@ def order_view_to_order(v: OrderView) -> Order:
         order.fulfillments[0].state = FulfillmentState(  # type: ignore[index]
             descriptor=Descriptor(code=v.state), updated_at=v.updated_at
         )
-    if v.cancellation_reason:
+    if v.cancellation is not None:
         order.cancellation = Cancellation(
-            cancelled_by="CONSUMER", reason={"descriptor": {"name": v.cancellation_reason}}
+            cancelled_by=v.cancellation.cancelled_by, reason={"descriptor": {"name": v.cancellation.reason}}
         )
     if v.extra_tags:
         order.tags = [_tags("flexmarket", v.extra_tags)]

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from beckn.errors import Role
 from beckn.identity import load_or_create_identity
 from beckn.models import outbox
-from bpp import admin, service
+from bpp import admin, lifecycle, service
 from bpp.catalog import PlatformConfig, example_config, parse_config
 from bpp.models import JoinedProvider, Offer, Order, OrderEvent, Provider
 from bpp.provider_file import provider_template
@@ -184,6 +184,7 @@ def an_order(bpp_id: str, state: str) -> str:
             settlement_method="P415",
             price_gbp_per_mwh=150,
             state=state,
+            cancelled_by="CONSUMER" if state == "CANCELLED" else None,  # set exactly when CANCELLED (a CHECK)
             city_code="GB-R13",
             country_code="GBR",
         )
@@ -208,6 +209,7 @@ def test_a_provider_cancels_an_accepted_order_and_the_buyer_is_told(signing_plat
         order = s.get(Order, order_id)
         assert order is not None and order.state == "CANCELLED"
         assert order.cancellation_reason == "cooling plant failure"
+        assert order.cancelled_by == "PROVIDER"
         events = s.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id)).all()
         assert [(e.from_state, e.to_state) for e in events] == [("ACCEPTED", "CANCELLED")]
         assert "cooling plant failure" in (events[0].reason or "")
@@ -217,6 +219,7 @@ def test_a_provider_cancels_an_accepted_order_and_the_buyer_is_told(signing_plat
     sent = body["message"]["order"]
     assert sent["id"] == order_id and sent["fulfillments"][0]["state"]["descriptor"]["code"] == "CANCELLED"
     assert sent["cancellation"]["reason"]["descriptor"]["name"] == "cooling plant failure"
+    assert sent["cancellation"]["cancelled_by"] == "PROVIDER"  # not the buyer's: it never asked
 
 
 @pytest.mark.parametrize("state", ["CREATED", "ACCEPTED", "IN-PROGRESS", "COMPLETED", "CANCELLED", "SETTLED"])
@@ -226,7 +229,7 @@ def test_only_a_cancellable_order_before_its_window_can_be_cancelled(
 ) -> None:
     order_id = an_order(signing_platform.subscriber_id, state)
     now = CANCEL_AT - timedelta(minutes=1) if before_window else CANCEL_AT
-    allowed = state in service.CANCELLABLE_STATES and before_window
+    allowed = state in lifecycle.CANCELLABLE_STATES and before_window
     with session_scope("bpp") as s:
         if allowed:
             admin.cancel_order(s, signing_platform, order_id, "maintenance", now)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from beckn.models import outbox
-from bpp import service
+from bpp import lifecycle
 from bpp.catalog import CommitmentError
 from bpp.models import Order, OrderEvent
 from kernel.db import session_scope
@@ -28,12 +28,12 @@ def _states(order_id: str) -> list[tuple[str | None, str]]:
 
 def test_window_opens_then_closes(order_id: str) -> None:
     with session_scope("bpp") as s:
-        assert service.advance_orders(s, now=T0 - timedelta(minutes=1)) == []
+        assert lifecycle.advance_orders(s, now=T0 - timedelta(minutes=1)) == []
     with session_scope("bpp") as s:
-        [first] = service.advance_orders(s, now=T0 + timedelta(minutes=5))
+        [first] = lifecycle.advance_orders(s, now=T0 + timedelta(minutes=5))
     assert _states(order_id) == [("ACCEPTED", "IN-PROGRESS")]
     with session_scope("bpp") as s:
-        [second] = service.advance_orders(s, now=T0 + timedelta(hours=2))
+        [second] = lifecycle.advance_orders(s, now=T0 + timedelta(hours=2))
         bodies = [json.loads(bytes(r.body)) for r in s.execute(select(outbox).where(outbox.c.id.in_([first, second])))]
     assert _states(order_id) == [("ACCEPTED", "IN-PROGRESS"), ("IN-PROGRESS", "COMPLETED")]
     codes = [b["message"]["order"]["fulfillments"][0]["state"]["descriptor"]["code"] for b in bodies]
@@ -41,13 +41,13 @@ def test_window_opens_then_closes(order_id: str) -> None:
     assert all(b["context"]["action"] == "on_status" and b["context"]["bpp_id"] == "bpp.test" for b in bodies)
     assert len({b["context"]["message_id"] for b in bodies}) == 2  # unsolicited: fresh message ids
     with session_scope("bpp") as s:
-        assert service.advance_orders(s, now=T0 + timedelta(hours=3)) == []  # nothing twice
+        assert lifecycle.advance_orders(s, now=T0 + timedelta(hours=3)) == []  # nothing twice
 
 
 def test_illegal_transitions_refused(order_id: str) -> None:
     with session_scope("bpp") as s:
         order = s.get(Order, order_id)
         with pytest.raises(CommitmentError):
-            service.transition(s, order, "CREATED")
+            lifecycle.transition(s, order, "CREATED")
         with pytest.raises(CommitmentError):
-            service.transition(s, order, "SETTLED")
+            lifecycle.transition(s, order, "SETTLED")

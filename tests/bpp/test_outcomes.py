@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import select
 
 from beckn.models import outbox
-from bpp import outcomes, service
+from bpp import lifecycle, outcomes
 from bpp.models import Order, OrderEvent
 from kernel.db import session_scope
 from schemas.core import Order as BecknOrder
@@ -59,7 +59,7 @@ def test_the_ledgers_outcome_reaches_the_order_and_its_buyer(order_id: str) -> N
     ledger.outcomes[order_id] = partial
     assert _sync(ledger) == [] and ledger.asked == []  # still ACCEPTED here: its window is not over at this BPP
     with session_scope("bpp") as s:
-        service.advance_orders(s, now=AFTER)  # → IN-PROGRESS → COMPLETED (provisional)
+        lifecycle.advance_orders(s, now=AFTER)  # → IN-PROGRESS → COMPLETED (provisional)
     [sent] = _sent(_sync(ledger))
     assert sent["context"]["action"] == "on_status" and sent["context"]["bap_id"] == "bap.test"
     assert read_outcome(BecknOrder.model_validate(sent["message"]["order"])) == partial
@@ -100,7 +100,7 @@ def test_the_ledgers_outcome_reaches_the_order_and_its_buyer(order_id: str) -> N
 
 def test_an_unreadable_ledger_leaves_the_order_for_the_next_run(order_id: str) -> None:
     with session_scope("bpp") as s:
-        service.advance_orders(s, now=AFTER)
+        lifecycle.advance_orders(s, now=AFTER)
     ledger = FakeLedger()
     ledger.outcomes[order_id] = outcomes.LedgerReadError("ledger answered 503")
     assert _sync(ledger) == [] and _order(order_id).state == "COMPLETED"
@@ -143,7 +143,7 @@ def test_the_least_recently_checked_orders_are_asked_about_first(order_id: str, 
         assert first is not None
         s.add(Order(**{**_columns(first), "id": "second", "transaction_id": "tx-2"}))
     with session_scope("bpp") as s:
-        service.advance_orders(s, now=AFTER)
+        lifecycle.advance_orders(s, now=AFTER)
         before = {o.id: o.updated_at for o in s.scalars(select(Order))}
     monkeypatch.setattr(outcomes, "BATCH", 1)
     ledger = FakeLedger()

@@ -135,6 +135,9 @@ def test_a_provider_cancelling_later_is_replaced(cancelled_later: dict[str, Any]
     assert _covered(view) and view["shortfall_kw"] == 0
     at_bap = {o["order_ref"]: o for o in view["orders"]}
     assert at_bap[victim["order_ref"]]["state"] == "CANCELLED"
+    assert at_bap[victim["order_ref"]]["cancelled_by"] == "PROVIDER"  # the on_cancel said so, not CONSUMER
+    [failed] = [e for e in view["market_log"] if e["kind"] == "order_failed"]
+    assert failed["detail"]["cancelled_by"] == "PROVIDER" and "cancelled by the provider" in failed["message"]
     replacements = [
         o for o in view["orders"] if o["order_ref"] not in {x["order_ref"] for x in cancelled_later["first"]["orders"]}
     ]
@@ -159,6 +162,8 @@ def test_a_provider_cancelling_later_is_replaced(cancelled_later: dict[str, Any]
         db_url, "SELECT state, cancellation_reason FROM bpp.orders WHERE id = %s", victim["order_id"]
     )
     assert (state, reason) == ("CANCELLED", REASON)
+    [(cancelled_by,)] = rows(db_url, "SELECT cancelled_by FROM bpp.orders WHERE id = %s", victim["order_id"])
+    assert cancelled_by == "PROVIDER"
     eventually(
         lambda: rows(db_url, "SELECT 1 FROM ledger.order_cancellations WHERE order_id = %s", victim["order_id"]), 30
     )
