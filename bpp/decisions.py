@@ -233,6 +233,8 @@ def decisions_for_plan(
                     "preemptible": job.preemptible,
                     "carbon_threshold_g_per_kwh": job.carbon_threshold_g_per_kwh,
                     "sites": [instance.sites[k].id for k in sites_used],
+                    # the job must have finished by then (the plan's end: end_utc ≤ deadline_utc)
+                    "deadline_utc": instance.slot_start(job.deadline_slot).isoformat().replace("+00:00", "Z"),
                 },
             )
         )

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import AwareDatetime, ValidationError
 from sqlalchemy import select
 
 from beckn.errors import BecknError
@@ -16,9 +16,14 @@ from beckn.webapp import BECKN_RESPONSES, CLIENT_API_RESPONSES
 from bpp.agent_service import DecisionQuery, query_decisions
 from bpp.book import BookRefused, BookRequest, book, verify_bap
 from bpp.models import Order, OrderEvent
+from bpp.schedule import check_range
+from bpp.schedule_service import NoSchedule, ScheduleQuery, provider_schedule
+from bpp.scheduler.conflicts import SchedulingInfeasible
+from kernel import clock
+from kernel.config import get_settings
 from kernel.db import session_scope
 from schemas import limits
-from schemas.limits import Identifier
+from schemas.limits import Identifier, Name
 
 router = APIRouter(tags=["beckn"])
 
@@ -52,6 +57,7 @@ def get_order(slug: str, order_id: Identifier, request: Request) -> JSONResponse
             {
                 "order_id": order.id,
                 "state": order.state,
+                "cancelled_by": order.cancelled_by,  # CONSUMER | PROVIDER when CANCELLED (bpp/lifecycle.py)
                 "provider_id": order.provider_id,
                 "item_id": order.item_id,
                 "power_kw": order.power_kw,
@@ -113,3 +119,37 @@ def decisions(slug: str, request: Request, query: Annotated[DecisionQuery, Depen
     with session_scope("bpp") as s:
         found = query_decisions(s, identity.subscriber_id, query)
         return JSONResponse(found)
+
+
+@router.get(
+    "/{slug}/providers/{provider_id}/schedule",
+    tags=["ops"],
+    summary="A provider's load-shift schedule: baseline vs planned kW per plan slot, orders, price and carbon",
+    responses={k: CLIENT_API_RESPONSES[k] for k in (400, 404, 409)},
+)
+def schedule(
+    slug: str,
+    provider_id: Name,
+    request: Request,
+    start: Annotated[AwareDatetime | None, Query()] = None,
+    end: Annotated[AwareDatetime | None, Query()] = None,
+) -> JSONResponse:
+    """Both series are the meters' net grid import (bpp/schedule.py): `baseline_kw` with no shifting (compute:
+    run-at-release; storage: battery idle), `planned_kw` the optimal plan the offers come from."""
+    identity = request.app.state.platforms.get(slug)
+    if identity is None:
+        return JSONResponse({"error": {"code": "not_found", "message": f"no platform {slug!r}"}}, status_code=404)
+    now = clock.now()
+    refused = check_range(start, end, now, get_settings().max_window_ahead_days)
+    if refused is not None:
+        field, reason = refused
+        return JSONResponse({"error": {"code": "invalid_request", "message": f"{field}: {reason}"}}, status_code=400)
+    query = ScheduleQuery(provider_id=provider_id, start_utc=start, end_utc=end)
+    try:
+        with session_scope("bpp") as s:
+            found = provider_schedule(s, identity.subscriber_id, query, now=now)
+    except NoSchedule as exc:
+        return JSONResponse({"error": {"code": "not_found", "message": str(exc)}}, status_code=404)
+    except SchedulingInfeasible as exc:  # the accepted orders cannot all be met on the current plan: say why
+        return JSONResponse({"error": {"code": "infeasible", "message": str(exc)}}, status_code=409)
+    return JSONResponse(found.to_dict())

@@ -182,6 +182,11 @@ class StorageAgent:
     def commitments(self) -> list[CommittedReduction]:
         return list(self._commitments)
 
+    @property
+    def carbon_g_per_kwh(self) -> dict[str, FloatArray]:
+        """The carbon intensity the plan and its offers read, by region, one value per plan slot."""
+        return dict(self._carbon)
+
     def slot_start(self, slot: int) -> datetime:
         return self._now + timedelta(minutes=self.slot_minutes) * slot
 
