@@ -202,8 +202,23 @@ def orders_of(session: Session, p: Procurement) -> list[BapOrder]:
     return list(session.scalars(select(BapOrder).where(BapOrder.procurement_id == p.id).order_by(BapOrder.id)))
 
 
-LIVE_STATES = ("SELECTING", "QUOTED", "CREATED", "ACCEPTED", "IN-PROGRESS", "COMPLETED")
-CONTRACTED = ("ACCEPTED", "IN-PROGRESS", "COMPLETED")  # the provider accepted: the order's kW is contracted
+LIVE_STATES = (
+    "SELECTING",
+    "QUOTED",
+    "CREATED",
+    "ACCEPTED",
+    "IN-PROGRESS",
+    "COMPLETED",
+    "PARTIALLY-DELIVERED",
+    "SETTLED",
+)
+CONTRACTED = (  # the provider accepted: the order's kW is contracted (and stays so through its settled outcomes)
+    "ACCEPTED",
+    "IN-PROGRESS",
+    "COMPLETED",
+    "PARTIALLY-DELIVERED",
+    "SETTLED",
+)
 
 
 def is_live(o: BapOrder, abandoned: set[str]) -> bool:

@@ -22,7 +22,7 @@ from bap import procurement_choice as pc
 from bap.models import BapOrder, CatalogOffer, Procurement, Transaction
 from bap.policy import needs_approval
 from bap.procurement import ACTIVE, CONTRACTED, covered_kw, get, orders_of, slots_of
-from bap.service import ClientError, OrderRequest, cancellation_reason, order_action, search
+from bap.service import ClientError, OrderRequest, cancellation_reason, cancelled_by, order_action, search
 from beckn.identity import Identity, load_identity
 from beckn.models import inbox
 from kernel import clock
@@ -35,6 +35,9 @@ log = structlog.get_logger(__name__)
 MAX_ROUNDS = 4  # choices per procurement: the first and up to three re-procurements
 MAX_SEARCHES = 2  # a re-procurement with no offer left searches the network once more
 WAITING = ("SELECTING", "QUOTED", "CREATED")
+# Who cancelled an order this engine did not cancel itself, in the market log's words (Beckn cancelled_by): the
+# provider or its platform, or this BAP by hand (the client API's cancel); None when the BPP did not say.
+CANCELLED_BY = {"PROVIDER": "the provider", "CONSUMER": "this BAP (by hand)", None: "its BPP (who, not said)"}
 
 
 @dataclass
@@ -333,7 +336,7 @@ def _place(s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, A
     st["pending"] = []
 
 
-def _fail(s: Session, p: Procurement, st: dict[str, Any], o: BapOrder, why: str) -> None:
+def _fail(s: Session, p: Procurement, st: dict[str, Any], o: BapOrder, why: str, **detail: Any) -> None:
     st["abandoned"][o.id] = why
     market_log.record(
         s,
@@ -342,25 +345,43 @@ def _fail(s: Session, p: Procurement, st: dict[str, Any], o: BapOrder, why: str)
         procurement_id=p.id,
         provider_id=o.provider_id,
         order_ref=o.id,
+        **detail,
     )
+
+
+def _confirm_turn(o: BapOrder, orders: list[BapOrder], st: dict[str, Any]) -> bool:
+    """Whether `o` may be confirmed now. A provider decides each confirm against the orders it has already
+    accepted (its schedule must hold them all), so two orders with one provider are confirmed one after the
+    other, the earlier window first: which of them the provider can honour then depends on the choice, not on
+    which message happened to arrive first."""
+    for x in orders:
+        if x.id == o.id or x.id in st["abandoned"] or (x.bpp_id, x.provider_id) != (o.bpp_id, o.provider_id):
+            continue
+        awaiting = x.state == "CREATED" and st["sent"].get(x.id, {}).get("action") == "confirm"
+        earlier = x.state in ("SELECTING", "QUOTED", "CREATED") and (x.window_start, x.id) < (o.window_start, o.id)
+        if awaiting or earlier:
+            return False
+    return True
 
 
 def _drive(s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, Any]) -> None:
     ttl = timedelta(seconds=get_settings().message_ttl_s)
-    for o in orders_of(s, p):
+    orders = orders_of(s, p)
+    for o in orders:
         if o.id in st["abandoned"]:
             continue
         sent = st["sent"].get(o.id, {"action": "select", "wall": clock.wall_now().isoformat()})
         if o.state == "CANCELLED":
-            _fail(
-                s, p, st, o, f"cancelled by the provider: {cancellation_reason(o) or o.last_error or 'no reason given'}"
-            )
+            by = cancelled_by(o)
+            why = cancellation_reason(o) or o.last_error or "no reason given"
+            _fail(s, p, st, o, f"cancelled by {CANCELLED_BY[by]}: {why}", cancelled_by=by)
         elif o.state in WAITING and o.last_error:
             _fail(s, p, st, o, o.last_error)
         elif o.state == "QUOTED" and sent["action"] == "select":
             _next(s, p, me, step, st, o, "init")
         elif o.state == "CREATED" and sent["action"] != "confirm":
-            _next(s, p, me, step, st, o, "confirm")
+            if _confirm_turn(o, orders, st):  # else it waits, not timed: the order before it is
+                _next(s, p, me, step, st, o, "confirm")
         elif o.state in WAITING and clock.wall_now() - datetime.fromisoformat(sent["wall"]) > ttl:
             _fail(s, p, st, o, f"no answer to {sent['action']} within the message TTL ({ttl.total_seconds():g} s)")
 
