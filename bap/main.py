@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from bap import dashboard, reconcile, service
 from bap import metrics as orchestrator_metrics
-from bap import reconcile, service
 from bap.backpressure import SEARCHES
 from bap.orchestrator_router import orchestrator
 from bap.router import api, beckn_router
@@ -51,6 +51,7 @@ def create_app() -> FastAPI:
     )
     app.include_router(api)
     app.include_router(orchestrator)
+    dashboard.mount(app)  # the operator dashboard at /dashboard (bap/dashboard.py)
     reconcile.register_metrics()  # the reconciliation alerts on /metrics (read from their table at each scrape)
     orchestrator_metrics.register_metrics()  # procurements and grid signals (bap/metrics.py)
     add_body_guard(app, "/api/")  # 413 over 1 MiB, deep JSON and NUL refused before parsing (schemas/limits.py)
