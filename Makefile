@@ -25,7 +25,7 @@ demo: install
 # The pure cores: no web framework, database, task queue or HTTP client (import-linter holds that), and
 # typed strictly. ARCHITECTURE.md lists them; keep this list, pyproject.toml's contract and it in step.
 PURE_CORES := grid bpp/scheduler bpp/plan.py bpp/lp.py bpp/storage.py bpp/battery.py bpp/domain.py bpp/signal_providers.py \
-	bpp/agent_config.py bpp/provider_file.py bpp/agent.py bpp/storage_agent.py bpp/planner.py bpp/offers.py bpp/decisions.py bpp/baselines.py bpp/workload.py bpp/forecast.py \
+	bpp/agent_config.py bpp/provider_file.py bpp/agent.py bpp/storage_agent.py bpp/planner.py bpp/offers.py bpp/decisions.py bpp/baselines.py bpp/workload.py bpp/forecast.py bpp/schedule.py \
 	ledger/chain.py ledger/merkle.py ledger/canonical.py ledger/settlement.py ledger/baseline.py ledger/allocation.py \
 	ledger/transfers.py ledger/cft.py ledger/accounts.py ledger/proofs.py ledger/statement_csv.py ledger/errors.py \
 	ledger/agreements.py \

@@ -4,7 +4,7 @@ Copies the rows of a few 2023 weeks, byte for byte and with the original headers
 files into files of the same names (so ``grid.signals`` loads either directory unchanged), and writes
 ``data/grid/README.md`` with the sources' attribution lines.
 
-    .venv/bin/python bench/make_demo_data.py [--start 2023-11-20] [--weeks 4] [--src DIR] [--out DIR]
+    .venv/bin/python bench/make_demo_data.py [--start 2023-01-01] [--weeks 4] [--src DIR] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SRC = ROOT.parent / "shared" / "data" / "grid"
 DEFAULT_OUT = ROOT / "data" / "grid"
 #: four early-winter weeks, Monday to Monday: no gaps in any file, GB carbon 38–309 gCO2/kWh
-DEFAULT_START = "2023-11-20"
+DEFAULT_START = "2023-01-01"  # 2023-01-24 (a DFS day, the demo's default) and the 23 days its forecasts learn from
 DEFAULT_WEEKS = 4
 
 

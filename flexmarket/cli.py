@@ -187,7 +187,8 @@ def ven() -> None:
     configure_logging()
     sink = HttpProcurementSink(settings.ven_bap_url, settings.ven_api_key)
     # `flexmarket up` reads readiness from this line (flexmarket/runner.py `_worker_ready`)
-    console.print(f"VEN {settings.openadr_ven_name} for {settings.openadr_vtn_url} ready.")
+    # one unwrapped line, flushed: under `flexmarket up` stdout is a file (block-buffered, and rich would wrap)
+    print(f"VEN {settings.openadr_ven_name} for {settings.openadr_vtn_url} ready.", flush=True)
     try:
         run_ven(settings, sink)
     except KeyboardInterrupt:
@@ -227,6 +228,10 @@ def up(
     for name, info in net.manifest["participants"].items():
         console.print(f"  {name:9s} {info['base_url']}")
     console.print(f"  API docs  {net.manifest['participants']['bap']['docs']}\n  logs      {net.manifest['logs']}")
+    console.print(
+        f"  dashboard {net.manifest['participants']['bap']['base_url']}/dashboard — log in with the operator or "
+        "viewer key under participants.bap.api_keys in the manifest"
+    )
     stop = {"now": False}
 
     def _stop(*_: object) -> None:
@@ -344,18 +349,36 @@ def reconcile(
 
 @app.command()
 def demo(
-    providers: Annotated[int, typer.Option(help="providers hosted by the BPP (≥ 3)")] = 4,
-    target_kw: Annotated[float, typer.Option(help="load reduction the orchestrator wants")] = 1500.0,
-    base_port: Annotated[int | None, typer.Option(help="first port (default: a free range)")] = None,
+    date: Annotated[str, typer.Option("--date", help="the GB day to replay (YYYY-MM-DD)")] = "2023-01-24",
+    providers: Annotated[int, typer.Option(help="data centres (3–7), each a BPP platform of its own")] = 5,
     out: Annotated[Path | None, typer.Option(help="output folder (default: $FLEXMARKET_HOME/demo/<run>)")] = None,
+    seed: Annotated[int, typer.Option(help="job mixes and meter noise: the same seed gives the same figures")] = 7,
+    jobs_per_site: Annotated[int, typer.Option(help="jobs in each data centre's mix", min=10, max=600)] = 120,
+    base_port: Annotated[int | None, typer.Option(help="first port (default: a free range)")] = None,
 ) -> None:
-    """Run the whole marketplace on embedded services and walk one load-reduction purchase through it."""
-    from flexmarket.demo import run_demo
+    """Replay a real GB grid peak day on the whole marketplace: onboarding, tokens, a DR event from a VTN,
+    procurement with a provider going silent, delivery, P415 settlement, statements; writes a report."""
+    from datetime import date as Date
 
-    if providers < 3:
-        raise typer.BadParameter("the demo needs at least 3 providers")
+    from flexmarket.demo import DemoOptions, run_demo
+    from flexmarket.demo_config import fleet, replayable
+
+    try:
+        day = Date.fromisoformat(date)
+    except ValueError:
+        raise typer.BadParameter(f"{date!r} is not a date (YYYY-MM-DD)", param_hint="--date") from None
+    try:
+        fleet(providers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--providers") from None
+    refused = replayable(day)
+    if refused:
+        raise typer.BadParameter(refused, param_hint="--date")
     _services()
-    raise typer.Exit(run_demo(console, providers=providers, target_kw=target_kw, base_port=base_port, out=out))
+    options = DemoOptions(
+        day=day, providers=providers, seed=seed, jobs_per_site=jobs_per_site, out=out, base_port=base_port
+    )
+    raise typer.Exit(run_demo(console, options))
 
 
 # -- registry operator -----------------------------------------------------------------------------

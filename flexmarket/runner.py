@@ -29,7 +29,7 @@ from beckn.keys import load_or_create_keypair, public_key_b64
 from bpp.catalog import network_config, parse_config
 from flexmarket import lifeline
 from kernel import clock, db
-from kernel.config import get_settings
+from kernel.config import environment, get_settings
 from kernel.db import session_scope
 from ledger import api_keys as ledger_api_keys
 from ledger import db as ledger_db
@@ -245,6 +245,28 @@ def _bap_keys() -> dict[str, str]:
         }
 
 
+@dataclass(frozen=True)
+class OperatorAdds:
+    """The network's operator enters each BPP platform in the registry (what `flexmarket registry add` does)."""
+
+
+@dataclass(frozen=True)
+class PlatformsSubscribe:
+    """Each BPP platform onboards itself: at start-up the BPP POSTs every platform's subscription, signed with
+    that platform's own keys, to the registry's `/subscribe` (FLEXMARKET_AUTO_SUBSCRIBE, beckn/onboarding.py),
+    approved with the registry operator's token."""
+
+
+Onboarding = OperatorAdds | PlatformsSubscribe
+
+
+def _self_subscription(home: Path) -> dict[str, str]:
+    """The BPP's environment for PlatformsSubscribe: subscribe at start-up, with the registry operator's token."""
+    with environment({"FLEXMARKET_HOME": str(home)}):
+        token = registry_service.operator_token()  # the network registry's (generated under its home)
+    return {"FLEXMARKET_AUTO_SUBSCRIBE": "true", "FLEXMARKET_REGISTRY_OPERATOR_TOKEN": token}
+
+
 def prepare_network(
     *,
     home: Path,
@@ -257,6 +279,7 @@ def prepare_network(
     with_ledger: bool = True,
     extra_env: dict[str, str] | None = None,
     workers: dict[str, str] | None = None,
+    onboarding: Onboarding = OperatorAdds(),
 ) -> Network:
     """Identities, registry entries, providers file and process definitions (nothing started yet).
 
@@ -291,7 +314,8 @@ def prepare_network(
             city_code=p.city_codes[0],
             country_code=p.country_code,
         )
-        register(ident, list(p.city_codes))
+        if isinstance(onboarding, OperatorAdds):
+            register(ident, list(p.city_codes))
         bpps.append(
             {
                 "subscriber_id": p.subscriber_id,
@@ -340,6 +364,7 @@ def prepare_network(
             "FLEXMARKET_SUBSCRIBER_URL": base["bpp"],
             "FLEXMARKET_PROVIDERS_FILE": str(providers_file),
             "FLEXMARKET_BPP_ADMIN_TOKEN": bpp_admin_token,
+            **(_self_subscription(home) if isinstance(onboarding, PlatformsSubscribe) else {}),
         },
     }
     net = Network(home, {})

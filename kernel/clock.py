@@ -8,7 +8,9 @@ Two kinds of time, never mixed:
   *simulated* clock: it read ``FLEXMARKET_CLOCK_START`` at the wall instant ``FLEXMARKET_CLOCK_ANCHOR``
   and advances ``FLEXMARKET_CLOCK_SPEED`` simulated seconds per real second. Every process of a
   deployment is given the same three values (``flexmarket up`` and the test networks write the anchor
-  once for all of them), so every process and worker reads the same simulated instant.
+  once for all of them), so every process and worker reads the same simulated instant. With
+  ``FLEXMARKET_CLOCK_FILE`` set instead, the simulated clock is *stepped*: its current segment lives in
+  that file and one controller (``flexmarket demo``) moves it forward (:class:`SteppedClock`).
 * **Transport time** — :func:`wall_now`. Timers that measure real elapsed time between machines read
   the wall clock whatever the market clock says: Beckn signature validity and message TTLs, outbox
   retries and leases, registry cache lifetimes, HTTP timeouts. A message takes the same real
@@ -20,10 +22,13 @@ Invariant: :func:`now` is timezone-aware UTC and never runs backwards within a p
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from kernel.config import Settings, get_settings
@@ -81,12 +86,93 @@ class SimulatedClock:
         }
 
 
+class SteppedClock:
+    """Market time from a segment file that one controller moves forward: the simulated clock of the segment
+    the file holds (``{"start", "anchor", "speed"}``), re-read when the file changes (at most every
+    ``RELOAD_S`` of real time). Every process of a deployment reads the same file, so a jump written once is
+    seen by all of them within ``RELOAD_S``. ``flexmarket demo`` uses it to skip the hours in which nothing
+    happens instead of running a whole day fast.
+
+    Invariant: :meth:`now` never runs backwards, whatever the file says (:func:`advance_to` only writes
+    later instants; a reader also keeps the latest value it returned)."""
+
+    RELOAD_S = 0.1
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._segment = read_segment(self.path)
+        self._checked = time.monotonic()
+        self._mtime_ns = self._stat()
+        self._last_us = 0
+        self._guard = threading.Lock()
+
+    def _stat(self) -> int:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return -1
+
+    def segment(self) -> SimulatedClock:
+        if time.monotonic() - self._checked >= self.RELOAD_S:
+            self._checked = time.monotonic()
+            mtime = self._stat()
+            if mtime != self._mtime_ns and mtime >= 0:
+                self._segment, self._mtime_ns = read_segment(self.path), mtime
+        return self._segment
+
+    @property
+    def speed(self) -> float:
+        return self.segment().speed
+
+    def now_us(self) -> int:
+        with self._guard:
+            self._last_us = max(self._last_us, self.segment().now_us())
+            return self._last_us
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.now_us() / 1_000_000, UTC)
+
+    def describe(self) -> dict[str, str | float]:
+        return {**self.segment().describe(), "kind": "simulated", "stepped": str(self.path)}
+
+
+def read_segment(path: Path) -> SimulatedClock:
+    """The segment a clock file holds."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    return SimulatedClock(
+        start=datetime.fromisoformat(doc["start"]),
+        anchor=datetime.fromisoformat(doc["anchor"]),
+        speed=float(doc.get("speed", 1.0)),
+    )
+
+
+def write_segment(path: Path, start: datetime, speed: float = 1.0) -> SimulatedClock:
+    """Start a clock file (or restart it) at ``start`` now, running ``speed`` × real time. Atomic (rename)."""
+    segment = SimulatedClock(start=start, anchor=datetime.now(UTC), speed=speed)
+    tmp = Path(path).with_suffix(".tmp")
+    doc = {"start": segment.start.isoformat(), "anchor": segment.anchor.isoformat(), "speed": segment.speed}
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    os.replace(tmp, path)
+    return segment
+
+
+def advance_to(path: Path, when: datetime, speed: float | None = None) -> datetime:
+    """Move a clock file's market time forward to ``when`` (never back: an earlier ``when`` keeps the current
+    instant), optionally at a new speed. Returns the instant the file now starts from."""
+    current_segment = read_segment(path)
+    start = max(when.astimezone(UTC), current_segment.now())
+    write_segment(path, start, current_segment.speed if speed is None else speed)
+    return start
+
+
 _lock = threading.Lock()
 _override: Clock | None = None
 _built: tuple[Settings, Clock] | None = None
 
 
 def _from_settings(settings: Settings) -> Clock:
+    if settings.clock_file is not None:
+        return SteppedClock(settings.clock_file)
     if settings.clock_start is None:
         return WallClock()
     anchor = settings.clock_anchor or datetime.now(UTC)
@@ -127,7 +213,7 @@ def wall_now() -> datetime:
 def speed() -> float:
     """Simulated seconds per real second (1 on the wall clock): periodic market work scales by it."""
     clock = current()
-    return clock.speed if isinstance(clock, SimulatedClock) else 1.0
+    return clock.speed if isinstance(clock, SimulatedClock | SteppedClock) else 1.0
 
 
 def describe() -> dict[str, str | float]:
@@ -146,6 +232,8 @@ def pinned_env(env: dict[str, str]) -> dict[str, str]:
     """The clock variables for the processes of one deployment, with the anchor pinned once so that every
     process and worker reads the same simulated instant. ``env`` is the environment they will get; a
     simulated start without an anchor takes this process's anchor (or now). Empty on the wall clock."""
+    if env.get("FLEXMARKET_CLOCK_FILE"):
+        return {"FLEXMARKET_CLOCK_FILE": env["FLEXMARKET_CLOCK_FILE"]}
     start = env.get("FLEXMARKET_CLOCK_START")
     if not start:
         return {}

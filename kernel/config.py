@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     clock_start: AwareDatetime | None = Field(default=None, alias="FLEXMARKET_CLOCK_START")
     clock_speed: float = Field(default=1.0, gt=0, alias="FLEXMARKET_CLOCK_SPEED")
     clock_anchor: AwareDatetime | None = Field(default=None, alias="FLEXMARKET_CLOCK_ANCHOR")
+    # A stepped simulated clock (kernel/clock.py SteppedClock): its current segment (start, anchor, speed) is
+    # read from this JSON file, which one controller (`flexmarket demo`) rewrites to move the market forward.
+    # Takes precedence over FLEXMARKET_CLOCK_START.
+    clock_file: Path | None = Field(default=None, alias="FLEXMARKET_CLOCK_FILE")
     # How far ahead of the market clock a search or order window may start (schemas/limits.py).
     max_window_ahead_days: float = Field(default=90.0, gt=0, alias="FLEXMARKET_MAX_WINDOW_AHEAD_DAYS")
 

@@ -7,8 +7,8 @@ settlement_runs, tokens, checkpoints, statements, verify, api_keys):
   (`in_transaction(conn, fn)` gives one, retrying on unique-key races), writes its own rows first and
   the ledger entries last (ledger/store.py: the chain lock must be the last lock taken).
 * Functions take `now` explicitly where the rules depend on the clock; production callers pass market
-  time, `kernel.clock.now()` (kernel/clock.py: wall time, or the deployment's simulated clock); the demo
-  and tests may pass another instant (ledger/demo.py explains how that stays honest).
+  time, `kernel.clock.now()` (kernel/clock.py: wall time, or the deployment's simulated clock);
+  tests may pass another instant.
 * Money never leaves integer pence; quantities arrive already converted to integer units
   (Wh, W, pence/MWh) by the HTTP/CLI layers.
 """

@@ -11,9 +11,7 @@ final one alike."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,15 +21,14 @@ from typing import Any
 
 import httpx
 import pytest
-from openleadr import OpenADRServer, objects
 
 from bap.openadr_events import HALF_HOUR, FinalState, GridEventRequest, OptType, Slot
 from bap.ven import HttpProcurementSink, SinkError, run_ven
+from flexmarket.vtn import Vtn, dr_event
 from kernel.config import Settings
 
 pytestmark = pytest.mark.timeout(90)
 VEN_NAME = "flexmarket-orchestrator"
-VEN_ID = "VEN-UNDER-TEST"
 
 
 @dataclass
@@ -67,93 +64,6 @@ class RecordingSink:
 
     def procurement_of(self, event_id: str) -> list[tuple[str, GridEventRequest]]:
         return [(p, r) for p, r in self.submitted if r.event_id == event_id]
-
-
-class Vtn:
-    """A real openleadr VTN on its own event loop and thread."""
-
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.queue: list[objects.Event] = []
-        self.registrations: list[str] = []
-        self.responses: list[tuple[str, str]] = []  # (event id, opt type), in arrival order
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/OpenADR2/Simple/2.0b"
-
-    async def _start(self) -> OpenADRServer:
-        server = OpenADRServer(
-            vtn_id="TEST-VTN", http_port=self.port, requested_poll_freq=timedelta(seconds=1), show_fingerprint=False
-        )
-        server.add_handler("on_create_party_registration", self._register)
-        server.add_handler("on_poll", lambda ven_id: self.queue.pop(0) if self.queue else None)
-        server.add_handler("on_request_event", lambda ven_id: None)
-        server.add_handler("on_created_event", self._created_event)
-        await server.run()
-        return server
-
-    def _register(self, payload: dict[str, Any]) -> tuple[str, str]:
-        self.registrations.append(payload["ven_name"])
-        return VEN_ID, f"REG-{len(self.registrations)}"
-
-    def _created_event(self, ven_id: str, event_id: str, opt_type: str) -> None:
-        assert ven_id == VEN_ID
-        self.responses.append((event_id, opt_type))
-
-    def opts(self, event_id: str) -> list[str]:
-        return [opt for e, opt in self.responses if e == event_id]
-
-    def send(self, event: objects.Event) -> None:
-        self.queue.append(event)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def dr_event(
-    event_id: str,
-    start: datetime,
-    payloads: list[float],
-    *,
-    signal: tuple[str, str] = ("LOAD_DISPATCH", "delta"),
-    modification: int = 0,
-    status: str | None = None,
-) -> objects.Event:
-    """An event with one signal: one 30-minute interval per payload, from `start`."""
-    event = objects.Event(
-        event_descriptor=objects.EventDescriptor(
-            event_id=event_id,
-            modification_number=modification,
-            market_context="oadr://flexmarket.test",
-            event_status=status,
-            created_date_time=datetime.now(UTC),
-        ),
-        event_signals=[
-            objects.EventSignal(
-                signal_name=signal[0],
-                signal_type=signal[1],
-                signal_id=f"{event_id}-signal",
-                intervals=[
-                    objects.Interval(dtstart=start + i * HALF_HOUR, duration=HALF_HOUR, signal_payload=p)
-                    for i, p in enumerate(payloads)
-                ],
-            )
-        ],
-        targets=[objects.Target(ven_id=VEN_ID)],
-        response_required="always",
-    )
-    if status is not None:  # Event() derives the status from its period; cancelling sets it, as cancel_event does
-        event.event_descriptor.event_status = status
-    return event
 
 
 def wait_until(predicate: Callable[[], object], *, timeout_s: float = 15.0) -> None:

@@ -21,8 +21,9 @@ import pytest
 
 from bap.ven import HttpProcurementSink, run_ven
 from flexmarket.runner import Network
+from flexmarket.vtn import Vtn, dr_event
 from kernel.config import Settings
-from tests.bap.test_ven import Vtn, dr_event, wait_until
+from tests.bap.test_ven import wait_until
 from tests.e2e.helpers import bap_headers, bap_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
