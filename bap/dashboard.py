@@ -19,7 +19,8 @@ before anything else is read (bap/dashboard_session.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from urllib.parse import parse_qs, urlencode
 import jinja2
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
@@ -454,6 +455,40 @@ async def fragment(
     sel = Selection(procurement, provider)
     body = await run_in_session(lambda s: _panel_html(panel, viewer, sel, PANELS[panel].read(s, sel)))
     return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+EVENTS_POLL_S = 1.0  # how often the event stream looks for a change
+EVENTS_KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing a quiet stream
+EVENTS_STREAM_S = 300.0  # a stream ends after this; the browser's EventSource reconnects (session re-checked)
+
+
+@dashboard.get("/events")
+async def events(request: Request) -> Response:
+    """Server-sent events: `changed` whenever what the panels show may have changed (dashboard_data.version), and
+    the page then re-fetches its panels without a reload. The session is checked when the stream opens; a stream
+    lasts EVENTS_STREAM_S and the browser reconnects, so a revoked key loses its stream within that time."""
+    viewer = await _viewer(request)
+    if viewer is None:
+        return _fragment_refused()
+
+    async def stream() -> AsyncIterator[str]:
+        yield f"retry: {int(EVENTS_POLL_S * 3000)}\n\n"
+        last = await run_in_session(dashboard_data.version)
+        quiet_s = elapsed_s = 0.0
+        while elapsed_s < EVENTS_STREAM_S and not await request.is_disconnected():
+            await asyncio.sleep(EVENTS_POLL_S)
+            elapsed_s += EVENTS_POLL_S
+            now = await run_in_session(dashboard_data.version)
+            if now != last:
+                last, quiet_s = now, 0.0
+                yield "event: changed\ndata: {}\n\n"
+            else:
+                quiet_s += EVENTS_POLL_S
+                if quiet_s >= EVENTS_KEEPALIVE_S:
+                    quiet_s = 0.0
+                    yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=SECURITY_HEADERS)
 
 
 @dashboard.get("/ledger/verify")

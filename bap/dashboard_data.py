@@ -18,11 +18,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bap import governance, market_log, procurement, reconcile, tokens
-from bap.models import BapOrder, CatalogOffer, MarketLogEntry, TokenOrder
+from bap.models import BapOrder, CatalogOffer, Halt, MarketLogEntry, Procurement, ReconciliationAlert, TokenOrder
 from bap.service import ClientError
 from kernel.config import get_settings
 
@@ -303,3 +303,16 @@ def provider_schedule(s: Session, provider_id: str) -> dict[str, Any]:
     except ValueError as exc:
         return {"error": f"the BPP's answer is malformed: {exc}"}
     return {"chart": chart, "totals": doc.get("totals") if isinstance(doc.get("totals"), dict) else None}
+
+
+def version(s: Session) -> str:
+    """What the panels show has changed since a page last saw this value when it differs: the newest change to a
+    procurement or order, the market log's last entry, the kill switch's last move, the reconciliation alerts."""
+    parts = [
+        s.scalar(select(func.max(Procurement.updated_at))),
+        s.scalar(select(func.max(BapOrder.updated_at))),
+        s.scalar(select(func.max(MarketLogEntry.id))),
+        s.scalar(select(func.max(Halt.id))),
+        s.scalar(select(func.count()).select_from(ReconciliationAlert)),
+    ]
+    return "|".join("" if p is None else str(p) for p in parts)

@@ -18,7 +18,7 @@ from bap import governance, market_log, procurement, procurement_engine, signals
 from bap.auth_route import GuardedRoute, principal_of, run_audited
 from bap.permissions import Role
 from bap.policy import PolicyBody
-from bap.router import _KEY_SCHEMES, aware, error_response, fan_out_of, run_in_session
+from bap.router import KEY_SCHEMES, aware, error_response, fan_out_of, run_in_session
 from bap.service import ClientError
 from beckn.webapp import CLIENT_API_RESPONSES
 from kernel.celery_app import celery_app
@@ -29,7 +29,7 @@ orchestrator = APIRouter(
     tags=["grid orchestrator"],
     responses=CLIENT_API_RESPONSES,
     route_class=GuardedRoute,
-    dependencies=_KEY_SCHEMES,
+    dependencies=KEY_SCHEMES,
 )
 T = TypeVar("T")
 

@@ -39,7 +39,7 @@ from schemas.flex import FlexRequest
 log = structlog.get_logger(__name__)
 beckn_router = APIRouter(prefix="/beckn", tags=["beckn callbacks"], responses=BECKN_RESPONSES)
 # The two ways to present a key, declared so /docs offers them; GuardedRoute does the checking.
-_KEY_SCHEMES = [
+KEY_SCHEMES = [
     Security(HTTPBearer(auto_error=False, description="Authorization: Bearer fmb_…")),
     Security(APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key, as X-API-Key")),
 ]
@@ -48,7 +48,7 @@ api = APIRouter(
     tags=["aggregator API"],
     responses=CLIENT_API_RESPONSES,
     route_class=GuardedRoute,
-    dependencies=_KEY_SCHEMES,
+    dependencies=KEY_SCHEMES,
 )
 T = TypeVar("T")
 

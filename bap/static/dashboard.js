@@ -195,11 +195,21 @@
     panels.forEach(function (panel) {
       drawAll(panel);
       if (panel.dataset.lazy) refresh(panel);
-      var every = Math.max(2, parseInt(panel.dataset.refreshS || "10", 10)) * 1000;
+      // a slow safety net for what lives elsewhere (the ledger, the BPPs' schedules); changes here come as events
+      var every = Math.max(2, parseInt(panel.dataset.refreshS || "10", 10)) * 3000;
       window.setInterval(function () {
         if (!document.hidden) refresh(panel);
       }, every);
     });
+    // Server-sent events: the BAP says when what the panels show has changed; every panel re-fetches then.
+    if (window.EventSource && document.body.dataset.events) {
+      var stream = new EventSource(document.body.dataset.events);
+      stream.addEventListener("changed", function () {
+        panels.forEach(function (panel) {
+          refresh(panel);
+        });
+      });
+    }
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

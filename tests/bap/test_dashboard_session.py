@@ -12,6 +12,7 @@ the BAP app of tests/bap/conftest.py:
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 import bap.orchestrator_router
-from bap import auth, dashboard_session, governance
+from bap import auth, dashboard, dashboard_session, governance, market_log
 from bap.auth import Principal
 from bap.dashboard_session import COOKIE_NAME
 from bap.models import AuditEntry, Procurement
@@ -355,6 +356,25 @@ def test_every_panel_renders_for_both_roles(browser: TestClient, keys: Keys) -> 
             assert r.status_code == 200 and any(t in r.text for t in texts), (panel, r.text)
     assert browser.get("/dashboard/fragments/nonsense").status_code in (400, 422)
     assert browser.get("/dashboard", params={"procurement": "x" * 100}).status_code == 400
+
+
+def test_the_event_stream_needs_a_session_and_says_when_something_changed(
+    browser: TestClient, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert browser.get("/dashboard/events").status_code == 401
+    _login(browser, keys.viewer)
+    monkeypatch.setattr(dashboard, "EVENTS_POLL_S", 0.2)
+    monkeypatch.setattr(dashboard, "EVENTS_STREAM_S", 2.0)
+
+    def change() -> None:
+        with session_scope("bap") as s:
+            market_log.record(s, "note", "something happened", procurement_id=None)
+
+    threading.Timer(0.6, change).start()
+    with browser.stream("GET", "/dashboard/events") as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())  # the stream ends after EVENTS_STREAM_S; the browser would reconnect
+    assert text.startswith("retry: ") and "event: changed" in text
 
 
 # -- the codec itself ----------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ stored and queryable, and any process rebuilds the same agent with the orders ac
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -139,3 +141,47 @@ def test_a_battery_only_provider_sells_storage_and_confirms_through_its_storage_
         with pytest.raises(CommitmentError) as e:
             agent_service.check_update(s, first, offer.location_id, power_kw=offer.available_kw * 3, **window)
         assert e.value.kind == "update_not_possible"
+
+
+def test_confirms_of_one_provider_are_decided_one_at_a_time(platform, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A site never over-sells under concurrency: while one confirm of a provider is being decided (its
+    transaction open), a second confirm of another of its offers waits, then plans with the first accepted."""
+    planned_with: list[str] = []
+    build = agent_service.build_agent
+
+    def recording_build(session, row, **kw):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "second":  # what the second confirm's plan imposes
+            planned_with.extend(o.id for o, _ in agent_service.accepted_orders(session, row))
+        return build(session, row, **kw)
+
+    monkeypatch.setattr(agent_service, "build_agent", recording_build)
+    with session_scope("bpp") as s:
+        compute = s.scalars(select(Offer).where(Offer.active, Offer.provider_id == "dc-01")).all()
+        first_offer, second_offer = sorted(compute, key=lambda o: o.window_start)[:2]
+        first = _order(s, first_offer, round(first_offer.available_kw * 0.2, 1)).id
+        second = _order(s, second_offer, round(second_offer.available_kw * 0.2, 1)).id
+    events: list[str] = []
+
+    def confirm_first() -> None:
+        with session_scope("bpp") as s:
+            o = s.get(Order, first)
+            agent_service.commit(s, o, first_offer.location_id)
+            service.transition(s, o, "ACCEPTED", "confirmed")
+            events.append("first decided")
+            time.sleep(1.0)  # the transaction stays open a while
+            events.append("first commits")
+
+    def confirm_second() -> None:
+        time.sleep(0.3)
+        with session_scope("bpp") as s:
+            o = s.get(Order, second)
+            agent_service.commit(s, o, second_offer.location_id)
+            events.append("second decided")
+
+    threads = [threading.Thread(target=confirm_first), threading.Thread(target=confirm_second, name="second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert events == ["first decided", "first commits", "second decided"]
+    assert planned_with == [first]  # the second plan imposed the first order

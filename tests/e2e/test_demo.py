@@ -27,6 +27,7 @@ from flexmarket.demo_config import BATTERY_SITE, fleet
 from flexmarket.demo_network import DemoNetwork
 from flexmarket.report import chart_data
 from kernel.config import environment
+from tests.test_demo_report import check_report_in_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -161,5 +162,7 @@ def test_the_demo_replays_the_day_twice_with_the_same_figures(
             assert embedded and json.loads(embedded.group(1)) == json.loads(json.dumps(chart_data(doc)))
             for f in doc["files"]["statements"] + ["market.jsonl", "carbon.jsonl", "decisions.jsonl"]:
                 assert (out / f).stat().st_size > 0, f
+            if n == 1:  # the real run's report, drawn in headless chromium (skips with a message without it)
+                check_report_in_chromium(doc, out / "report.html", "demo-report.png")
     assert not seen[0]["orders"] & seen[1]["orders"]  # fresh state: neither run saw the other's orders
     assert _stable(seen[0]["doc"]) == _stable(seen[1]["doc"])
