@@ -33,7 +33,7 @@ from beckn.tasks import send_delivery
 from beckn.webapp import CLIENT_API_RESPONSES
 from bpp import lifecycle, service
 from bpp.catalog import PlatformConfig, ProviderConfig
-from bpp.models import JoinedProvider, Offer, Order
+from bpp.models import JoinedProvider, Offer, Order, Provider
 from bpp.provider_file import ProviderFileError, parse_provider, without_notes
 from kernel import clock
 from kernel.config import get_settings
@@ -185,6 +185,10 @@ def listing(session: Session, platform: PlatformConfig) -> list[dict[str, Any]]:
         .group_by(Offer.provider_id)
     )
     offers = dict(session.execute(active).tuples().all())
+    anchors = {
+        r.provider_id: r.agent_anchor_utc
+        for r in session.scalars(select(Provider).where(Provider.bpp_id == platform.subscriber_id))
+    }
     file_rows = [{"provider_id": p.id, "source": "providers_file"} for p in platform.providers]
     joined = session.scalars(select(JoinedProvider).where(JoinedProvider.bpp_id == platform.subscriber_id))
     joined_rows = [
@@ -196,7 +200,19 @@ def listing(session: Session, platform: PlatformConfig) -> list[dict[str, Any]]:
         }
         for r in joined
     ]
-    return [{**r, "active_offers": offers.get(str(r["provider_id"]), 0)} for r in file_rows + joined_rows]
+
+    def planned_from(provider_id: str) -> str | None:  # where the agent's current plan starts (None: no agent)
+        anchor = anchors.get(provider_id)
+        return anchor.isoformat() if anchor else None
+
+    return [
+        {
+            **r,
+            "active_offers": offers.get(str(r["provider_id"]), 0),
+            "plan_start_utc": planned_from(str(r["provider_id"])),
+        }
+        for r in file_rows + joined_rows
+    ]
 
 
 # -- HTTP -----------------------------------------------------------------------------------------

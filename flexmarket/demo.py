@@ -181,10 +181,13 @@ def _progress(console: Console) -> Progress:
 
 
 def _onboarded(net: DemoNetwork, run: DemoRun) -> None:
-    """Every platform subscribed itself (the BPPs are healthy only after their /subscribe); the policy the
+    """Every platform subscribed itself (the BPPs are healthy only after their /subscribe); the clock moves to
+    06:00 and runs at real-time speed from there; every agent plans from 06:00; the policy the
     orchestrator runs under: no approval needed at this size, tokens bought at or below the spot median, a held
     token valued at TOKEN_VALUE_GBP_PER_MWH (about what it cost and a margin), so the procurement's choice
     redeems one only where spot flexibility is dearer."""
+    net.advance_to(run.day_start, speed=1.0)
+    _plans_start(net, run.day_start)
     _activate(net, _policy(buy_tokens=True), "the day: buy evening tokens at or below the spot median")
 
 
@@ -250,6 +253,7 @@ def _survey_and_buy_tokens(net: DemoNetwork, run: DemoRun) -> None:
 def _event(net: DemoNetwork, run: DemoRun) -> None:
     """14:00: the utility's DR event for the evening peak; the silent data centre goes quiet mid-procurement."""
     net.advance_to(run.day_start.replace(hour=14))
+    _plans_start(net, run.day_start.replace(hour=14))
     _activate(net, _policy(buy_tokens=False), "the event is announced: redeem what is held, buy no more tokens")
     _signals_heard(net, since=run.day_start.replace(hour=13))
     view = net.bap("viewer").get(f"/transactions/{run.survey_tx}")
@@ -283,6 +287,18 @@ def _event(net: DemoNetwork, run: DemoRun) -> None:
         raise DemoError(f"the procurement ended {view['status']}: {view.get('status_reason')}")
     wait_for("the VEN's final opt to the VTN", lambda: net.vtn.opts(run.event_id), timeout_s=30)
     run.schedules_event = _schedules(net, run)  # re-planned with the orders imposed: what the sites will run
+
+
+def _plans_start(net: DemoNetwork, anchor: datetime) -> None:
+    """Every agent has re-planned from `anchor` (its BPP's beat re-plans from the market time, on the hour), so
+    the offers and schedules read next are that hour's plans whatever this machine's speed."""
+    want = anchor.isoformat()
+    wait_for(
+        f"every agent's plan from {anchor:%H:%M}",
+        lambda: all(a is None or a == want for a in net.plan_starts().values()),
+        timeout_s=60,
+        seen=net.plan_starts,
+    )
 
 
 def _signals_heard(net: DemoNetwork, *, since: datetime) -> None:

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,9 +42,12 @@ DEMO_ENV = {
     "FLEXMARKET_OUTCOME_SYNC_INTERVAL_S": "30",
     "FLEXMARKET_GRID_SIGNAL_SOURCE": "replay",
     "FLEXMARKET_OPENADR_STATUS_POLL_S": "1",
+    "FLEXMARKET_REPLAN_INTERVAL_S": "300",  # market seconds: every 5 real seconds at CLOCK_SPEED
 }
-#: simulated seconds per real second between jumps: the beat's market-time schedules (settlement, token
-#: purchases, series minting) come every few real seconds
+#: simulated seconds per real second while the network starts: the beat's market-time schedules (settlement,
+#: token purchases, series minting, re-plans) are set from it and so come every few real seconds all day; the
+#: drive itself then runs at real-time speed between its jumps, so that no plan, offer or order depends on how
+#: fast this machine is
 CLOCK_SPEED = 60.0
 
 
@@ -121,11 +124,21 @@ class DemoNetwork:
     def bpp(self, slug: str) -> Api:
         return Api(f"{self.net.url('bpp')}/{slug}")
 
-    def advance_to(self, when: datetime) -> datetime:
-        """Move the whole network's market clock forward to `when` (kernel/clock.py SteppedClock)."""
-        started = clock.advance_to(self.clock_file, when)
+    def advance_to(self, when: datetime, *, speed: float | None = None) -> datetime:
+        """Move the whole network's market clock forward to `when` (kernel/clock.py SteppedClock), optionally at
+        a new speed."""
+        started = clock.advance_to(self.clock_file, when, speed)
         time.sleep(clock.SteppedClock.RELOAD_S * 3)  # every process re-reads the file within RELOAD_S
         return started
+
+    def plan_starts(self) -> dict[str, str | None]:
+        """Where each hosted provider's current plan starts, as its BPP's admin API states it."""
+        admin = Api(f"{self.net.url('bpp')}/admin", self.manifest["participants"]["bpp"]["admin_token"])
+        out: dict[str, str | None] = {}
+        for platform in self.manifest["participants"]["bpp"]["platforms"]:
+            slug = platform["url"].rstrip("/").rsplit("/", 1)[-1]
+            out.update({r["provider_id"]: r["plan_start_utc"] for r in admin.get(f"/{slug}/providers")})
+        return out
 
     def freeze_silent_worker(self) -> None:
         _signal_group(self.silent.processes["worker"], signal.SIGSTOP)
@@ -148,7 +161,9 @@ def demo_network(
 ) -> Iterator[DemoNetwork]:
     """The network of one demo run, started; stopped (and the silent BPP's database dropped) afterwards."""
     clock_file = home / "clock.json"
-    clock.write_segment(clock_file, day_start, speed=CLOCK_SPEED)
+    # An hour early and fast while the processes start (the beat's market-time tasks take their cadence from
+    # this speed); the drive then moves it to the day's first hour at real-time speed (demo.py).
+    clock.write_segment(clock_file, day_start - timedelta(hours=1), speed=CLOCK_SPEED)
     providers_file = home / "providers.json"
     config = network_providers(day_start.replace(hour=0), n_data_centres=n_data_centres, seed=seed, n_jobs=n_jobs)
     providers_file.write_text(json.dumps(config, indent=2))
