@@ -10,9 +10,7 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import httpx
 import psycopg
 
 from flexmarket.demo_config import SILENT, network_providers, silent_providers
-from flexmarket.runner import Network, PlatformsSubscribe, Process, prepare_network
+from flexmarket.runner import Network, PlatformsSubscribe, Process, own_bpp, prepare_network
 from flexmarket.vtn import Vtn
 from kernel import clock, db
 from kernel.config import environment, get_settings
@@ -204,35 +202,7 @@ def _silent_bpp(net: Network, home: Path, url: str, day_start: datetime) -> Netw
     home.mkdir(parents=True, exist_ok=True)
     providers_file = home / "providers.json"
     providers_file.write_text(json.dumps(silent_providers(day_start.replace(hour=0)), indent=2))
-    db.upgrade(url)
-    port = free_port_range(1)
-    env = {
-        **net.processes["bpp"].env,
-        "DATABASE_URL": url,
-        "FLEXMARKET_HOME": str(home),
-        "FLEXMARKET_CELERY_QUEUE": f"demo-silent-{uuid.uuid4().hex[:8]}",
-        "FLEXMARKET_PROVIDERS_FILE": str(providers_file),
-        "FLEXMARKET_SUBSCRIBER_URL": f"http://127.0.0.1:{port}",
-    }
-    for key in ("FLEXMARKET_BPP_ADMIN_TOKEN", "FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE", "FLEXMARKET_LEDGER_URL"):
-        env.pop(key, None)
-    py = sys.executable
-    silent = Network(home, {})
-    silent.processes["bpp"] = Process(
-        "bpp",
-        [py, "-m", "flexmarket", "serve", "bpp", "--host", "127.0.0.1", "--port", str(port)],
-        {**env, "FLEXMARKET_PARTICIPANT": "bpp"},
-        home / "bpp.log",
-        f"http://127.0.0.1:{port}/health",
-    )
-    silent.processes["worker"] = Process(
-        "worker",
-        [py, "-m", "flexmarket", "worker", "--participants", "bpp", "--concurrency", "2", "--hostname", "silent@%h"],
-        {**env, "FLEXMARKET_PARTICIPANT": "worker"},
-        home / "worker.log",
-        None,
-    )
-    return silent
+    return own_bpp(net, home=home, database_url=url, providers_file=providers_file, name="demo-silent")
 
 
 def silent_saw_search(net: DemoNetwork, transaction_id: str) -> bool:

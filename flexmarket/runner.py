@@ -31,6 +31,7 @@ from flexmarket import lifeline
 from kernel import clock, db
 from kernel.config import environment, get_settings
 from kernel.db import session_scope
+from kernel.embedded import free_port_range
 from ledger import api_keys as ledger_api_keys
 from ledger import db as ledger_db
 from ledger import meter_data as ledger_meter_data
@@ -258,6 +259,50 @@ class PlatformsSubscribe:
 
 
 Onboarding = OperatorAdds | PlatformsSubscribe
+
+
+def own_bpp(
+    net: Network, *, home: Path, database_url: str, providers_file: Path, name: str, env: dict[str, str] | None = None
+) -> Network:
+    """A BPP platform in processes of its own beside `net` (what a data centre running its own platform starts):
+    a BPP web process and a worker, with their own database (migrated here), home and Celery queue, subscribing
+    through `net`'s registry with their own keys at start-up. Not started; `name` tells the worker apart."""
+    home.mkdir(parents=True, exist_ok=True)
+    db.upgrade(database_url)
+    port = free_port_range(1)
+    shared = net.processes["bpp"].env
+    own_env = {
+        **shared,
+        "DATABASE_URL": database_url,
+        "FLEXMARKET_HOME": str(home),
+        "FLEXMARKET_CELERY_QUEUE": f"{name}-{secrets.token_hex(4)}",
+        "FLEXMARKET_PROVIDERS_FILE": str(providers_file),
+        "FLEXMARKET_SUBSCRIBER_URL": f"http://127.0.0.1:{port}",
+        "FLEXMARKET_AUTO_SUBSCRIBE": "true",
+        "FLEXMARKET_REGISTRY_OPERATOR_TOKEN": shared.get("FLEXMARKET_REGISTRY_OPERATOR_TOKEN")
+        or _self_subscription(Path(net.home))["FLEXMARKET_REGISTRY_OPERATOR_TOKEN"],
+        **(env or {}),
+    }
+    for key in ("FLEXMARKET_BPP_ADMIN_TOKEN", "FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE", "FLEXMARKET_LEDGER_URL"):
+        own_env.pop(key, None)  # its own platform: not the network BPP's admin token nor its providers' ledger keys
+    py = sys.executable
+    own = Network(home, {})
+    own.processes["bpp"] = Process(
+        "bpp",
+        [py, "-m", "flexmarket", "serve", "bpp", "--host", "127.0.0.1", "--port", str(port)],
+        {**own_env, "FLEXMARKET_PARTICIPANT": "bpp"},
+        home / "bpp.log",
+        f"http://127.0.0.1:{port}/health",
+    )
+    worker = [py, "-m", "flexmarket", "worker", "--participants", "bpp", "--concurrency", "2", "--hostname"]
+    own.processes["worker"] = Process(
+        "worker",
+        [*worker, f"{name}@%h"],
+        {**own_env, "FLEXMARKET_PARTICIPANT": "worker"},
+        home / "worker.log",
+        None,
+    )
+    return own
 
 
 def _self_subscription(home: Path) -> dict[str, str]:

@@ -97,9 +97,11 @@ def fan_out_failed(session: Session, failed: list[tuple[Any, str]]) -> None:
     sweep delivers the report."""
     bpps = {outbox.endpoint(b["url"], "search"): b for b in subscribers_sync(type="BPP")}
     for row, error in failed:
-        if row.action != "search":
-            continue  # a relayed on_search the BAP could not take: there is nobody else to tell
+        # the row is an outbox row, or a LeasedRow sent straight after writing it (no `action` column): the
+        # message's own context says what it was
         ctx = json.loads(bytes(row.body))["context"]
+        if ctx.get("action") != "search":
+            continue  # a relayed on_search the BAP could not take: there is nobody else to tell
         bpp = bpps.get(row.receiver_url, {"subscriber_id": row.receiver_url, "url": row.receiver_url})
         error = f"search not delivered to {bpp['subscriber_id']}: {error}"
         _report_to_bap(session, row.sender_id, ctx, bpp_id=bpp["subscriber_id"], bpp_uri=bpp["url"], error=error)

@@ -5,8 +5,6 @@ and Celery queue beside the shared network — and a buyer's search through the 
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,23 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from flexmarket.cli import app
-from flexmarket.runner import Network, Process
+from flexmarket.runner import Network, own_bpp
 from kernel import db
-from kernel.config import environment
-from kernel.embedded import free_port_range
 from tests.e2e.helpers import bap_client, rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SUBSCRIBER_ID = "own-dc.bpp.flexmarket.test"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "provider.json"
-
-
-def _operator_token(network: Network) -> str:
-    from registry import service as registry_service
-
-    with environment({"FLEXMARKET_HOME": str(network.home)}):
-        return registry_service.operator_token()  # the network registry's (generated under its home)
 
 
 @pytest.fixture()
@@ -43,36 +32,7 @@ def own_platform(network: Network, pg_server_url: str, tmp_path: Path) -> Iterat
     written = CliRunner().invoke(app, [*args, "--out", str(providers_file)])
     assert written.exit_code == 0, written.output
     url = db.create_database(pg_server_url, "fm_own")
-    db.upgrade(url)
-    port = free_port_range(1)
-    env = {
-        **network.processes["bpp"].env,
-        "DATABASE_URL": url,
-        "FLEXMARKET_HOME": str(tmp_path),
-        "FLEXMARKET_CELERY_QUEUE": f"own-{uuid.uuid4().hex[:8]}",
-        "FLEXMARKET_PROVIDERS_FILE": str(providers_file),
-        "FLEXMARKET_SUBSCRIBER_URL": f"http://127.0.0.1:{port}",
-        "FLEXMARKET_AUTO_SUBSCRIBE": "true",
-        "FLEXMARKET_REGISTRY_OPERATOR_TOKEN": _operator_token(network),
-    }
-    for key in ("FLEXMARKET_BPP_ADMIN_TOKEN", "FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE", "FLEXMARKET_LEDGER_URL"):
-        env.pop(key, None)
-    py = sys.executable
-    own = Network(tmp_path, {})
-    own.processes["bpp"] = Process(
-        "bpp",
-        [py, "-m", "flexmarket", "serve", "bpp", "--host", "127.0.0.1", "--port", str(port)],
-        {**env, "FLEXMARKET_PARTICIPANT": "bpp"},
-        tmp_path / "bpp.log",
-        f"http://127.0.0.1:{port}/health",
-    )
-    own.processes["worker"] = Process(
-        "worker",
-        [py, "-m", "flexmarket", "worker", "--participants", "bpp", "--concurrency", "2", "--hostname", "own@%h"],
-        {**env, "FLEXMARKET_PARTICIPANT": "worker"},
-        tmp_path / "worker.log",
-        None,
-    )
+    own = own_bpp(network, home=tmp_path, database_url=url, providers_file=providers_file, name="own")
     try:
         own.start(timeout=120)  # the BPP plans the example's 48 h and subscribes before it is healthy
         yield own

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,10 +26,8 @@ import httpx
 import pytest
 
 from bpp.catalog import example_config
-from flexmarket.runner import Network, Process
+from flexmarket.runner import Network, Process, own_bpp
 from kernel import db
-from kernel.config import environment
-from kernel.embedded import free_port_range
 from tests.e2e.helpers import bap_headers, eventually, own_network, rows, tomorrow_window
 
 pytestmark = [pytest.mark.e2e]
@@ -255,13 +252,6 @@ def _signal_group(p: Process, sig: signal.Signals) -> None:
         os.killpg(p.popen.pid, sig)
 
 
-def _operator_token(net: Network) -> str:
-    from registry import service as registry_service
-
-    with environment({"FLEXMARKET_HOME": str(net.home)}):
-        return registry_service.operator_token()
-
-
 @pytest.fixture()
 def two_bpps(pg_server_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[Network, Network]]:
     """A network of its own (message TTL MESSAGE_TTL_S) and a second BPP platform in a process of its own, with
@@ -281,47 +271,7 @@ def two_bpps(pg_server_url: str, redis_url: str, tmp_path: Path) -> Iterator[tup
         providers_file = home / "providers.json"
         providers_file.write_text(json.dumps(_silent_config(tomorrow_window(16)[0])))
         url = db.create_database(pg_server_url, "fm_silent_bpp")
-        db.upgrade(url)
-        port = free_port_range(1)
-        env = {
-            **net.processes["bpp"].env,
-            "DATABASE_URL": url,
-            "FLEXMARKET_HOME": str(home),
-            "FLEXMARKET_CELERY_QUEUE": f"silent-{uuid.uuid4().hex[:8]}",
-            "FLEXMARKET_PROVIDERS_FILE": str(providers_file),
-            "FLEXMARKET_SUBSCRIBER_URL": f"http://127.0.0.1:{port}",
-            "FLEXMARKET_AUTO_SUBSCRIBE": "true",
-            "FLEXMARKET_REGISTRY_OPERATOR_TOKEN": _operator_token(net),
-        }
-        for key in ("FLEXMARKET_BPP_ADMIN_TOKEN", "FLEXMARKET_LEDGER_PROVIDER_KEYS_FILE", "FLEXMARKET_LEDGER_URL"):
-            env.pop(key, None)
-        py = sys.executable
-        silent = Network(home, {})
-        silent.processes["bpp"] = Process(
-            "bpp",
-            [py, "-m", "flexmarket", "serve", "bpp", "--host", "127.0.0.1", "--port", str(port)],
-            {**env, "FLEXMARKET_PARTICIPANT": "bpp"},
-            home / "bpp.log",
-            f"http://127.0.0.1:{port}/health",
-        )
-        silent.processes["worker"] = Process(
-            "worker",
-            [
-                py,
-                "-m",
-                "flexmarket",
-                "worker",
-                "--participants",
-                "bpp",
-                "--concurrency",
-                "2",
-                "--hostname",
-                "silent@%h",
-            ],
-            {**env, "FLEXMARKET_PARTICIPANT": "worker"},
-            home / "worker.log",
-            None,
-        )
+        silent = own_bpp(net, home=home, database_url=url, providers_file=providers_file, name="silent")
         try:
             silent.start(timeout=90)
             yield net, silent
