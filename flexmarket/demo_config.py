@@ -46,6 +46,14 @@ FLEET: tuple[DataCentre, ...] = (
     DataCentre("dc-leeds", "Leeds DC", "GB-R5", "Yorkshire", 1400),
     DataCentre("dc-birmingham", "Birmingham DC", "GB-R8", "West Midlands", 1800),
 )
+#: the data centres' batteries: 3 MWh, 1.5 MW each way (the example's, scaled), 90% round trip, £8/MWh wear — big
+#: enough that an hour's offer can take a whole token (1 MWh in one hour is 1,000 kW)
+DATA_CENTRE_BATTERY: dict[str, Any] = {
+    **EXAMPLE_BATTERY,
+    "energy_kwh": 3000,
+    "charge_power_kw": 1500,
+    "discharge_power_kw": 1500,
+}
 BATTERY_SITE = DataCentre("bess-thurrock", "Thurrock Battery", "GB-R10", "East England", 300)
 SILENT = DataCentre("dc-reading", "Reading DC (goes silent)", "GB-R12", "South England", 1500)
 
@@ -75,7 +83,7 @@ def _agent(dc: DataCentre, *, seed: int, n_jobs: int) -> dict[str, Any]:
         "baseline_kw": dc.baseline_kw * 0.35,  # critical inference and facility load: never moved
     }
     if dc.battery:
-        site["battery"] = dict(EXAMPLE_BATTERY)
+        site["battery"] = dict(DATA_CENTRE_BATTERY)
     return {
         "horizon_slots": 96,
         "signals": {"source": "naive_week"},
