@@ -19,6 +19,7 @@ from beckn.models import outbox as outbox_table
 from kernel.config import get_settings
 from schemas.core import Order
 from schemas.flex import OrderSpec, order_to_spec
+from schemas.outcome import ledger_order_id
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +70,7 @@ def ledger_process(session: Session, row: Any) -> list[int]:
     if row.action == "on_cancel":
         # a token-paid order is the ledger's redemption obligation `cft-<order id>`: cancelling it before its
         # window returns the tokens (ledger/orders.py)
-        ledger_id = f"cft-{spec.order_id}" if spec.settlement_method == "CFT" else spec.order_id
+        ledger_id = ledger_order_id(str(spec.order_id), spec.settlement_method)
         r = http.post_sync(
             f"{base}/{ledger_id}/cancel", json.dumps({"reason": "cancelled on the Beckn network"}).encode(), headers
         )

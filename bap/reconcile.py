@@ -44,7 +44,7 @@ from kernel import clock
 from kernel.config import get_settings
 from kernel.db import session_scope
 from schemas import limits
-from schemas.outcome import OutcomeFormatError, outcome_from_ledger
+from schemas.outcome import CFT_OBLIGATION_PREFIX, OutcomeFormatError, ledger_order_id, outcome_from_ledger
 
 log = structlog.get_logger(__name__)
 
@@ -180,9 +180,6 @@ class BppBooks:
                 return found
 
 
-CFT_OBLIGATION_PREFIX = "cft-"  # a token-paid order's obligation on the ledger (ledger/tokens.py `redeem`)
-
-
 class LedgerBook:
     """Reads the ledger's copy of this BAP's orders with its ledger key."""
 
@@ -259,9 +256,9 @@ def _ledger_book(
     if transaction_id is not None:
         listed = set(ids)
         ids += [
-            f"{CFT_OBLIGATION_PREFIX}{oid}"
+            ledger_order_id(oid, "CFT")
             for oid in sorted(token_paid)
-            if f"{CFT_OBLIGATION_PREFIX}{oid}" not in listed and ledger.exists(f"{CFT_OBLIGATION_PREFIX}{oid}")
+            if ledger_order_id(oid, "CFT") not in listed and ledger.exists(ledger_order_id(oid, "CFT"))
         ]
     for ledger_id in ids:
         order, tx = ledger.order(ledger_id)

@@ -29,15 +29,12 @@ from bpp.ledger_client import LedgerReader, LedgerReadError
 from bpp.ledger_client import load_provider_keys as load_provider_keys  # bpp/tasks.py reads the keys from here
 from bpp.models import Order, OrderEvent
 from kernel import clock
-from schemas.outcome import LedgerOutcome, OutcomeFormatError, advances, outcome_from_ledger
+from schemas.outcome import LedgerOutcome, OutcomeFormatError, advances, ledger_order_id, outcome_from_ledger
 
 log = structlog.get_logger(__name__)
 
 # Orders whose outcome the ledger may still establish or restate (SETTLED is final).
 OPEN_STATES = ("IN-PROGRESS", "COMPLETED", "PARTIALLY-DELIVERED")
-# The ledger registers a CFT-paid order (settlement_method CFT) as the obligation of the BAP's redemption, whose
-# id is the Beckn order id (bap/tokens.py): `cft-<order id>` (ledger/tokens.py `redeem`).
-CFT_ORDER_PREFIX = "cft-"
 BATCH = 500  # orders read from the ledger per task run: the least recently checked first, the rest next time
 
 
@@ -68,7 +65,7 @@ class LedgerOutcomes:
         ledger_id = order_id
         summary = self._get(f"/orders/{order_id}", key)
         if summary is None:  # an order paid with tokens is the ledger's redemption obligation `cft-<order id>`
-            ledger_id = f"{CFT_ORDER_PREFIX}{order_id}"
+            ledger_id = ledger_order_id(order_id, "CFT")
             summary = self._get(f"/orders/{ledger_id}", key)
         if summary is None or not summary.get("runs"):
             return None  # not registered (yet), or no run made

@@ -38,6 +38,7 @@ from flexmarket.demo_network import DemoError, DemoNetwork, demo_network, silent
 from flexmarket.vtn import dr_event
 from kernel import clock, db
 from kernel.config import environment, get_settings
+from schemas.outcome import ledger_order_id
 
 DEMO_DAY = date(2023, 1, 24)
 HALF_HOUR = timedelta(minutes=30)
@@ -350,7 +351,8 @@ def _deliver(net: DemoNetwork, run: DemoRun) -> None:
 
     def settled() -> bool:
         finance = net.ledger("finance")
-        return all(finance.get(f"/orders/{ledger_order_id(o)}")["runs"] for o in orders)
+        ids = [ledger_order_id(o["order_id"], o["settlement_method"]) for o in orders]
+        return all(finance.get(f"/orders/{i}")["runs"] for i in ids)
 
     wait_for("the ledger's settlement of every order (run II)", settled, timeout_s=90, interval_s=1)
 
@@ -382,11 +384,6 @@ def _schedules(net: DemoNetwork, run: DemoRun) -> dict[str, Any]:
 def _accepted(net: DemoNetwork, run: DemoRun) -> list[dict[str, Any]]:
     view = net.bap("viewer").get(f"/procurements/{run.procurement_id}")
     return [o for o in view["orders"] if o["state"] in ("ACCEPTED", "IN-PROGRESS", "COMPLETED")]
-
-
-def ledger_order_id(order: dict[str, Any]) -> str:
-    """The ledger's id of a BAP order: a token-paid order is the redemption obligation `cft-<order id>`."""
-    return f"cft-{order['order_id']}" if order.get("settlement_method") == "CFT" else str(order["order_id"])
 
 
 __all__ = ["DEMO_DAY", "SILENT", "DemoOptions", "DemoRun", "fresh_state", "run_demo"]

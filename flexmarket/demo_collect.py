@@ -19,6 +19,7 @@ from flexmarket.demo_schema import validate_summary
 from flexmarket.report import write_report
 from kernel import clock
 from ledger.proofs import verify_statement
+from schemas.outcome import ledger_order_id
 
 if TYPE_CHECKING:
     from flexmarket.demo import DemoRun
@@ -30,10 +31,6 @@ RE_PROCUREMENT_KINDS = ("order_failed", "reprocure")
 
 def _gbp(value: float | None) -> str:
     return f"{value or 0:.2f}"
-
-
-def _ledger_id(o: dict[str, Any]) -> str:
-    return f"cft-{o['order_id']}" if o.get("settlement_method") == "CFT" else str(o["order_id"])
 
 
 def collect(net: DemoNetwork, run: DemoRun, out: Path) -> dict[str, Any]:
@@ -197,12 +194,12 @@ def _load_shift(run: DemoRun) -> dict[str, Any]:
     return {"fleet": fleet, "by_provider": by_provider}
 
 
-def _run_figures(run_doc: dict[str, Any], order: dict[str, Any]) -> tuple[float, float]:
-    """(contracted kWh, delivered kWh) of one settlement run, from its periods (exact fractions of Wh)."""
+def _run_figures(run_doc: dict[str, Any]) -> tuple[Fraction, Fraction]:
+    """(contracted Wh, delivered Wh) of one settlement run, from its periods, exact (the ledger's fractions)."""
     periods = run_doc["result"]["periods"]
-    contracted = sum(Fraction(p["contracted_wh"]) for p in periods) / 1000
-    delivered = sum(Fraction(p["delivered_wh"]) for p in periods) / 1000
-    return float(contracted), float(delivered)
+    contracted = sum((Fraction(p["contracted_wh"]) for p in periods), Fraction(0))
+    delivered = sum((Fraction(p["delivered_wh"]) for p in periods), Fraction(0))
+    return contracted, delivered
 
 
 def _settlement(net: DemoNetwork, view: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -214,20 +211,23 @@ def _settlement(net: DemoNetwork, view: dict[str, Any], out: Path) -> dict[str, 
     for o in view["orders"]:
         if not o["order_id"] or o["state"] in ("CANCELLED", "SELECTING", "QUOTED", "CREATED"):
             continue
-        summary = finance.get(f"/orders/{_ledger_id(o)}")
+        ledger_id = ledger_order_id(o["order_id"], o["settlement_method"])
+        summary = finance.get(f"/orders/{ledger_id}")
         if not summary["runs"]:
             continue
         latest = summary["runs"][-1]
-        run_doc = finance.get(f"/settlement/{_ledger_id(o)}/{latest['run']}")
-        contracted, delivered = _run_figures(run_doc, o)
+        run_doc = finance.get(f"/settlement/{ledger_id}/{latest['run']}")
+        contracted, delivered = _run_figures(run_doc)
         lines = {k: int(v) for k, v in latest["lines_pence"].items()}
         row = per_provider.setdefault(
             o["provider_id"],
-            {"provider_id": o["provider_id"], "contracted_kwh": 0.0, "delivered_kwh": 0.0}
+            {"provider_id": o["provider_id"], "contracted_wh": Fraction(0), "delivered_wh": Fraction(0)}
             | {"utilisation_pence": 0, "shortfall_pence": 0, "net_pence": 0},
         )
-        row["contracted_kwh"] = round(row["contracted_kwh"] + contracted, 3)
-        row["delivered_kwh"] = round(row["delivered_kwh"] + delivered, 3)
+        # summed exactly and rounded once below: rounding each order's share made the total depend on the order
+        # in which the BAP listed the orders (two runs of one seed differed by a Wh)
+        row["contracted_wh"] += contracted
+        row["delivered_wh"] += delivered
         row["utilisation_pence"] += lines.get("utilisation", 0) + lines.get("availability", 0)
         row["shortfall_pence"] += lines.get("shortfall", 0)
         row["net_pence"] += lines.get("utilisation", 0) + lines.get("availability", 0) - lines.get("shortfall", 0)
@@ -239,6 +239,8 @@ def _settlement(net: DemoNetwork, view: dict[str, Any], out: Path) -> dict[str, 
     day = min(window).replace(hour=0, minute=0, second=0, microsecond=0) if window else clock.now()
     span = {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
     for pid, row in per_provider.items():
+        row["contracted_kwh"] = round(float(row.pop("contracted_wh") / 1000), 3)
+        row["delivered_kwh"] = round(float(row.pop("delivered_wh") / 1000), 3)
         account = f"provider:{pid}:revenue"
         doc = finance.get(f"/statements/{account}", **span, format="json")
         csv_text = finance.get(f"/statements/{account}", **span, format="csv")

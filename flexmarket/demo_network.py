@@ -180,7 +180,6 @@ def demo_network(
                 providers_file=providers_file,
                 worker_concurrency=8,
                 onboarding=PlatformsSubscribe(),
-                extra_env=env,
             )
             silent = _silent_bpp(net, home / "silent", silent_db, day_start)
             try:

@@ -28,6 +28,7 @@ from ledger.settlement import OrderTerms
 from ledger.store import RequestResult, append, append_one
 from ledger.transfers import TransferError, TransferSpec
 from ledger.transfers_db import transfer_result_json
+from schemas.outcome import ledger_order_id
 
 
 def load_series(conn: psycopg.Connection, series_id: str) -> cftrules.Series:
@@ -286,7 +287,7 @@ def redeem(
         acct.check_id(holder_id, "holder_id")
     except acct.AccountNameError as exc:
         raise LedgerError("id_invalid", str(exc)) from exc
-    order_id = f"cft-{op_id}"
+    order_id = ledger_order_id(op_id, "CFT")
     existing = conn.execute(
         "SELECT series_id, holder_id, tokens, order_id FROM ledger.cft_redemptions WHERE redemption_id = %s", (op_id,)
     ).fetchone()

@@ -35,6 +35,16 @@ from typing import Any
 from schemas.core import Descriptor, Order, Tag, TagGroup
 from schemas.limits import MAX_KW, MAX_SAFE_INTEGER, MAX_WINDOW_DAYS
 
+#: A token-paid order (settlement method CFT) is registered on the ledger as the obligation of the buyer's
+#: redemption, `cft-<Beckn order id>` (ledger/tokens.py `redeem`); every other order under its Beckn order id.
+CFT_OBLIGATION_PREFIX = "cft-"
+
+
+def ledger_order_id(order_id: str, settlement_method: str | None) -> str:
+    """The ledger's id of a Beckn order."""
+    return f"{CFT_OBLIGATION_PREFIX}{order_id}" if settlement_method == "CFT" else order_id
+
+
 # The ledger's settlement runs, in order (P415 rule 10; ledger/settlement.py RUNS is the ledger's own copy).
 RUNS = ("II", "SF", "R1", "R2", "R3", "RF", "DF")
 FINAL_RUN = RUNS[-1]

@@ -133,3 +133,10 @@ def test_an_order_without_an_outcome_reads_none_and_a_bad_one_is_refused() -> No
         "delivered_energy_kwh",
         "settled_amount_pence",
     }
+
+
+def test_a_token_paid_order_is_its_redemption_obligation_on_the_ledger() -> None:
+    from schemas.outcome import ledger_order_id
+
+    assert ledger_order_id("o-1", "CFT") == "cft-o-1"
+    assert ledger_order_id("o-1", "P415") == ledger_order_id("o-1", None) == "o-1"
