@@ -52,6 +52,15 @@ class Tokens(_Strict):
     max_tokens_per_series: int = Field(4, ge=0, le=1_000_000)
 
 
+class Delivery(_Strict):
+    """Watching delivery during the window (bap/delivery_watch.py): an order metered below
+    `reprocure_below_fraction` of its contracted energy in a half hour is expected to keep delivering that
+    fraction, and the gap it leaves in later slots is re-procured. 0 turns the watch's re-procurement off (the
+    shortfall is still logged)."""
+
+    reprocure_below_fraction: float = Field(0.9, ge=0, le=1)
+
+
 SignalEvent = Literal["PRICE_SPIKE", "CARBON_PEAK"]
 
 
@@ -74,6 +83,10 @@ class PolicyBody(_Strict):
     signal_events_kw: dict[SignalEvent, float] = Field(default_factory=_no_signal_purchases)
     openadr: OpenAdr = OpenAdr()
     tokens: Tokens = Tokens()
+    # No slot starting sooner than this is bought: the ledger settles no period whose order was confirmed after
+    # its gate closure (ledger/settlement.py rule 2, 60 minutes in policy p415-v1).
+    gate_closure_minutes: int = Field(60, ge=0, le=24 * 60)
+    delivery: Delivery = Delivery()
 
 
 def needs_approval(body: PolicyBody, *, peak_power_kw: float, cost_gbp: float) -> str | None:

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bap import governance, market_log, signals
+from bap import delivery_watch, governance, market_log, signals
 from bap.models import BapOrder, Procurement
 from bap.service import ClientError, order_json
 from kernel import clock
@@ -240,9 +240,25 @@ def covered_kw(session: Session, p: Procurement, *, contracted_only: bool) -> li
     return out
 
 
+def contracted_orders(session: Session, p: Procurement) -> list[BapOrder]:
+    """The procurement's orders its providers accepted (and did not fail for it)."""
+    abandoned = set((p.choice or {}).get("abandoned", {}))
+    return [o for o in orders_of(session, p) if o.state in CONTRACTED and o.id not in abandoned]
+
+
+def expected_loss_kw(session: Session, p: Procurement) -> list[float]:
+    """kW per slot its orders under-delivering in metering are not expected to deliver (bap/delivery_watch.py)."""
+    metered = (p.choice or {}).get("metered") or {}
+    if not metered:
+        return [0.0] * len(p.request["slots"])
+    below = governance.version(session, p.policy_version).body.delivery.reprocure_below_fraction
+    return delivery_watch.expected_loss_kw(slots_of(p), contracted_orders(session, p), metered, below=below)
+
+
 def view(session: Session, p: Procurement) -> dict[str, Any]:
     grid = slots_of(p)
     covered = covered_kw(session, p, contracted_only=True)
+    loss = expected_loss_kw(session, p)
     delivered = (p.choice or {}).get("delivered_kw")
     slots = []
     for i, s in enumerate(grid):
@@ -255,7 +271,8 @@ def view(session: Session, p: Procurement) -> dict[str, Any]:
         if delivered is not None:
             row["delivered_kw"] = delivered[i]
         slots.append(row)
-    shortfall = [max(0.0, s.target_kw - c) for s, c in zip(grid, covered, strict=True)]
+    # covered_kw is what is contracted; the shortfall also counts what metering shows will not be delivered
+    shortfall = [max(0.0, s.target_kw - c + x) for s, c, x in zip(grid, covered, loss, strict=True)]
     wanted = sum(s.target_kw for s in grid)
     choice = p.choice or {}
     return {
@@ -271,6 +288,7 @@ def view(session: Session, p: Procurement) -> dict[str, Any]:
         "shortfall_kw": round(max(shortfall), 3),
         "covered_fraction": round(1.0 - sum(shortfall) / wanted, 6) if wanted else 1.0,
         "orders": [order_json(o) for o in orders_of(session, p)],
+        "metering": _metering(choice),
         "expected_cost_gbp": choice.get("expected_cost_gbp"),
         "expected_carbon_kg": choice.get("expected_carbon_kg"),
         "settled_cost_gbp": choice.get("settled_cost_gbp"),
@@ -285,6 +303,14 @@ def view(session: Session, p: Procurement) -> dict[str, Any]:
         ),
         "market_log": market_log.query(session, procurement_id=p.id),
     }
+
+
+def _metering(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per order watched in its window: the latest half hour metering showed and the fraction delivered."""
+    return [
+        {"order": order, "provider_id": m["provider_id"], "through": m["through"], "delivered_fraction": m["fraction"]}
+        for order, m in sorted((choice.get("metered") or {}).items())
+    ]
 
 
 def listing(

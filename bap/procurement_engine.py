@@ -17,11 +17,20 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bap import carbon_log, governance, market_log, procurement_offers, procurement_tokens
+from bap import carbon_log, delivery_watch, governance, market_log, procurement_offers, procurement_tokens
 from bap import procurement_choice as pc
 from bap.models import BapOrder, CatalogOffer, Procurement, Transaction
 from bap.policy import needs_approval
-from bap.procurement import ACTIVE, CONTRACTED, covered_kw, get, orders_of, slots_of
+from bap.procurement import (
+    ACTIVE,
+    CONTRACTED,
+    contracted_orders,
+    covered_kw,
+    expected_loss_kw,
+    get,
+    orders_of,
+    slots_of,
+)
 from bap.service import ClientError, OrderRequest, cancellation_reason, cancelled_by, order_action, search
 from beckn.identity import Identity, load_identity
 from beckn.models import inbox
@@ -97,7 +106,8 @@ def _collecting(s: Session, p: Procurement, me: Identity, step: Step) -> None:
 
 
 def _search(s: Session, p: Procurement, me: Identity, step: Step) -> None:
-    grid = slots_of(p)
+    now = clock.now()
+    grid = [t for t in slots_of(p) if t.start > now] or slots_of(p)  # a re-search asks for what is still ahead
     req = FlexRequest(
         grid[0].start,
         grid[-1].end,
@@ -148,13 +158,31 @@ def _all_answered(s: Session, p: Procurement) -> bool:
 
 
 def _gap(s: Session, p: Procurement) -> list[float]:
-    """Target minus what live (not failed) orders cover, per slot."""
+    """Target minus what live (not failed) orders cover, per slot — an order under-delivering in metering
+    counting only the fraction it delivers (bap/delivery_watch.py)."""
+    grid = slots_of(p)
     covered = covered_kw(s, p, contracted_only=False)
-    return [max(0.0, t.target_kw - c) for t, c in zip(slots_of(p), covered, strict=True)]
+    loss = expected_loss_kw(s, p)
+    return [max(0.0, t.target_kw - c + x) for t, c, x in zip(grid, covered, loss, strict=True)]
+
+
+def _reachable(s: Session, p: Procurement, gap: list[float]) -> float:
+    """The largest gap (kW) in a slot that may still be bought: one starting beyond gate closure."""
+    gate = timedelta(minutes=governance.version(s, p.policy_version).body.gate_closure_minutes)
+    ready = clock.now() + gate
+    return max((g for t, g in zip(slots_of(p), gap, strict=True) if t.start >= ready), default=0.0)
 
 
 def _state(p: Procurement) -> dict[str, Any]:
-    base: dict[str, Any] = {"rounds": 0, "searches": 0, "used": [], "abandoned": {}, "sent": {}, "pending": []}
+    base: dict[str, Any] = {
+        "rounds": 0,
+        "searches": 0,
+        "used": [],
+        "abandoned": {},
+        "sent": {},
+        "pending": [],
+        "metered": {},  # bap/delivery_watch.py: per order, the latest half hour judged and its delivered fraction
+    }
     # A deep copy: the column is plain JSON (no mutation tracking), so a change must be a new value that
     # differs from the loaded one — nested dicts changed in place would compare equal and never be written.
     return copy.deepcopy({**base, **(p.choice or {})})
@@ -166,7 +194,7 @@ def _choose(s: Session, p: Procurement, me: Identity, step: Step) -> None:
     first_round = st["rounds"] == 0
     gap = _gap(s, p)
     portfolio, by_key, holdings = procurement_offers.portfolio(
-        s, p, policy, gap=gap, used=set(st["used"]), log_offers=first_round
+        s, p, policy, gap=gap, used=set(st["used"]) | _short_providers_offers(s, p, st), log_offers=first_round
     )
     grid = slots_of(p)
     for offer_id, why in portfolio.excluded:
@@ -251,6 +279,13 @@ def _choose(s: Session, p: Procurement, me: Identity, step: Step) -> None:
             return
     p.status = "ordering"
     _ordering(s, p, me, step)
+
+
+def _short_providers_offers(s: Session, p: Procurement, st: dict[str, Any]) -> set[str]:
+    """The offers of providers whose orders here under-deliver in metering: not bought from again for it."""
+    below = governance.version(s, p.policy_version).body.delivery.reprocure_below_fraction
+    short = {m["provider_id"] for m in st["metered"].values() if m["fraction"] < below}
+    return {procurement_offers.offer_key(c) for c in procurement_offers.offer_rows(s, p) if c.provider_id in short}
 
 
 def _payment(order: pc.ChosenOrder, c: CatalogOffer, holdings: procurement_tokens.Held) -> tuple[str, float]:
@@ -407,11 +442,11 @@ def _ordering(s: Session, p: Procurement, me: Identity, step: Step) -> None:
     if any(o.state in WAITING for o in live):
         return
     gap = _gap(s, p)
-    if max(gap, default=0.0) > 0.05 and st["rounds"] < MAX_ROUNDS:
+    if _reachable(s, p, gap) > 0.05 and st["rounds"] < MAX_ROUNDS:
         if _has_unused_offers(s, p, st):
             _choose(s, p, me, step)
             return
-        if len(p.transaction_ids) < MAX_SEARCHES and st["abandoned"]:
+        if len(p.transaction_ids) < MAX_SEARCHES and (st["abandoned"] or st["metered"]):
             _search(s, p, me, step)  # back to collecting: a fresh search for the gap
             return
     _settle_status(s, p, gap)
@@ -419,8 +454,11 @@ def _ordering(s: Session, p: Procurement, me: Identity, step: Step) -> None:
 
 def _has_unused_offers(s: Session, p: Procurement, st: dict[str, Any]) -> bool:
     failed_providers = {o.provider_id for o in orders_of(s, p) if o.id in st["abandoned"]}
+    short = _short_providers_offers(s, p, st)
     return any(
-        procurement_offers.offer_key(c) not in st["used"] and c.provider_id not in failed_providers
+        (key := procurement_offers.offer_key(c)) not in st["used"]
+        and key not in short
+        and c.provider_id not in failed_providers
         for c in procurement_offers.offer_rows(s, p)
     )
 
@@ -489,6 +527,8 @@ def _after(s: Session, p: Procurement, me: Identity, step: Step) -> None:
                 _ordering(s, p, me, step)
                 return
         grid = slots_of(p)
+        if now >= grid[0].start and _metering_shortfall(s, p, me, step, st):
+            return
         contracted = [
             o for o in orders_of(s, p) if o.id not in st["abandoned"] and o.state in (*CONTRACTED, "CANCELLED")
         ]
@@ -499,6 +539,36 @@ def _after(s: Session, p: Procurement, me: Identity, step: Step) -> None:
             _finish(s, p, "settled", "every order has a settlement run")
         elif now >= grid[0].start and p.status != "delivering":
             p.status = "delivering"
+
+
+def _metering_shortfall(s: Session, p: Procurement, me: Identity, step: Step, st: dict[str, Any]) -> bool:
+    """Judge what metering shows of the orders so far (bap/delivery_watch.py); when an order under-delivers and
+    the gap it leaves falls in slots still beyond gate closure, re-procure (True: the procurement moved on)."""
+    now = clock.now()
+    policy = governance.version(s, p.policy_version).body
+    below = policy.delivery.reprocure_below_fraction
+    judged = delivery_watch.observe(contracted_orders(s, p), st["metered"], now)
+    if not judged:
+        return False
+    p.choice = st
+    for o, j in judged:
+        if j.fraction < below:
+            market_log.record(
+                s,
+                "metering_shortfall",
+                f"order with {o.provider_id} ({o.item_id}) delivered {j.fraction:.0%} of its {o.power_kw:g} kW in "
+                f"{j.period_start.isoformat()}–{j.through.isoformat()} ({j.reading_kind} reading); its later slots "
+                f"count at that fraction and the gap is re-procured where gate closure allows",
+                procurement_id=p.id,
+                provider_id=o.provider_id,
+                order_ref=o.id,
+                policy_version=p.policy_version,
+            )
+    if _reachable(s, p, _gap(s, p)) <= 0.05 or st["rounds"] >= MAX_ROUNDS:
+        return False
+    p.status = "ordering"
+    _ordering(s, p, me, step)
+    return True
 
 
 def _pending_approval(s: Session, p: Procurement, me: Identity, step: Step) -> None:

@@ -71,16 +71,23 @@ def own_orders_kw(s: Session, p: Procurement, grid: list[SlotTarget]) -> dict[tu
 
 
 def to_choice_offer(
-    c: CatalogOffer, grid: list[SlotTarget], now: datetime, rel: float, *, held_kw: float = 0.0
+    c: CatalogOffer,
+    grid: list[SlotTarget],
+    now: datetime,
+    rel: float,
+    *,
+    held_kw: float = 0.0,
+    gate_closure: timedelta = timedelta(0),
 ) -> tuple[pc.Offer | None, str | None]:
     """The offer on the procurement's slot grid, less what this BAP's other orders already hold of it, or why it
-    cannot take part."""
-    ready = now + timedelta(seconds=int(c.spec.get("response_time_s") or 0))
+    cannot take part. Only slots starting after both its response time and gate closure are usable."""
+    ready = now + max(timedelta(seconds=int(c.spec.get("response_time_s") or 0)), gate_closure)
     usable = [i for i, t in enumerate(grid) if c.window_start <= t.start and t.end <= c.window_end and t.start >= ready]
     if not usable:
         inside = any(c.window_start <= t.start and t.end <= c.window_end for t in grid)
         return None, (
-            "cannot respond before its window's slots begin (response time, gate closure)"
+            f"cannot respond before its window's slots begin (response time {c.spec.get('response_time_s') or 0} s, "
+            f"gate closure {gate_closure.total_seconds() / 60:g} min)"
             if inside
             else "its window does not overlap the procurement's slots"
         )
@@ -132,7 +139,12 @@ def portfolio(
     for c in rows:
         key = offer_key(c)
         o, why = to_choice_offer(
-            c, grid, now, rels[c.provider_id], held_kw=ours.get((c.bpp_id, c.provider_id, c.item_id), 0.0)
+            c,
+            grid,
+            now,
+            rels[c.provider_id],
+            held_kw=ours.get((c.bpp_id, c.provider_id, c.item_id), 0.0),
+            gate_closure=timedelta(minutes=policy.gate_closure_minutes),
         )
         if log_offers:
             market_log.record(

@@ -13,7 +13,7 @@ from pydantic import AwareDatetime
 from grid.money import gbp_per_mwh_to_millipence
 from kernel import clock
 from kernel.config import get_settings
-from ledger import agreements_db, orders
+from ledger import agreements_db, delivery, orders
 from ledger.agreements import AgreedTerms, order_agreement, verify_message
 from ledger.api.deps import Body, LedgerRoute, Runtime, Text, Who, created, read, require_order_reader, tx
 from ledger.api.signed import Keys, SignedMessageIn
@@ -161,3 +161,12 @@ def get_order(order_id: str, rt: Runtime, who: Who) -> dict[str, Any]:
     terms, _ = read(rt, lambda c: orders.load_order(c, order_id))
     require_order_reader(who, terms)
     return read(rt, lambda c: orders.order_summary(c, order_id))
+
+
+@router.get("/orders/{order_id}/delivery")
+def get_delivery(order_id: str, rt: Runtime, who: Who) -> dict[str, Any]:
+    """The order's delivery so far, per declared period, as metering evidences it (ledger/delivery.py): what its
+    BAP watches during the window. Read only; settlement runs decide what is paid."""
+    terms, _ = read(rt, lambda c: orders.load_order(c, order_id))
+    require_order_reader(who, terms)
+    return read(rt, lambda c: delivery.delivery_so_far(c, order_id, clock.now()))

@@ -60,6 +60,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/orders"): ORDER_PARTIES,  # filtered to the orders the key may read
     ("GET", "/orders/{order_id}"): ORDER_PARTIES,
     ("GET", "/orders/{order_id}/agreement"): ORDER_PARTIES,
+    ("GET", "/orders/{order_id}/delivery"): ORDER_PARTIES,  # what its BAP watches during the window
     ("POST", "/orders/{order_id}/cancel"): BUYER,
     ("POST", "/orders/{order_id}/amend"): BUYER,
     ("POST", "/policies"): ADMIN,
