@@ -59,6 +59,13 @@ PERMISSIONS: dict[tuple[str, str], Permission] = {
     # Compute Flex Tokens (bap/tokens.py)
     ("POST", "/api/v1/tokens/buy"): Permission("buy_tokens", TRADERS),
     ("GET", "/api/v1/tokens"): Permission("read_tokens", ALL),
+    # their secondary market on the ledger (bap/token_market.py): this BAP's tokens and cash, not one
+    # aggregator's transaction, so only operators trade there
+    ("GET", "/api/v1/tokens/listings"): Permission("read_token_listings", ALL),
+    ("POST", "/api/v1/tokens/listings"): Permission("list_tokens", OPERATORS),
+    ("POST", "/api/v1/tokens/listings/{listing_id}/buy"): Permission("buy_listed_tokens", OPERATORS),
+    ("POST", "/api/v1/tokens/listings/{listing_id}/cancel"): Permission("cancel_token_listing", OPERATORS),
+    ("POST", "/api/v1/tokens/transfer"): Permission("transfer_tokens", OPERATORS),
     # the grid orchestrator (bap/orchestrator_router.py)
     ("POST", "/api/v1/procurements"): Permission("create_procurement", TRADERS),
     ("GET", "/api/v1/procurements"): Permission("list_procurements", ALL),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
@@ -17,10 +18,10 @@ from fastapi import APIRouter, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from bap import audit, reconcile, service, tokens
+from bap import audit, reconcile, service, token_market, tokens
 from bap import failures as failure_log
 from bap.auth import Principal, may_see
 from bap.auth_route import GuardedRoute, principal_of, run_audited
@@ -434,3 +435,103 @@ async def held_tokens(request: Request) -> JSONResponse:
         return error_response(exc, exc.status)
     except RuntimeError as exc:
         return error_response(exc, 502)
+
+
+# -- the tokens' secondary market on the ledger (bap/token_market.py) ---------------------------------------------
+MAX_TOKENS_PER_CALL = 1_000_000
+WholeTokens = Annotated[int, Field(gt=0, le=MAX_TOKENS_PER_CALL, description="whole tokens (1 token = 1 MWh)")]
+PricePerToken = Annotated[
+    Decimal,
+    Field(
+        gt=0,
+        le=Decimal(int(limits.MAX_PRICE_GBP_PER_MWH)),  # a token is 1 MWh
+        decimal_places=2,
+        allow_inf_nan=False,
+        description="GBP per token, at most 2 decimal places",
+    ),
+]
+
+
+class ListingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listing_id: limits.Name | None = Field(default=None, description="idempotency: the same listing again is 200")
+    series_id: limits.Name
+    tokens: WholeTokens
+    price_gbp_per_token: PricePerToken
+
+
+class ListingBuyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: WholeTokens
+    purchase_id: limits.Name | None = Field(default=None, description="idempotency: the same purchase again is 200")
+
+
+class TokenTransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to_id: limits.Name = Field(description="the participant (BAP or provider) receiving the tokens")
+    series_id: limits.Name
+    tokens: WholeTokens
+    transfer_id: limits.Name | None = Field(default=None, description="idempotency: the same transfer again is 200")
+
+
+async def _market_write(request: Request, call: Callable[[], token_market.Answer]) -> JSONResponse:
+    """One write on the ledger's market, then its audit row; a refusal answers as the ledger gave it (its audit
+    row is written by GuardedRoute)."""
+    try:
+        status, body = await run_in_threadpool(call)
+    except token_market.MarketRefusal as exc:
+        return error_response(exc, exc.status)
+    await run_audited(request, lambda _: None, status_code=status)
+    return JSONResponse(body, status_code=status)
+
+
+@api.get("/tokens/listings", summary="Compute Flex Token listings on the ledger's market, cheapest first")
+async def token_listings(
+    series_id: Annotated[limits.Name | None, Query(description="only this series'")] = None,
+    seller_id: Annotated[limits.Name | None, Query(description="only this seller's")] = None,
+    state: Annotated[Literal["open", "all"], Query(description="open (default) or all")] = "open",
+    limit: Annotated[int, Query(ge=1, le=limits.MAX_PAGE_SIZE)] = 100,
+) -> JSONResponse:
+    try:
+        _, body = await run_in_threadpool(
+            lambda: token_market.listings(series_id=series_id, seller_id=seller_id, state=state, limit=limit)
+        )
+    except token_market.MarketRefusal as exc:
+        return error_response(exc, exc.status)
+    return JSONResponse(body)
+
+
+@api.post("/tokens/listings", summary="List tokens this BAP holds on the ledger's market (escrowed at once)")
+async def list_tokens(body: ListingIn, request: Request) -> JSONResponse:
+    r = token_market.NewListing(
+        series_id=body.series_id,
+        tokens=body.tokens,
+        price_gbp_per_token=body.price_gbp_per_token,
+        listing_id=body.listing_id,
+    )
+    return await _market_write(request, lambda: token_market.create_listing(r))
+
+
+@api.post("/tokens/listings/{listing_id}/buy", summary="Buy from a listing: this BAP's signed confirm, DvP")
+async def buy_listed_tokens(listing_id: limits.Name, body: ListingBuyIn, request: Request) -> JSONResponse:
+    me = request.app.state.identity
+    return await _market_write(
+        request, lambda: token_market.buy(me, listing_id, tokens=body.tokens, purchase_id=body.purchase_id)
+    )
+
+
+@api.post("/tokens/listings/{listing_id}/cancel", summary="Withdraw this BAP's listing; the rest returns")
+async def cancel_token_listing(listing_id: limits.Name, request: Request) -> JSONResponse:
+    return await _market_write(request, lambda: token_market.cancel(listing_id))
+
+
+@api.post("/tokens/transfer", summary="Give tokens this BAP holds to another participant (unpriced)")
+async def transfer_tokens(body: TokenTransferIn, request: Request) -> JSONResponse:
+    me = request.app.state.identity
+    r = token_market.Transfer(
+        to_id=body.to_id, series_id=body.series_id, tokens=body.tokens, transfer_id=body.transfer_id
+    )
+    return await _market_write(request, lambda: token_market.transfer(me, r))

@@ -222,6 +222,8 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
         raise ClientError(f"{action} needs the order id the BPP assigns at init; init first", 409)
     if action == "confirm" and o.state not in ("CREATED", "ACCEPTED"):
         raise ClientError(f"order is {o.state}; confirm needs an initialised order (CREATED)", 409)
+    if action == "update":
+        _check_amendable(o, proposed)
     _check_cft(action, r, o, proposed)
     terms: dict[str, Any] = {
         "item_id": o.item_id,
@@ -254,6 +256,28 @@ def order_action(session: Session, me: Identity, action: str, r: OrderRequest) -
         raise ClientError(f"unknown action {action}", 404)
     o.last_error = None
     return _send(session, me, t, o, action=action, message=message)
+
+
+class NotAmendable(ClientError):
+    code = "not_amendable"
+
+
+def _check_amendable(o: BapOrder, proposed: dict[str, Any]) -> None:
+    """An update of an order paid with tokens is refused before anything is sent (409 naming settlement_method):
+    its ledger obligation is the redemption `cft-<order id>`, which cannot be amended; nor may an update switch
+    an order to token payment."""
+    if o.settlement_method == "CFT":
+        raise NotAmendable(
+            "settlement_method: a token-paid order cannot be amended: cancel it (its tokens return before the "
+            "window) and order again",
+            409,
+        )
+    if proposed.get("settlement_method") == "CFT":
+        raise NotAmendable(
+            f"settlement_method: an update cannot change how an order is paid ({o.settlement_method} to CFT): "
+            "cancel it and order again",
+            409,
+        )
 
 
 def _check_cft(action: str, r: OrderRequest, o: BapOrder, proposed: dict[str, Any]) -> None:

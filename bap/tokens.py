@@ -50,6 +50,7 @@ from schemas.flex import (
     whole_tokens,
 )
 from schemas.messages import OrderMessage
+from schemas.outcome import ledger_order_id
 
 log = structlog.get_logger(__name__)
 
@@ -307,7 +308,12 @@ def my_id() -> str:
     return me
 
 
-def _ledger_call(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+class LedgerUnreachable(RuntimeError):
+    """The ledger could not be asked, or did not answer with JSON (HTTP 502 at the client API)."""
+
+
+def ledger_call(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """The ledger's status and JSON answer to one request made with this BAP's own ledger key."""
     settings = get_settings()
     if not settings.ledger_url:
         raise TokenClientError("this BAP has no ledger (FLEXMARKET_LEDGER_URL)", 503)
@@ -317,8 +323,14 @@ def _ledger_call(method: str, path: str, body: dict[str, Any] | None = None) -> 
         with httpx.Client(timeout=10.0) as client:
             r = client.request(method, url, json=body, headers=headers)
     except httpx.HTTPError as exc:
-        raise RuntimeError(f"ledger unreachable: {exc}") from exc
-    return r.status_code, (r.json() if r.content else {})
+        raise LedgerUnreachable(f"ledger unreachable: {exc}") from exc
+    try:
+        answer = r.json() if r.content else {}
+    except ValueError as exc:
+        raise LedgerUnreachable(f"ledger answered {r.status_code} without JSON: {r.text[:200]}") from exc
+    if not isinstance(answer, dict):
+        raise LedgerUnreachable(f"ledger answered {r.status_code} with JSON that is not an object")
+    return r.status_code, answer
 
 
 def holdings(
@@ -348,7 +360,7 @@ def _held_tokens(me: str) -> dict[str, int]:
     after: str | None = None
     while True:
         query = httpx.QueryParams({"prefix": prefix, "limit": 1000, **({"after": after} if after else {})})
-        status, body = _ledger_call("GET", f"/accounts?{query}")
+        status, body = ledger_call("GET", f"/accounts?{query}")
         if status != 200:
             raise RuntimeError(f"ledger answered {status} for this BAP's token holdings: {str(body)[:200]}")
         for account in body.get("accounts") or []:
@@ -372,7 +384,7 @@ def _series_terms(session: Session, series_ids: set[str]) -> dict[str, tuple[str
         ).all()
     }
     for series_id in sorted(series_ids - set(terms)):
-        status, body = _ledger_call("GET", f"/cft/series/{series_id}")
+        status, body = ledger_call("GET", f"/cft/series/{series_id}")
         if status != 200:
             raise RuntimeError(f"ledger answered {status} for series {series_id}: {str(body)[:200]}")
         terms[series_id] = (
@@ -427,7 +439,7 @@ def redeem(session: Session, spec: OrderSpec) -> dict[str, Any]:
     tokens = whole_tokens(spec.power_kw, spec.window_start, spec.window_end)
     if tokens is None or not spec.order_id:
         raise RuntimeError(cft_refusal(spec) or "a CFT order needs its order id")
-    existing_status, existing = _ledger_call("GET", f"/orders/cft-{spec.order_id}")
+    existing_status, existing = ledger_call("GET", f"/orders/{ledger_order_id(spec.order_id, 'CFT')}")
     if existing_status == 200:
         return existing  # redeemed before: the obligation stands (the tokens are gone from the holding)
     series_id = choose_series(holdings(session), spec, tokens)
@@ -437,7 +449,7 @@ def redeem(session: Session, spec: OrderSpec) -> dict[str, Any]:
             f"{spec.window_end.isoformat()} with {tokens} tokens"
         )
     settings = get_settings()
-    status, body = _ledger_call(
+    status, body = ledger_call(
         "POST",
         "/cft/redeem",
         {

@@ -196,11 +196,20 @@ def accept_update(session: Session, msg: Inbound, inbox_id: int) -> Accepted:
         )
     if not msg.message.order.id:
         raise BecknError("invalid_request", "message.order.id is required", paths="message.order.id")
-    _order_by_id(session, msg, msg.message.order.id)
+    order = _order_by_id(session, msg, msg.message.order.id)
     try:
-        order_to_spec(msg.message.order)
+        spec = order_to_spec(msg.message.order)
     except FlexFormatError as exc:
         raise _flex_error(exc) from exc
+    if "CFT" in (order.settlement_method, spec.settlement_method):
+        # A token-paid order's obligation on the ledger is its redemption, which cannot be amended.
+        raise BecknError(
+            "update_not_possible",
+            f"settlement_method: order {order.id} is paid with {order.settlement_method}; an order paid with Compute "
+            "Flex Tokens cannot be amended, nor an order switched to them: cancel it and order again",
+            http_status=200,
+            paths="message.order.payments[0].tags.settlement_method",
+        )
     return Accepted(process_async=True)
 
 

@@ -167,7 +167,7 @@ def test_the_bap_counts_tokens_it_bought_on_the_secondary_market(
             r = client.request(method, f"/api/v1{path}", json=body, headers=keys[who])
             return r.status_code, r.json()
 
-        monkeypatch.setattr(bap_tokens, "_ledger_call", ledger_call)
+        monkeypatch.setattr(bap_tokens, "ledger_call", ledger_call)
         monkeypatch.setattr(bap_tokens, "my_id", lambda: bap_id)
         with session_scope("bap", ledger_url) as session:
             return bap_tokens.holdings(session, **only)
