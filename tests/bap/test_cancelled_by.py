@@ -5,75 +5,29 @@ market log's entry for a provider's cancellation runs on real processes in tests
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from bap import service
-from bap.models import BapOrder, Transaction
-from beckn.errors import Role
-from beckn.identity import Identity
-from beckn.keys import KeyPair
-from beckn.pipeline import Inbound, Verified
+from bap.models import BapOrder
 from kernel.db import session_scope
-from schemas.core import Context
 from schemas.core import Order as BecknOrder
-from schemas.flex import OrderCancellation, OrderSpec, OrderView, order_view_to_order
-from schemas.messages import OrderMessage
-
-T0 = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
-BPP = "bpp.test"
-ME = Identity("bap.test.flexmarket.local", Role.BAP, "http://127.0.0.1:9/beckn", KeyPair.generate())
-SPEC = OrderSpec("p", "i", 100.0, T0, T0 + timedelta(hours=1), "M", "P415", "o-1")
+from schemas.flex import OrderCancellation, OrderView, order_view_to_order
+from tests.bap.order_callbacks import SPEC, T0, callback, stored_order
 
 
 @pytest.fixture()
 def tx(bap_db: str) -> str:
     """A transaction with one ACCEPTED order, o-1."""
-    tx = str(uuid.uuid4())
-    with session_scope("bap") as s:
-        s.add(Transaction(id=tx, request={}, city_code="GB-R13", country_code="GBR"))
-        s.add(
-            BapOrder(
-                transaction_id=tx,
-                bpp_id=BPP,
-                provider_id="p",
-                bpp_uri="http://127.0.0.1:9/p",
-                item_id="i",
-                order_id="o-1",
-                power_kw=100.0,
-                window_start=T0,
-                window_end=T0 + timedelta(hours=1),
-                state="ACCEPTED",
-                price_gbp_per_mwh=150.0,
-            )
-        )
-    return tx
-
-
-def on_cancel(tx: str, order: BecknOrder) -> Inbound:
-    ctx = Context(action="on_cancel", message_id=str(uuid.uuid4()), transaction_id=tx, bpp_id=BPP)
-    return Inbound(
-        action="on_cancel",
-        raw=b"{}",
-        payload={},
-        context=ctx,
-        message=OrderMessage(order=order),
-        error=None,
-        receiver=ME,
-        verified=Verified(BPP, "k", "http://127.0.0.1:9/p"),
-        authorization="Signature …",
-        gateway_authorization=None,
-    )
+    return stored_order("ACCEPTED")
 
 
 def received(tx: str, order: BecknOrder) -> dict[str, Any]:
     """The BAP's order view after the on_cancel carrying `order`."""
     with session_scope("bap") as s:
-        service.on_order(s, on_cancel(tx, order), 0)
+        service.on_order(s, callback("on_cancel", tx, order), 0)
     return view_of(tx)
 
 

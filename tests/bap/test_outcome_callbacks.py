@@ -3,70 +3,31 @@ settlement runs, idempotently, and never lets a late message move its copy back.
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from bap import orders, service
-from bap.models import BapOrder, Transaction
-from beckn.errors import BecknError, Role
-from beckn.identity import Identity
-from beckn.keys import KeyPair
-from beckn.pipeline import Inbound, Verified
+from beckn.errors import BecknError
+from beckn.pipeline import Inbound
 from kernel.db import session_scope
-from schemas.core import Context
-from schemas.flex import OrderSpec, OrderView, order_view_to_order
+from schemas.flex import OrderView, order_view_to_order
 from schemas.messages import OrderMessage
 from schemas.outcome import LedgerOutcome, with_outcome
-
-T0 = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
-BPP = "bpp.test"
-ME = Identity("bap.test.flexmarket.local", Role.BAP, "http://127.0.0.1:9/beckn", KeyPair.generate())
+from tests.bap.order_callbacks import BPP, SPEC, T0, callback, stored_order
 
 
 @pytest.fixture()
 def tx(bap_db: str) -> str:
-    tx = str(uuid.uuid4())
-    with session_scope("bap") as s:
-        s.add(Transaction(id=tx, request={}, city_code="GB-R13", country_code="GBR"))
-        s.add(
-            BapOrder(
-                transaction_id=tx,
-                bpp_id=BPP,
-                provider_id="p",
-                bpp_uri="http://127.0.0.1:9/p",
-                item_id="i",
-                order_id="o-1",
-                power_kw=100.0,
-                window_start=T0,
-                window_end=T0 + timedelta(hours=1),
-                state="COMPLETED",
-                price_gbp_per_mwh=150.0,
-            )
-        )
-    return tx
+    return stored_order("COMPLETED")
 
 
 def _on_status(tx: str, state: str, outcome: LedgerOutcome | None) -> Inbound:
-    spec = OrderSpec("p", "i", 100.0, T0, T0 + timedelta(hours=1), "M", "P415", "o-1")
-    order = order_view_to_order(OrderView(spec, state, 150.0, 15.0, T0 + timedelta(hours=2)))
+    order = order_view_to_order(OrderView(SPEC, state, 150.0, 15.0, T0 + timedelta(hours=2)))
     if outcome is not None:
         order = with_outcome(order, outcome)
-    ctx = Context(action="on_status", message_id=str(uuid.uuid4()), transaction_id=tx, bpp_id=BPP)
-    return Inbound(
-        action="on_status",
-        raw=b"{}",
-        payload={},
-        context=ctx,
-        message=OrderMessage(order=order),
-        error=None,
-        receiver=ME,
-        verified=Verified(BPP, "k", "http://127.0.0.1:9/p"),
-        authorization="Signature …",
-        gateway_authorization=None,
-    )
+    return callback("on_status", tx, order)
 
 
 def _receive(msg: Inbound) -> tuple[str, str | None, float | None, int | None]:
