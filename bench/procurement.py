@@ -2,10 +2,10 @@
 (the MILP half also alone to ``bench/results/procurement_milp.json``).
 
     DATABASE_URL=… REDIS_URL=… .venv/bin/python bench/procurement.py [--sizes 50,500,2000] [--repeats 3]
-        [--providers 10,50] [--events 20] [--ttl 10] [--concurrency 1] [--skip-milp | --skip-e2e | --milp-only]
-        [--quick]
+        [--seeds 20] [--providers 10,50] [--events 20] [--ttl 10] [--concurrency 1]
+        [--skip-milp | --skip-e2e | --milp-only] [--quick]
 
-``--quick`` is a smoke run (MILP 50 offers once; 10 providers, 5 events) and writes no file unless ``--out``.
+``--quick`` is a smoke run (MILP 50 offers once, 2 seeds; 10 providers, 5 events) and writes no file unless ``--out``.
 ``--milp-only`` runs the MILP half alone: it writes ``bench/results/procurement_milp.json`` and replaces only the
 ``milp`` section of ``bench/results/procurement.json``, keeping its end-to-end results (and their machine).
 
@@ -17,10 +17,12 @@ absent), windows anywhere in the event, minimum and maximum kW and durations, a 
 (reliability 0.7–1.0), carbon stated or not, one offer in twenty paid with Compute Flex Tokens of one
 series. The target follows the evening peak and asks for about a third of what the offers could cover.
 Solved to ``mip_rel_gap`` 1e-3, production's gap (``bap/procurement_offers.py``) and the issue's "proven within
-0.1 %". Per size: the median solve time of ``--repeats`` runs (model building included), our cost and objective
-against HiGHS's proven bound (the gap of the rounded portfolio, in %), and against the in-merit stack
-(price order, as NESO's DFS) and first-come-first-served (arrival order) as ratios, both accounted the
-same way. Goals (issue 12): 500 offers solved in < 1 s; cost proven within 0.1 % of optimal.
+0.1 %". Per size, on the bench's own instance (seed 12): the median solve time of ``--repeats`` runs (model
+building included), our cost and objective against the solver's proven bound (the gap of the rounded portfolio,
+in %), and against the in-merit stack (price order, as NESO's DFS) and first-come-first-served (arrival order) as
+ratios, both accounted the same way. Then over ``--seeds`` other instances (seeds 0, 1, …; one solve each):
+the solve time (median, max), every status and the worst proven gap of the rounded portfolio. Goals (issue 12):
+500 offers solved in < 1 s and cost proven within 0.1 % of optimal, on every instance.
 
 **e2e**: event → all orders confirmed on real processes (loopback) for 10 and 50 providers (10 per BPP
 platform): ``--events`` DR events per size through ``POST /api/v1/grid-events`` with the operator key, sent
@@ -137,7 +139,7 @@ def _figures(p: Portfolio) -> dict[str, Any]:
     }
 
 
-def run_size(n_offers: int, prices: np.ndarray, repeats: int) -> dict[str, Any]:
+def run_size(n_offers: int, prices: np.ndarray, repeats: int, seeds: int) -> dict[str, Any]:
     offers, request = instance(n_offers, prices)
     times, ours = [], None
     for _ in range(repeats):
@@ -147,11 +149,16 @@ def run_size(n_offers: int, prices: np.ndarray, repeats: int) -> dict[str, Any]:
     assert ours is not None
     merit = in_merit_stack(offers, request)
     fcfs = first_come_first_served(offers, request)
-    gap = (ours.objective_value - ours.best_bound) / max(abs(ours.objective_value), 1e-12)
+    gap = _proven_gap(ours)
     median_s = statistics.median(times)
+    over_seeds = run_seeds(n_offers, prices, seeds)
     goals = {"proven_within_0.1pct": gap <= 1e-3}
+    if seeds:
+        goals["proven_within_0.1pct_every_seed"] = over_seeds["worst_gap_vs_bound_pct"] <= 0.1
     if n_offers == 500:
         goals["solved_under_1s"] = median_s < 1.0
+        if seeds:
+            goals["solved_under_1s_every_seed"] = over_seeds["solve_s"]["max"] < 1.0
     row = {
         "n_offers": n_offers,
         "n_providers": len({o.provider_id for o in offers}),
@@ -169,15 +176,58 @@ def run_size(n_offers: int, prices: np.ndarray, repeats: int) -> dict[str, Any]:
         "cost_ratio_in_merit_over_milp": round(merit.cost_gbp / ours.cost_gbp, 4),
         "cost_ratio_fcfs_over_milp": round(fcfs.cost_gbp / ours.cost_gbp, 4),
         "tokens_redeemed_mwh": {k: round(v, 4) for k, v in ours.tokens_redeemed_mwh.items()},
+        "seeds": over_seeds,
         "goals_met": goals,
     }
     print(json.dumps(row))
     return row
 
 
-def run_milp(sizes: list[int], repeats: int) -> dict[str, Any]:
-    prices, source = evening_prices()
+def _proven_gap(p: Portfolio) -> float:
+    """The rounded portfolio's objective against the solver's proven bound, relative."""
+    return (p.objective_value - p.best_bound) / max(abs(p.objective_value), 1e-12)
+
+
+def run_seeds(n_offers: int, prices: np.ndarray, seeds: int) -> dict[str, Any]:
+    """``n_offers`` offers on instances of seeds 0 … seeds − 1, each solved once (model building included)."""
+    rows: list[dict[str, Any]] = []
+    times: list[float] = []
+    gaps: list[float] = []
+    for seed in range(seeds):
+        offers, request = instance(n_offers, prices, seed)
+        t0 = time.perf_counter()
+        p = choose(offers, request)
+        times.append(round(time.perf_counter() - t0, 4))
+        gaps.append(round(100.0 * _proven_gap(p), 5))
+        rows.append(
+            {
+                "seed": seed,
+                "solve_s": times[-1],
+                "status": p.status,
+                "gap_vs_bound_pct": gaps[-1],
+                "solver_mip_gap_pct": round(100.0 * p.mip_gap, 5),
+            }
+        )
     return {
+        "seeds": seeds,
+        "solve_s": {"median": round(statistics.median(times), 4), "max": max(times)} if times else None,
+        "worst_gap_vs_bound_pct": max(gaps, default=0.0),
+        "all_optimal": all(r["status"] == "optimal" for r in rows),
+        "per_seed": rows,
+    }
+
+
+def run_milp(sizes: list[int], repeats: int, seeds: int) -> dict[str, Any]:
+    prices, source = evening_prices()
+    rows = [run_size(n, prices, repeats, seeds) for n in sizes]
+    five_hundred = [r for r in rows if r["n_offers"] == 500]
+    return {
+        "goal": {
+            "target": "issue 12: 500 offers solved in < 1 s and cost proven within 0.1 % of optimal (the rounded "
+            "portfolio against the solver's proven bound), on the bench's instance and on every seed; 2 cores "
+            "shared with other work, one thread",
+            "met": all(all(r["goals_met"].values()) for r in five_hundred) if five_hundred else None,
+        },
         "setup": {
             "event": f"{EVENT_START.isoformat()} + {N_SLOTS} half hours",
             "prices": source,
@@ -185,10 +235,11 @@ def run_milp(sizes: list[int], repeats: int) -> dict[str, Any]:
             "mip_rel_gap": MIP_REL_GAP,
             "repeats": repeats,
             "seed": SEED,
+            "seeds": f"0..{seeds - 1}, one solve each" if seeds else "none",
             "threads": 1,
             "token_value_gbp_per_mwh": TOKEN_VALUE_GBP_PER_MWH,
         },
-        "sizes": [run_size(n, prices, repeats) for n in sizes],
+        "sizes": rows,
     }
 
 
@@ -555,7 +606,7 @@ def _machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
 
 def _write_milp(result: dict[str, Any], load_before: tuple[float, float, float], t0: float) -> dict[str, Any]:
     milp_only = {
-        "benchmark": "procurement: the exact choice (MILP) vs HiGHS's bound, in-merit stack and FCFS",
+        "benchmark": "procurement: the exact choice (MILP) vs its proven bound, in-merit stack and FCFS",
         "generated_utc": result["generated_utc"],
         "command": result["command"],
         "milp": result["milp"],
@@ -572,7 +623,7 @@ def _milp_only(args: argparse.Namespace, command: str) -> dict[str, Any]:
     result: dict[str, Any] = {
         "generated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
-        "milp": run_milp([int(n) for n in args.sizes.split(",")], args.repeats),
+        "milp": run_milp([int(n) for n in args.sizes.split(",")], args.repeats, args.seeds),
     }
     milp_only = _write_milp(result, load_before, t0)
     if OUT.exists():
@@ -588,6 +639,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--sizes", default="50,500,2000", help="MILP: comma-separated offer counts")
     ap.add_argument("--repeats", type=int, default=3, help="MILP: solves per size (the median is reported)")
+    ap.add_argument("--seeds", type=int, default=20, help="MILP: other instances per size (seeds 0, 1, …), once each")
     ap.add_argument("--providers", default="10,50", help="e2e: comma-separated network sizes")
     ap.add_argument("--events", type=int, default=20, help="e2e: events per network size")
     ap.add_argument("--ttl", type=int, default=10, help="e2e: FLEXMARKET_MESSAGE_TTL_S, seconds")
@@ -606,18 +658,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.milp_only:
         return _milp_only(args, " ".join(sys.argv if argv is None else ["bench/procurement.py", *argv]))
     if args.quick:
-        args.sizes, args.repeats, args.providers, args.events = "50", 1, "10", 5
+        args.sizes, args.repeats, args.seeds, args.providers, args.events = "50", 1, 2, "10", 5
     args.providers = [int(n) for n in str(args.providers).split(",")]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     result: dict[str, Any] = {
-        "benchmark": "procurement: the exact choice (MILP) vs HiGHS's bound, in-merit stack and FCFS; "
+        "benchmark": "procurement: the exact choice (MILP) vs its proven bound, in-merit stack and FCFS; "
         "event → all orders confirmed on real processes",
         "generated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv if argv is None else ["bench/procurement.py", *argv]),
     }
     if not args.skip_milp:
-        result["milp"] = run_milp([int(n) for n in args.sizes.split(",")], args.repeats)
+        result["milp"] = run_milp([int(n) for n in args.sizes.split(",")], args.repeats, args.seeds)
         if not args.quick:  # the MILP half alone, as it was written before the e2e half existed
             _write_milp(result, load_before, t0)
     result["e2e"] = "skipped (--skip-e2e)" if args.skip_e2e else run_e2e(args)

@@ -374,22 +374,38 @@ def _feasible(model: pc._Model, x: np.ndarray) -> bool:
     )
 
 
+def _root(model: pc._Model) -> tuple[pc._CornerLp, pc._Node]:
+    """The corner form's LP and its root node, solved."""
+    lp = pc._CornerLp(pc._Corners.of(model), t_end=time.perf_counter() + 10.0)
+    none = np.zeros(0, dtype=np.intp)
+    root = pc._Node(-math.inf, 0, none, none, None)
+    r = lp.solve(root)
+    assert r.status == "optimal" and r.x is not None
+    return lp, replace(root, bound=r.objective, x=r.x, basis=r.basis)
+
+
+@settings(max_examples=100, deadline=None)
+@given(instances(max_slots=8, max_offers=12))
+def test_corner_form_has_the_same_lp_relaxation(case: tuple[list[Offer], ProcurementRequest]) -> None:
+    """The search bounds with the corner form's LP: it must be the MILP's own relaxation (HiGHS on _Model's
+    columns, integrality dropped), neither weaker nor, which would be wrong, stronger."""
+    offers, req = case
+    model = _model(offers, req)
+    relaxed = pc._highs(model, integer=False, time_limit_s=10.0, mip_rel_gap=1e-9)
+    assert relaxed.status == "optimal"
+    _, root = _root(model)
+    assert root.bound == pytest.approx(relaxed.objective, rel=1e-7, abs=1e-7)
+
+
 @settings(max_examples=100, deadline=None)
 @given(instances(max_slots=8, max_offers=12))
 def test_dive_finds_a_feasible_point_no_better_than_the_lp(case: tuple[list[Offer], ProcurementRequest]) -> None:
     offers, req = case
     model = _model(offers, req)
-    if model.n_binary == 0:
-        return
-    h = pc._loaded(model, integer=False, time_limit_s=10.0, mip_rel_gap=1e-3, bounds=None)
-    h.run()
-    lp = pc._result(h, integer=False)
-    assert lp.x is not None
-    dived = pc._dive(h, model, lp, t_end=time.perf_counter() + 10.0)
-    assert dived.x is not None and dived.status == "optimal"
-    assert _feasible(model, dived.x)
-    assert dived.objective == pytest.approx(float(model.cost @ dived.x), rel=1e-7, abs=1e-7)
-    assert dived.objective >= lp.objective - 1e-7 * max(1.0, abs(lp.objective))
+    lp, root = _root(model)
+    x = pc._dive(lp, root, model)
+    assert x is not None and _feasible(model, x)
+    assert float(model.cost @ x) >= root.bound - 1e-7 * max(1.0, abs(root.bound))
 
 
 def test_dive_settles_an_offer_the_lp_splits() -> None:
@@ -401,18 +417,16 @@ def test_dive_settles_an_offer_the_lp_splits() -> None:
     ]
     req = ProcurementRequest((1.0, 1.0))
     model = _model(offers, req)
-    h = pc._loaded(model, integer=False, time_limit_s=10.0, mip_rel_gap=1e-3, bounds=None)
-    h.run()
-    lp = pc._result(h, integer=False)
-    assert lp.x is not None
-    z_lp = lp.x[: model.n_binary]
-    assert np.any((z_lp > 1e-6) & (z_lp < 1 - 1e-6)), "the LP should split offer a"
-    dived = pc._dive(h, model, lp, t_end=time.perf_counter() + 10.0)
-    assert dived.x is not None and _feasible(model, dived.x)
-    z = np.rint(dived.x[: model.n_binary])
+    lp, root = _root(model)
+    assert root.x is not None
+    items, _ = lp.corners.fractional(root.x)
+    assert 0 in items.tolist(), "the LP should split offer a"
+    x = pc._dive(lp, root, model)
+    assert x is not None and _feasible(model, x)
+    z = np.rint(x[: model.n_binary])
     assert z[model.offer_index == 0].sum() == 1  # a, on one of its windows
-    assert dived.objective > lp.objective
-    assert choose(offers, req).solver_objective_value == pytest.approx(dived.objective)
+    assert float(model.cost @ x) > root.bound
+    assert choose(offers, req).solver_objective_value == pytest.approx(float(model.cost @ x))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -457,12 +471,12 @@ def test_dive_backs_off_when_a_fixing_overdraws_the_token_budget() -> None:
         (4.0,), token_budgets_mwh={SERIES: 0.001}, token_value_gbp_per_mwh={SERIES: 10.0}, mip_rel_gap=1e-3
     )
     model = _model(offers, req)
-    h = pc._loaded(model, integer=False, time_limit_s=10.0, mip_rel_gap=1e-3, bounds=None)
-    h.run()
-    lp = pc._result(h, integer=False)
-    assert lp.x is not None and 0.4 < lp.x[0] < 0.6  # t's only candidate comes first
-    dived = pc._dive(h, model, lp, t_end=time.perf_counter() + 10.0)
-    assert dived.x is not None and _feasible(model, dived.x)
-    assert dived.x[0] == 0.0
+    lp, root = _root(model)
+    assert root.x is not None
+    on, _ = lp.corners.use(root.x)
+    assert 0.4 < on[0] < 0.6  # t's only candidate comes first
+    x = pc._dive(lp, root, model)
+    assert x is not None and _feasible(model, x)
+    assert x[0] == 0.0
     p = choose(offers, req)
     assert _chosen(p) == {"s"} and p.shortfall_mwh == 0.0
