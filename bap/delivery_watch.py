@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
 import structlog
 
 from bap.models import BapOrder
-from kernel.config import get_settings
+from bap.tokens import LedgerUnreachable, TokenClientError, ledger_call
 from schemas.outcome import ledger_order_id
 
 log = structlog.get_logger(__name__)
@@ -95,22 +94,21 @@ def _due(o: BapOrder, metered: dict[str, Any], now: datetime) -> bool:
 
 
 def fetch(o: BapOrder) -> list[dict[str, Any]] | None:
-    """The ledger's view of the order's delivery so far, or None (not registered yet, or unreachable)."""
-    settings = get_settings()
-    if not settings.ledger_url or not o.order_id:
+    """The ledger's view of the order's delivery so far, or None (no ledger, not registered yet, unreachable)."""
+    if not o.order_id:
         return None
-    ledger_id = ledger_order_id(o.order_id, o.settlement_method)
-    url = f"{str(settings.ledger_url).rstrip('/')}/api/v1/orders/{ledger_id}/delivery"
-    headers = {"Authorization": f"Bearer {settings.ledger_api_key}"} if settings.ledger_api_key else {}
+    path = f"/orders/{ledger_order_id(o.order_id, o.settlement_method)}/delivery"
     try:
-        r = httpx.get(url, headers=headers, timeout=LEDGER_TIMEOUT_S)
-    except httpx.HTTPError as exc:
+        status, answer = ledger_call("GET", path, timeout_s=LEDGER_TIMEOUT_S)
+    except TokenClientError:
+        return None  # this BAP has no ledger
+    except LedgerUnreachable as exc:
         log.warning("delivery watch: ledger unreachable", order=o.id, error=str(exc))
         return None
-    if r.status_code != 200:
-        log.info("delivery watch: the ledger has no delivery for the order yet", order=o.id, status=r.status_code)
+    if status != 200:
+        log.info("delivery watch: the ledger has no delivery for the order yet", order=o.id, status=status)
         return None
-    return list(r.json()["periods"])
+    return list(answer["periods"])
 
 
 def observe(contracted: Sequence[BapOrder], metered: dict[str, Any], now: datetime) -> list[tuple[BapOrder, Judged]]:

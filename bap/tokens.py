@@ -312,7 +312,9 @@ class LedgerUnreachable(RuntimeError):
     """The ledger could not be asked, or did not answer with JSON (HTTP 502 at the client API)."""
 
 
-def ledger_call(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+def ledger_call(
+    method: str, path: str, body: dict[str, Any] | None = None, *, timeout_s: float = 10.0
+) -> tuple[int, dict[str, Any]]:
     """The ledger's status and JSON answer to one request made with this BAP's own ledger key."""
     settings = get_settings()
     if not settings.ledger_url:
@@ -320,7 +322,7 @@ def ledger_call(method: str, path: str, body: dict[str, Any] | None = None) -> t
     headers = {"Authorization": f"Bearer {settings.ledger_api_key}"} if settings.ledger_api_key else {}
     url = f"{str(settings.ledger_url).rstrip('/')}/api/v1{path}"
     try:
-        with httpx.Client(timeout=10.0) as client:
+        with httpx.Client(timeout=timeout_s) as client:
             r = client.request(method, url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise LedgerUnreachable(f"ledger unreachable: {exc}") from exc
